@@ -1,0 +1,26 @@
+# Two commands do all the set-up: `make demo` (main job) and `make test` (test suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TARGET ?= orin-nano
+
+.PHONY: setup demo test clean
+
+$(BIN)/edgecompress: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/edgecompress
+
+demo: setup
+	$(BIN)/edgecompress build --target $(TARGET)
+
+test: setup
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs

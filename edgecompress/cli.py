@@ -1,0 +1,85 @@
+"""The `edgecompress` command: a thin typer layer over the Python API."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .errors import EdgeCompressError
+from .pipeline import BuildConfig, build as run_build
+from .progress import console
+
+app = typer.Typer(help="Prune, quantize and deploy CNNs to edge hardware.", no_args_is_help=True, add_completion=False)
+DEFAULTS = {f.name: f.default for f in fields(BuildConfig)}
+
+
+def _fail(error: EdgeCompressError) -> None:
+    console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def build(
+    target: str = typer.Option(DEFAULTS["target"], help="Deployment target; `edgecompress targets` lists them."),
+    model: str = typer.Option(DEFAULTS["model"], help="Zoo name, path/to/file.py:callable, package.module:callable or a torch.save(model) file."),
+    weights: Optional[Path] = typer.Option(None, help="State dict to load; skips baseline training."),
+    task: str = typer.Option(DEFAULTS["task"], help="detect (YOLO data.yaml) or classify (ImageFolder with train/ and val/)."),
+    data: Optional[Path] = typer.Option(None, help="Dataset: a YOLO data.yaml, or an ImageFolder root. Default: the bundled digits detection set."),
+    calib: Optional[Path] = typer.Option(None, help="Folder of calibration images. Default: the bundled calib_data/."),
+    name: Optional[str] = typer.Option(None, help="Run name: the folder under --runs-dir. Default: MODEL-TARGET."),
+    runs_dir: Path = typer.Option(Path(DEFAULTS["runs_dir"]), help="Where run folders are written."),
+    image_size: int = typer.Option(DEFAULTS["image_size"], help="Square input size in pixels."),
+    batch_size: int = typer.Option(DEFAULTS["batch_size"]),
+    epochs: int = typer.Option(DEFAULTS["epochs"], help="Baseline training epochs (ignored with --weights)."),
+    sparse_epochs: int = typer.Option(DEFAULTS["sparse_epochs"], help="Sparse-training epochs."),
+    sparsity_lambda: float = typer.Option(DEFAULTS["sparsity_lambda"], help="L1 weight on BN gammas during sparse training."),
+    prune_ratio: float = typer.Option(DEFAULTS["prune_ratio"], help="Fraction of prunable channels removed (global threshold)."),
+    criterion: str = typer.Option(DEFAULTS["criterion"], help="Channel importance: bn-gamma or l1."),
+    min_channels: int = typer.Option(DEFAULTS["min_channels"], help="Channels every layer keeps at least."),
+    round_to: int = typer.Option(DEFAULTS["round_to"], help="Kept channels are rounded up to a multiple of this."),
+    ignore: list[str] = typer.Option([], help="Module names never pruned nor quantized (repeatable)."),
+    finetune_epochs: int = typer.Option(DEFAULTS["finetune_epochs"]),
+    qat_epochs: int = typer.Option(DEFAULTS["qat_epochs"]),
+    calib_method: str = typer.Option(DEFAULTS["calib_method"], help="Activation calibrator: max or percentile."),
+    profile_runs: int = typer.Option(DEFAULTS["profile_runs"], help="Timed onnxruntime runs per model."),
+    seed: int = typer.Option(DEFAULTS["seed"]),
+    quick: bool = typer.Option(False, "--quick", help="Tiny data and one epoch per stage: a smoke run in about a minute."),
+    from_stage: Optional[str] = typer.Option(None, "--from", help="Rerun from this stage on, even if finished."),
+) -> None:
+    """Run the whole pipeline: baseline, sparse, prune, finetune, qat, export, engine, report."""
+    config = BuildConfig(
+        target=target, model=model, weights=str(weights) if weights else None, task=task, data=str(data) if data else None,
+        calib=str(calib) if calib else None, name=name, runs_dir=str(runs_dir), image_size=image_size, batch_size=batch_size,
+        epochs=epochs, sparse_epochs=sparse_epochs, sparsity_lambda=sparsity_lambda, prune_ratio=prune_ratio, criterion=criterion,
+        min_channels=min_channels, round_to=round_to, ignore=tuple(ignore), finetune_epochs=finetune_epochs, qat_epochs=qat_epochs,
+        calib_method=calib_method, profile_runs=profile_runs, seed=seed, quick=quick, from_stage=from_stage,
+    )
+    try:
+        run_dir = run_build(config)
+    except EdgeCompressError as error:
+        _fail(error)
+    console.print(f"\n[bold green]done:[/] {run_dir}/report.md")
+    console.print((run_dir / "report.md").read_text(), markup=False, highlight=False)
+
+
+@app.command()
+def targets() -> None:
+    """List the deployment targets and the facts each build plan follows."""
+    from .engine import list_targets
+
+    table = Table("target", "GPU arch", "JetPack", "TensorRT", "int8", "DLA", "memory", "precision", title="deployment targets")
+    for t in list_targets():
+        table.add_row(t.name, t.gpu_arch or "–", t.jetpack or "–", t.tensorrt or "–", "yes" if t.int8 else "no", str(t.dla_cores), f"{t.memory_gb:g} GB", t.precision)
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

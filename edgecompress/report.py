@@ -1,0 +1,102 @@
+"""report.md and report.json, generated from the stage manifests (never typed by hand)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .artifacts import write_json, write_text
+
+MODEL_ROWS = {"baseline": "baseline", "pruned": "finetune", "int8": "qat"}
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _row(run, label: str, latency: dict[str, dict]) -> dict[str, Any]:
+    """Facts of one deployable model: accuracy in torch and onnxruntime, size, compute and speed."""
+    manifests = run.manifests
+    stage = MODEL_ROWS[label]
+    torch_metrics = manifests[stage]["metrics"]
+    size_source = manifests["finetune" if label == "int8" else stage]["metrics"]
+    export = manifests["export"]["metrics"].get(label, {})
+    lat = latency.get(label, {})
+    return {
+        "model": label,
+        "metrics_torch": {k: v for k, v in torch_metrics.items() if isinstance(v, float)},
+        "metrics_onnx": export.get("onnx", {}),
+        "params": size_source.get("params"),
+        "macs": size_source.get("macs"),
+        "file_size_bytes": lat.get("file_size_bytes"),
+        "latency_median_ms": lat.get("median_ms"),
+        "latency_p90_ms": lat.get("p90_ms"),
+        "peak_memory_mb": lat.get("peak_memory_mb"),
+        "onnx_max_abs_error": export.get("max_abs_error"),
+    }
+
+
+def _markdown(run, rows: list[dict[str, Any]]) -> str:
+    metric = run.task.primary_metric
+    base = rows[0]
+    lines = [
+        f"# edgecompress report: {run.config.name}",
+        "",
+        f"Model `{run.config.model}`, task `{run.config.task}`, target `{run.target.name}` ({run.target.description}), "
+        f"input {run.config.image_size}x{run.config.image_size}. Latency: onnxruntime on this machine's CPU, batch 1, "
+        f"{run.config.profile_runs} runs after warm-up.",
+        "",
+        f"| model | {metric} (torch) | {metric} (onnxruntime) | params | MACs | ONNX size | latency median | latency p90 | speed-up | peak memory |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        speedup = base["latency_median_ms"] / row["latency_median_ms"] if row["latency_median_ms"] and base["latency_median_ms"] else None
+        lines.append(
+            f"| {row['model']} | {_fmt(row['metrics_torch'].get(metric))} | {_fmt(row['metrics_onnx'].get(metric))} "
+            f"| {row['params']:,} | {row['macs'] / 1e6:.1f} M | {_fmt(row['file_size_bytes'] and row['file_size_bytes'] / 1e6, '.2f')} MB "
+            f"| {_fmt(row['latency_median_ms'], '.2f')} ms | {_fmt(row['latency_p90_ms'], '.2f')} ms | {_fmt(speedup, '.2f')}x | {_fmt(row['peak_memory_mb'], '.1f')} MB |"
+        )
+    lines += ["", "## Stages", "", "| stage | status | wall time | notes |", "|---|---|---|---|"]
+    for name, manifest in run.manifests.items():
+        lines.append(f"| {name} | {manifest['status']} | {manifest['wall_s']:.1f} s | {_stage_note(name, manifest)} |")
+    engine = run.manifests["engine"]["metrics"]
+    lines += ["", "## Deployment", "", f"Result: **{engine['kind']}** at {engine['precision']}.", ""]
+    if engine.get("command"):
+        lines += ["```", " ".join(engine["command"]) if isinstance(engine["command"], list) else str(engine["command"]), "```", ""]
+    lines += [f"- {note}" for note in engine.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+def _stage_note(name: str, manifest: dict[str, Any]) -> str:
+    metrics = manifest["metrics"]
+    if manifest["status"] == "skipped":
+        return manifest["reason"]
+    if name == "sparse":
+        return f"BN gammas < 0.01: {metrics['gamma_before']['fraction_below_0.01']:.1%} -> {metrics['gamma_after']['fraction_below_0.01']:.1%}"
+    if name == "prune":
+        plan = metrics["plan"]
+        return f"removed {plan.get('removed_channels')} of {plan.get('prunable_channels')} prunable channels; before fine-tune: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    if name == "qat":
+        return "after calibration (PTQ): " + ", ".join(f"{k} {v:.4f}" for k, v in metrics["ptq"].items()) + f"; {metrics['calibration_images']} calibration images"
+    if name == "export":
+        return "; ".join(f"{label} max abs error {m['max_abs_error']:.2e}" for label, m in metrics.items())
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+
+
+def write_report(run, folder: Path, latency: dict[str, dict]) -> dict[str, str]:
+    """Write report.md and report.json into ``folder`` and the run folder; returns the stage outputs."""
+    rows = [_row(run, label, latency) for label in MODEL_ROWS if label in run.manifests["export"]["outputs"]]
+    data = {
+        "name": run.config.name,
+        "target": asdict(run.target),
+        "models": rows,
+        "stages": {name: {k: m[k] for k in ("status", "reason", "wall_s", "metrics")} for name, m in run.manifests.items()},
+        "total_wall_s": round(sum(m["wall_s"] for m in run.manifests.values()), 1),
+    }
+    markdown = _markdown(run, rows)
+    for where in (folder, run.dir):
+        write_json(where / "report.json", data)
+        write_text(where / "report.md", markdown)
+    return {"report_md": "report.md", "report_json": "report.json"}

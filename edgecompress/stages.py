@@ -1,0 +1,183 @@
+"""The eight stage functions of :mod:`edgecompress.pipeline`, each ``(run, folder) -> StageOutcome``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .artifacts import load_model, save_model
+from .pipeline import Run, Stage, StageOutcome
+from .progress import console
+from .stats import model_stats
+from .train.loop import TrainConfig, fit
+
+DATA_SETTINGS = ("task", "data", "image_size", "train_images", "val_images", "seed", "batch_size")
+
+
+def _evaluate(run: Run, model: nn.Module) -> dict[str, float]:
+    from .tasks import torch_predict
+
+    metrics = run.task.evaluate(torch_predict(model), model, run.data.val)
+    console.print("  " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return metrics
+
+
+def _size_metrics(run: Run, model: nn.Module) -> dict[str, int]:
+    stats = model_stats(model, run.example_input())
+    return {"params": stats.params, "macs": stats.macs}
+
+
+def _train(run: Run, model: nn.Module, folder: Path, config: TrainConfig, description: str, sparse=()) -> list[float]:
+    history = fit(model, run.data.train, run.task.loss(model), config, sparse_batchnorms=sparse, checkpoint=folder / "checkpoint.pt", description=description)
+    (folder / "checkpoint.pt").unlink(missing_ok=True)
+    return [round(loss, 5) for loss in history.epoch_losses]
+
+
+def _save(model: nn.Module, folder: Path, metrics: dict, **extra) -> StageOutcome:
+    save_model(model, folder / "model.pt")
+    return StageOutcome(outputs={"model": "model.pt", **extra}, metrics=metrics)
+
+
+def baseline(run: Run, folder: Path) -> StageOutcome:
+    """Load ``--weights`` or train the model from scratch; evaluate it."""
+    from .models import resolve_model
+
+    config = run.config
+    model = resolve_model(config.model, num_classes=run.data.num_classes, weights=config.weights)
+    losses: list[float] = []
+    if config.weights is None and config.epochs > 0:
+        run.task.prepare(model, run.data)
+        losses = _train(run, model, folder, TrainConfig(config.epochs), "baseline")
+    return _save(model, folder, {**_evaluate(run, model), **_size_metrics(run, model), "train_loss": losses})
+
+
+def _gamma_histogram(batchnorms: list[nn.BatchNorm2d]) -> dict[str, object]:
+    gammas = torch.cat([bn.weight.detach().abs().flatten() for bn in batchnorms]).numpy() if batchnorms else np.zeros(1)
+    edges = [0.0, 1e-3, 1e-2, 0.05, 0.1, 0.25, 0.5, 1.0, float("inf")]
+    counts, _ = np.histogram(gammas, bins=edges)
+    return {
+        "channels": int(gammas.size),
+        "edges": edges[:-1] + ["inf"],
+        "counts": counts.tolist(),
+        "median": float(np.median(gammas)),
+        "fraction_below_0.01": float((gammas < 1e-2).mean()),
+    }
+
+
+def sparse(run: Run, folder: Path) -> StageOutcome:
+    """Sparse training: the task loss plus lambda * sum|gamma| over the BNs of prunable channels."""
+    from .prune import prunable_batchnorms
+
+    config = run.config
+    model = load_model(run.artifact("baseline", "model"))
+    batchnorms = [bn for _, bn in prunable_batchnorms(model, run.example_input(), ignore=config.ignore)]
+    before = _gamma_histogram(batchnorms)
+    losses = _train(run, model, folder, TrainConfig(config.sparse_epochs, sparsity_lambda=config.sparsity_lambda), "sparse", sparse=batchnorms)
+    after = _gamma_histogram(batchnorms)
+    console.print(f"  BN gammas below 0.01: {before['fraction_below_0.01']:.1%} -> {after['fraction_below_0.01']:.1%} of {after['channels']} channels")
+    metrics = {**_evaluate(run, model), "gamma_before": before, "gamma_after": after, "train_loss": losses}
+    return _save(model, folder, metrics)
+
+
+def prune_stage(run: Run, folder: Path) -> StageOutcome:
+    """Remove the channels with the smallest BN gammas (global threshold), physically."""
+    from .prune import apply_plan, plan_pruning
+
+    config = run.config
+    model = load_model(run.artifact("sparse", "model"))
+    example = run.example_input()
+    plan = plan_pruning(model, example, ratio=config.prune_ratio, criterion=config.criterion, ignore=config.ignore,
+                        min_channels=config.min_channels, round_to=config.round_to)
+    model = apply_plan(model, plan)
+    metrics = {**_evaluate(run, model), **_size_metrics(run, model), "plan": plan.summary()}
+    return _save(model, folder, metrics)
+
+
+def finetune(run: Run, folder: Path) -> StageOutcome:
+    """Fine-tune the pruned model to recover accuracy."""
+    config = run.config
+    model = load_model(run.artifact("prune", "model"))
+    losses = _train(run, model, folder, TrainConfig(config.finetune_epochs), "finetune")
+    return _save(model, folder, {**_evaluate(run, model), **_size_metrics(run, model), "train_loss": losses})
+
+
+def qat(run: Run, folder: Path) -> StageOutcome:
+    """Fold BN, insert int8 fake-quant, calibrate on the calibration images, then train a few epochs."""
+    from .data.calib import calib_batches, load_calibration_images
+    from .pipeline import DEFAULT_CALIB
+    from .quant import calibrate, quantize_model
+
+    config = run.config
+    if not run.target.int8:
+        return StageOutcome(skipped=f"{run.target.name} has no int8 support in TensorRT {run.target.tensorrt}; deploying the pruned model in {run.target.precision}")
+    model = load_model(run.artifact("finetune", "model"))
+    model = quantize_model(model, run.example_input(), skip=config.ignore)
+    images = load_calibration_images(Path(config.calib) if config.calib else DEFAULT_CALIB, config.image_size, limit=config.calib_images)
+    ranges = calibrate(model, calib_batches(images, config.batch_size), method=config.calib_method)
+    ptq = _evaluate(run, model)
+    losses = _train(run, model, folder, TrainConfig(config.qat_epochs, lr=1e-4, warmup_steps=0), "qat")
+    metrics = {**_evaluate(run, model), "ptq": ptq, "calibration_images": int(images.shape[0]), "activation_ranges": ranges, "train_loss": losses}
+    return _save(model, folder, metrics)
+
+
+def export(run: Run, folder: Path) -> StageOutcome:
+    """ONNX of the baseline, the pruned model and (for int8 targets) the Q/DQ model, each checked in onnxruntime."""
+    from .export import export_onnx, qdq_summary, verify_onnx
+    from .tasks import onnx_predict
+
+    sources = {"baseline": ("baseline", "baseline.onnx"), "pruned": ("finetune", "pruned.onnx")}
+    if run.manifests["qat"]["status"] == "done":
+        sources["int8"] = ("qat", "int8.onnx")
+    outputs, metrics = {}, {}
+    for label, (stage, file_name) in sources.items():
+        model = load_model(run.artifact(stage, "model")).eval()
+        path = export_onnx(model, run.example_input(), folder / file_name)
+        report = verify_onnx(model, path, tuple(run.example_input().shape))
+        accuracy = run.task.evaluate(onnx_predict(path), model, run.data.val)
+        metrics[label] = {"max_abs_error": report.max_abs_error, "max_rel_error": report.max_rel_error, "onnx": accuracy}
+        if label == "int8":
+            metrics[label]["qdq"] = qdq_summary(path).__dict__
+        console.print(f"  {file_name}: max |onnxruntime - torch| {report.max_abs_error:.2e}, " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
+        outputs[label] = file_name
+    return StageOutcome(outputs=outputs, metrics=metrics)
+
+
+def engine(run: Run, folder: Path) -> StageOutcome:
+    """Build the target's engine, or the deployment bundle that builds it on the device."""
+    from .engine import build_engine
+
+    precision = run.target.precision if run.manifests["qat"]["status"] == "done" or run.target.precision != "int8" else "fp16"
+    onnx_path = run.artifact("export", "int8" if precision == "int8" else "pruned")
+    result = build_engine(run.target, onnx_path, folder, precision=precision)
+    console.print(f"  {result.kind}: {', '.join(result.paths)}")
+    return StageOutcome(outputs={Path(p).name: p for p in result.paths}, metrics={"kind": result.kind, "precision": precision, "command": result.command, "notes": result.notes})
+
+
+def report(run: Run, folder: Path) -> StageOutcome:
+    """Profile every exported model in onnxruntime side by side and write report.md / report.json."""
+    from .profile import profile_onnx
+    from .report import write_report
+
+    export_outputs = run.manifests["export"]["outputs"]
+    latency = {}
+    for label in export_outputs:
+        stats = profile_onnx(run.artifact("export", label), input_shape=tuple(run.example_input().shape), runs=run.config.profile_runs)
+        latency[label] = stats.__dict__
+        console.print(f"  {label}: median {stats.median_ms:.2f} ms, p90 {stats.p90_ms:.2f} ms, peak {stats.peak_memory_mb:.1f} MB")
+    outputs = write_report(run, folder, latency)
+    return StageOutcome(outputs=outputs, metrics={"latency": latency})
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("baseline", baseline, DATA_SETTINGS + ("model", "weights", "epochs")),
+    Stage("sparse", sparse, ("sparse_epochs", "sparsity_lambda", "ignore")),
+    Stage("prune", prune_stage, ("prune_ratio", "criterion", "min_channels", "round_to", "ignore")),
+    Stage("finetune", finetune, ("finetune_epochs",)),
+    Stage("qat", qat, ("target", "calib", "calib_method", "calib_images", "qat_epochs")),
+    Stage("export", export, ()),
+    Stage("engine", engine, ("target",)),
+    Stage("report", report, ("profile_runs",)),
+)

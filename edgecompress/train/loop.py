@@ -1,0 +1,107 @@
+"""The training engine shared by the baseline, sparse, fine-tune and QAT stages.
+
+Adam with a cosine-annealed learning rate (the patent's recipe), linear warm-up, gradient clipping,
+an optional L1 penalty on BatchNorm gammas (network slimming), and a checkpoint after every epoch
+so an interrupted stage resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..artifacts import atomic_path
+from ..progress import progress_bar
+
+LossFn = Callable[[object, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training stage."""
+
+    epochs: int
+    lr: float = 4e-3
+    weight_decay: float = 5e-4
+    warmup_steps: int = 50
+    sparsity_lambda: float = 0.0
+    grad_clip: float = 10.0
+
+
+@dataclass
+class TrainHistory:
+    """Mean training loss of every epoch, and the epoch training resumed from (0 for a fresh start)."""
+
+    epoch_losses: list[float] = field(default_factory=list)
+    resumed_from_epoch: int = 0
+
+
+def bn_l1(batchnorms: Sequence[nn.BatchNorm2d]) -> Tensor:
+    """Sum of |gamma| over ``batchnorms``: the network-slimming sparsity penalty."""
+    return sum(bn.weight.abs().sum() for bn in batchnorms)
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def _lr_at(step: int, total: int, config: TrainConfig) -> float:
+    warmup = min(config.warmup_steps, max(total // 4, 1))
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return config.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def fit(
+    model: nn.Module,
+    loader: Iterable[tuple[Tensor, Tensor]],
+    loss_fn: LossFn,
+    config: TrainConfig,
+    *,
+    sparse_batchnorms: Sequence[nn.BatchNorm2d] = (),
+    checkpoint: Path | None = None,
+    description: str = "train",
+) -> TrainHistory:
+    """Train ``model`` in place; with ``checkpoint`` set, resume from it and rewrite it after each epoch."""
+    optimizer = _optimizer(model, config)
+    history = TrainHistory()
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = TrainHistory(state["epoch_losses"], resumed_from_epoch=len(state["epoch_losses"]))
+    steps_per_epoch = len(loader)
+    total_steps = config.epochs * steps_per_epoch
+    model.train()
+    with progress_bar() as progress:
+        task = progress.add_task(description, total=total_steps, completed=history.resumed_from_epoch * steps_per_epoch, loss=float("nan"))
+        for epoch in range(history.resumed_from_epoch, config.epochs):
+            running = 0.0
+            for i, (images, targets) in enumerate(loader):
+                step = epoch * steps_per_epoch + i
+                for group in optimizer.param_groups:
+                    group["lr"] = _lr_at(step, total_steps, config)
+                loss = loss_fn(model(images), targets)
+                if config.sparsity_lambda and sparse_batchnorms:
+                    loss = loss + config.sparsity_lambda * bn_l1(sparse_batchnorms)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                running += loss.item()
+                progress.update(task, advance=1, loss=running / (i + 1), description=f"{description} {epoch + 1}/{config.epochs}")
+            history.epoch_losses.append(running / max(steps_per_epoch, 1))
+            if checkpoint is not None:
+                with atomic_path(checkpoint) as tmp:
+                    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch_losses": history.epoch_losses}, tmp)
+    model.eval()
+    return history
