@@ -9,22 +9,26 @@ Python API (the CLI is a thin layer over it)::
     ec.save_model(small, "pruned.pt"); ec.load_model("pruned.pt")
 """
 
-from .artifacts import load_model, save_model
-from .errors import EdgeCompressError
-from .pipeline import BuildConfig, build
-from .stats import ModelStats, model_stats
+from importlib import import_module
 
-__all__ = ["build", "BuildConfig", "EdgeCompressError", "load_model", "save_model", "model_stats", "ModelStats", "prune", "export_onnx"]
+from .errors import EdgeCompressError
+
+# Public name -> module defining it; modules load on first use so `import edgecompress` stays fast.
+_API = {
+    "build": ".pipeline",
+    "BuildConfig": ".pipeline",
+    "load_model": ".artifacts",
+    "save_model": ".artifacts",
+    "model_stats": ".stats",
+    "ModelStats": ".stats",
+    "prune": ".prune",
+    "export_onnx": ".export",
+}
+
+__all__ = ["EdgeCompressError", *_API]
 
 
 def __getattr__(name: str):
-    """Load the heavier stage APIs on first use, so `import edgecompress` stays fast."""
-    if name == "prune":
-        from .prune import prune
-
-        return prune
-    if name == "export_onnx":
-        from .export import export_onnx
-
-        return export_onnx
-    raise AttributeError(f"module 'edgecompress' has no attribute {name!r}")
+    if name not in _API:
+        raise AttributeError(f"module 'edgecompress' has no attribute {name!r}")
+    return getattr(import_module(_API[name], __name__), name)

@@ -191,7 +191,6 @@ def build(config: BuildConfig | None = None, **overrides: Any) -> Path:
     names = [stage.name for stage in STAGES]
     if config.from_stage is not None and config.from_stage not in names:
         raise EdgeCompressError(f"unknown stage {config.from_stage!r} for --from; choose one of {', '.join(names)}")
-    torch.set_num_threads(max(os.cpu_count() or 1, 1))
     run = Run(config)
     run.dir.mkdir(parents=True, exist_ok=True)
     write_json(run.dir / "config.json", asdict(config))

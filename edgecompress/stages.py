@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +140,7 @@ def export(run: Run, folder: Path) -> StageOutcome:
         accuracy = run.task.evaluate(onnx_predict(path), model, run.data.val)
         metrics[label] = {"max_abs_error": report.max_abs_error, "max_rel_error": report.max_rel_error, "onnx": accuracy}
         if label == "int8":
-            metrics[label]["qdq"] = qdq_summary(path).__dict__
+            metrics[label]["qdq"] = asdict(qdq_summary(path))
         console.print(f"  {file_name}: max |onnxruntime - torch| {report.max_abs_error:.2e}, " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
         outputs[label] = file_name
     return StageOutcome(outputs=outputs, metrics=metrics)
@@ -152,8 +153,9 @@ def engine(run: Run, folder: Path) -> StageOutcome:
     precision = run.target.precision if run.manifests["qat"]["status"] == "done" or run.target.precision != "int8" else "fp16"
     onnx_path = run.artifact("export", "int8" if precision == "int8" else "pruned")
     result = build_engine(run.target, onnx_path, folder, precision=precision)
-    console.print(f"  {result.kind}: {', '.join(result.paths)}")
-    return StageOutcome(outputs={Path(p).name: p for p in result.paths}, metrics={"kind": result.kind, "precision": precision, "command": result.command, "notes": result.notes})
+    outputs = {name: str(Path(path).relative_to(folder)) for name, path in result.paths.items()}
+    console.print(f"  {result.kind}: {', '.join(outputs.values())}")
+    return StageOutcome(outputs=outputs, metrics={"kind": result.kind, "precision": precision, "command": result.command, "notes": result.notes})
 
 
 def report(run: Run, folder: Path) -> StageOutcome:
@@ -165,7 +167,7 @@ def report(run: Run, folder: Path) -> StageOutcome:
     latency = {}
     for label in export_outputs:
         stats = profile_onnx(run.artifact("export", label), input_shape=tuple(run.example_input().shape), runs=run.config.profile_runs)
-        latency[label] = stats.__dict__
+        latency[label] = asdict(stats)
         console.print(f"  {label}: median {stats.median_ms:.2f} ms, p90 {stats.p90_ms:.2f} ms, peak {stats.peak_memory_mb:.1f} MB")
     outputs = write_report(run, folder, latency)
     return StageOutcome(outputs=outputs, metrics={"latency": latency})

@@ -1,0 +1,47 @@
+"""Classification data in the ``root/<class_name>/*.jpg|png`` layout (torchvision's ImageFolder convention)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import EdgeCompressError
+from .preprocess import jitter_photometric, letterbox, list_images, load_rgb, random_placement
+
+
+class ImageFolderDataset(Dataset):
+    """Images letterboxed to ``image_size``; items are ``(image [3,S,S] float32 in [0,1], class index)``.
+
+    Classes are the sub-folder names in sorted order (``classes``). ``augment`` adds
+    brightness/contrast and a small random zoom/shift, the same jitter as the detection loader.
+    """
+
+    def __init__(self, root: str | os.PathLike, image_size: int, *, augment: bool = False):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise EdgeCompressError(f"dataset folder not found: {self.root}; pass a folder laid out as ROOT/<class_name>/*.jpg")
+        self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not self.classes:
+            raise EdgeCompressError(f"{self.root} has no class sub-folders; lay it out as ROOT/<class_name>/*.jpg")
+        self.samples = [(path, label) for label, name in enumerate(self.classes) for path in list_images(self.root / name)]
+        if not self.samples:
+            raise EdgeCompressError(f"the class folders of {self.root} hold no images (.jpg/.jpeg/.png/.bmp); add images")
+        self.image_size = image_size
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        image = load_rgb(path)
+        if not self.augment:
+            return letterbox(image, self.image_size)[0], label
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+        zoom, shift = random_placement(self.image_size, rng)
+        tensor, _ = letterbox(image, self.image_size, zoom=zoom, shift=shift)
+        return jitter_photometric(tensor, rng), label

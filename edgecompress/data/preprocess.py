@@ -1,0 +1,84 @@
+"""Image reading and letterbox resizing shared by the detection, classification and calibration loaders.
+
+One preprocessing path for training, calibration and evaluation keeps int8 calibration ranges
+faithful to what the network sees at deployment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from ..errors import EdgeCompressError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+PAD_VALUE = 114  # grey letterbox padding, as in YOLOv5/v8
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Affine map from source pixels to output pixels: ``out = src * scale + pad``."""
+
+    scale_x: float
+    scale_y: float
+    pad_x: float
+    pad_y: float
+
+    def map_xyxy(self, boxes: np.ndarray) -> np.ndarray:
+        """Map pixel boxes ``[N,4]`` (x1,y1,x2,y2) of the source image into the output image."""
+        scale = np.array([self.scale_x, self.scale_y, self.scale_x, self.scale_y], dtype=np.float32)
+        pad = np.array([self.pad_x, self.pad_y, self.pad_x, self.pad_y], dtype=np.float32)
+        return boxes * scale + pad
+
+
+def list_images(folder: Path) -> list[Path]:
+    """All images under ``folder`` (recursive), sorted so every run sees the same order."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Open an image as RGB, applying its EXIF orientation (labels refer to the upright image)."""
+    try:
+        with Image.open(path) as image:
+            return ImageOps.exif_transpose(image).convert("RGB")
+    except OSError as exc:
+        raise EdgeCompressError(f"cannot read image {path} ({exc}); delete or re-save the file") from None
+
+
+def letterbox(
+    image: Image.Image, size: int, *, zoom: float = 1.0, shift: tuple[float, float] = (0.0, 0.0)
+) -> tuple[torch.Tensor, Letterbox]:
+    """Resize keeping aspect ratio into a ``size`` x ``size`` grey canvas; return ``[3,S,S]`` in [0,1].
+
+    ``zoom`` and ``shift`` (output pixels) perturb the placement for augmentation; the defaults
+    give the plain centred letterbox used at inference.
+    """
+    width, height = image.size
+    ratio = size / max(width, height) * zoom
+    new_w, new_h = max(1, round(width * ratio)), max(1, round(height * ratio))
+    pad_x = round((size - new_w) / 2 + shift[0])
+    pad_y = round((size - new_h) / 2 + shift[1])
+    canvas = Image.new("RGB", (size, size), (PAD_VALUE,) * 3)
+    canvas.paste(image.resize((new_w, new_h), Image.BILINEAR), (pad_x, pad_y))
+    array = np.asarray(canvas, dtype=np.float32) / 255.0
+    tensor = torch.from_numpy(array.transpose(2, 0, 1).copy())
+    return tensor, Letterbox(new_w / width, new_h / height, float(pad_x), float(pad_y))
+
+
+def jitter_photometric(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Random contrast (x0.7..1.3 about the mean) and brightness (+-0.1), clipped to [0,1]."""
+    contrast = float(rng.uniform(0.7, 1.3))
+    brightness = float(rng.uniform(-0.1, 0.1))
+    mean = image.mean()
+    return ((image - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
+
+
+def random_placement(size: int, rng: np.random.Generator) -> tuple[float, tuple[float, float]]:
+    """A small random zoom (0.8..1.2) and shift (+-10% of the side) for :func:`letterbox`."""
+    zoom = float(rng.uniform(0.8, 1.2))
+    shift = (float(rng.uniform(-0.1, 0.1) * size), float(rng.uniform(-0.1, 0.1) * size))
+    return zoom, shift

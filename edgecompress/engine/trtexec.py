@@ -1,0 +1,134 @@
+"""trtexec command lines, one recipe per TensorRT major version (flags changed in 8 -> 10 -> 11).
+
+Sources, checked against NVIDIA's documentation:
+- TensorRT 8.x: explicit quantization needs the INT8 builder flag; ``--workspace=N`` (MiB) is accepted through 8.x
+  (deprecated from 8.4, removed in 10).
+  https://docs.nvidia.com/deeplearning/tensorrt/11.4.1/api/migration/tensorrt-8x-to-10x-trtexec.html
+- TensorRT 10.x: ``--memPoolSize=workspace:N`` (MiB); ``--fp16``/``--int8`` still build weakly typed networks
+  (weak typing deprecated in 10.12, https://docs.nvidia.com/deeplearning/tensorrt/latest/getting-started/release-notes-10/10.12.0.html).
+- TensorRT 11.x: every network is strongly typed; ``--fp16 --int8 --best --calib`` are removed; int8 comes only from
+  Q/DQ nodes and fp16 from an fp16 ONNX made offline with ModelOpt AutoCast.
+  https://docs.nvidia.com/deeplearning/tensorrt/11.4.1/api/migration/tensorrt-10x-to-11x-trtexec.html
+- DLA: ``--useDLACore=N --allowGPUFallback`` (samples/trtexec/README.md in github.com/NVIDIA/TensorRT).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import EdgeCompressError
+from .targets import Target
+
+DEFAULT_WORKSPACE_MIB = 1024
+
+
+@dataclass(frozen=True)
+class TrtexecRecipe:
+    """How one TensorRT major version is asked for a precision and a workspace."""
+
+    workspace_flag: Callable[[int], str]
+    precision_flags: dict[str, tuple[str, ...]]
+    # Builder flags for the Python API (names in trt.BuilderFlag), same meaning as precision_flags.
+    builder_flags: dict[str, tuple[str, ...]]
+    # fp16 needs the ONNX converted offline first (TensorRT 11: no --fp16).
+    fp16_needs_autocast: bool = False
+
+
+_WEAKLY_TYPED_FLAGS = {
+    "fp32": (),
+    "fp16": ("--fp16",),
+    # Q/DQ nodes give the int8 layers; --fp16 lets the layers outside Q/DQ regions run in half precision.
+    "int8": ("--int8", "--fp16"),
+}
+_WEAKLY_TYPED_BUILDER = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8", "FP16")}
+
+RECIPES: dict[int, TrtexecRecipe] = {
+    8: TrtexecRecipe(lambda mib: f"--workspace={mib}", _WEAKLY_TYPED_FLAGS, _WEAKLY_TYPED_BUILDER),
+    10: TrtexecRecipe(lambda mib: f"--memPoolSize=workspace:{mib}", _WEAKLY_TYPED_FLAGS, _WEAKLY_TYPED_BUILDER),
+    11: TrtexecRecipe(
+        lambda mib: f"--memPoolSize=workspace:{mib}",
+        {"fp32": (), "fp16": (), "int8": ()},
+        {"fp32": (), "fp16": (), "int8": ()},
+        fp16_needs_autocast=True,
+    ),
+}
+
+
+def recipe_for(target: Target) -> TrtexecRecipe:
+    """The recipe for the target's TensorRT major version; a CPU target or an unknown major is a user error."""
+    major = target.tensorrt_major
+    if major not in RECIPES:
+        raise EdgeCompressError(
+            f"target {target.name} has TensorRT {target.tensorrt}, which edgecompress has no build recipe for; "
+            f"use a target with TensorRT {', '.join(f'{m}.x' for m in RECIPES)}"
+        )
+    return RECIPES[major]
+
+
+def check_precision(target: Target, precision: str) -> None:
+    """Refuse a precision the target cannot run, with the fix in the message."""
+    if precision not in ("fp32", "fp16", "int8"):
+        raise EdgeCompressError(f"unknown precision {precision!r}; use int8, fp16 or fp32")
+    if precision == "int8" and not target.int8:
+        raise EdgeCompressError(
+            f"{target.name} ({target.gpu_arch}) has no fast int8, so a Q/DQ network does not build there; "
+            f"use --precision {target.precision} (QAT is skipped for this target)"
+        )
+    if precision == "fp16" and not target.fp16:
+        raise EdgeCompressError(f"{target.name} has no fp16 support; use --precision {target.precision}")
+
+
+def autocast_command(onnx_path: str | Path, fp16_path: str | Path) -> list[str]:
+    """ModelOpt AutoCast: the TensorRT 11 way to get fp16 (documented migration step)."""
+    return ["python3", "-m", "modelopt.onnx.autocast", "--onnx_path", str(onnx_path), "--output_path", str(fp16_path)]
+
+
+def autocast_path(onnx_path: str | Path) -> Path:
+    """Where the fp16 AutoCast copy of ``onnx_path`` goes."""
+    path = Path(onnx_path)
+    return path.with_name(f"{path.stem}_fp16{path.suffix}")
+
+
+def trtexec_command(
+    target: Target,
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    *,
+    precision: str,
+    workspace_mib: int = DEFAULT_WORKSPACE_MIB,
+    dla_core: int | None = None,
+) -> list[str]:
+    """The exact trtexec build command for this target's TensorRT version.
+
+    On TensorRT 11 with fp16 the ONNX named here is the AutoCast output (see :func:`autocast_command`).
+    """
+    check_precision(target, precision)
+    recipe = recipe_for(target)
+    source = autocast_path(onnx_path) if precision == "fp16" and recipe.fp16_needs_autocast else Path(onnx_path)
+    command = ["trtexec", f"--onnx={source}", f"--saveEngine={engine_path}", *recipe.precision_flags[precision]]
+    command.append(recipe.workspace_flag(workspace_mib))
+    if dla_core is not None:
+        if not 0 <= dla_core < target.dla_cores:
+            raise EdgeCompressError(
+                f"{target.name} has {target.dla_cores} DLA core(s), so DLA core {dla_core} does not exist; "
+                "drop --dla-core or pick a target with DLA (jetson-xavier-nx, jetson-agx-xavier, jetson-agx-orin)"
+            )
+        command += [f"--useDLACore={dla_core}", "--allowGPUFallback"]
+    return command
+
+
+def profile_command(
+    engine_path: str | Path, *, iterations: int = 200, warmup_ms: int = 500, avg_runs: int = 10
+) -> list[str]:
+    """A trtexec timing run of a saved engine, plus a per-layer profile in a separate run so it does not skew timing."""
+    return [
+        "trtexec",
+        f"--loadEngine={engine_path}",
+        f"--iterations={iterations}",
+        f"--warmUp={warmup_ms}",
+        f"--avgRuns={avg_runs}",
+        "--separateProfileRun",
+        "--dumpProfile",
+    ]

@@ -1,0 +1,114 @@
+"""Export a model (float or fake-quantized) to ONNX, simplify it without losing Q/DQ pairs, convert to fp16.
+
+The TorchScript exporter (``dynamo=False``) turns ``torch.fake_quantize_*`` into
+QuantizeLinear/DequantizeLinear pairs: the explicit-quantization graph TensorRT builds int8
+engines from. onnxslim never constant-folds Q/DQ nodes (unlike onnx-simplifier, which folds weight
+DequantizeLinear back to float); export still checks that every quantized Conv kept its pairs.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import onnx
+import onnxslim
+import onnxslim.third_party.onnx_graphsurgeon as gs
+import torch
+from onnxruntime.transformers.float16 import convert_float_to_float16
+from torch import nn
+
+from ..artifacts import atomic_path
+from ..errors import EdgeCompressError
+from .qdq import qdq_summary_of
+
+
+def export_onnx(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    path: str | os.PathLike,
+    *,
+    simplify: bool = True,
+    opset: int = 17,
+    input_names: Sequence[str] = ("images",),
+    output_names: Sequence[str] | None = None,
+    dynamic_batch: bool = True,
+) -> Path:
+    """Write ``model`` (in eval mode) to ``path`` as a checked ONNX file; outputs default to output0..N-1."""
+    was_training = model.training
+    model.eval()
+    try:
+        names = list(output_names) if output_names is not None else _default_output_names(model, example_input)
+        with atomic_path(path) as tmp:
+            _torch_export(model, example_input, tmp, opset, list(input_names), names, dynamic_batch)
+            if simplify:
+                _simplify_keeping_qdq(tmp)
+            onnx.checker.check_model(str(tmp))
+    finally:
+        model.train(was_training)
+    return Path(path)
+
+
+def convert_fp16(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike) -> Path:
+    """Write an fp16 copy of a float ONNX model (float32 inputs and outputs kept), for fp16 targets."""
+    model = _load(onnx_in)
+    if qdq_summary_of(model).quantize_linear:
+        raise EdgeCompressError(f"{onnx_in} holds Q/DQ (int8) nodes; convert the float export to fp16, not the int8 one")
+    half = _toposorted(convert_float_to_float16(model, keep_io_types=True))
+    with atomic_path(onnx_out) as tmp:
+        onnx.save(half, str(tmp))
+        onnx.checker.check_model(str(tmp))
+    return Path(onnx_out)
+
+
+def _default_output_names(model: nn.Module, example_input: torch.Tensor) -> list[str]:
+    with torch.no_grad():
+        output = model(example_input)
+    count = 1 if isinstance(output, torch.Tensor) else len(output)
+    return [f"output{i}" for i in range(count)]
+
+
+def _torch_export(
+    model: nn.Module, example_input: torch.Tensor, path: Path, opset: int, input_names: list[str], output_names: list[str], dynamic_batch: bool
+) -> None:
+    dynamic_axes = {name: {0: "batch"} for name in input_names + output_names} if dynamic_batch else None
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+            warnings.filterwarnings("ignore", message=".*The feature will be removed.*")
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            torch.onnx.export(
+                model, (example_input,), str(path), dynamo=False, opset_version=opset,
+                input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
+            )
+    except Exception as exc:  # the exporter raises many types for unsupported operators
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise EdgeCompressError(
+            f"ONNX export of {type(model).__name__} failed ({type(exc).__name__}: {first}); "
+            "try a newer --opset or replace the unsupported operator"
+        ) from None
+
+
+def _simplify_keeping_qdq(path: Path) -> None:
+    model = onnx.load(str(path))
+    before = qdq_summary_of(model)
+    slimmed = onnxslim.slim(model)
+    after = qdq_summary_of(slimmed)
+    if after.conv_quantized < before.conv_quantized:
+        raise EdgeCompressError("onnxslim removed Q/DQ pairs from the export; export with simplify=False")
+    onnx.save(slimmed, str(path))
+
+
+def _toposorted(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Nodes in topological order (the fp16 converter appends its input Casts at the end of the graph)."""
+    graph = gs.import_onnx(model)
+    graph.toposort()
+    return gs.export_onnx(graph)
+
+
+def _load(path: str | os.PathLike) -> onnx.ModelProto:
+    if not Path(path).is_file():
+        raise EdgeCompressError(f"ONNX file not found: {path}; export the model first (edgecompress export)")
+    return onnx.load(str(path))

@@ -1,0 +1,115 @@
+"""Pipeline stage "profile": onnxruntime latency and memory of exported models, each in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.table import Table
+
+from ..errors import EdgeCompressError
+
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Single-input latency over ``runs`` timed inferences, and what the model costs in memory and on disk."""
+
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    runs: int
+    peak_memory_mb: float  # peak RSS increase from creating the session and running it
+    file_size_bytes: int
+
+    def to_dict(self) -> dict:
+        """JSON-ready form for the run manifest and the report."""
+        return asdict(self)
+
+
+def _stats(times_ms: list[float], peak_memory_mb: float, file_size_bytes: int) -> LatencyStats:
+    times = np.asarray(times_ms)
+    return LatencyStats(
+        median_ms=float(np.median(times)), p90_ms=float(np.percentile(times, 90)), mean_ms=float(times.mean()),
+        min_ms=float(times.min()), runs=len(times), peak_memory_mb=float(peak_memory_mb),
+        file_size_bytes=file_size_bytes,
+    )
+
+
+def profile_onnx(
+    onnx_path: str | Path,
+    *,
+    input_shape: tuple[int, ...],
+    warmup: int = 10,
+    runs: int = 100,
+    threads: int | None = None,
+    progress: bool = False,
+    seed: int = 0,
+) -> LatencyStats:
+    """Time ``onnx_path`` on the CPU with onnxruntime in a fresh Python process.
+
+    Inputs are seeded standard-normal float data, so models profiled with the same seed see the same input.
+    """
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise EdgeCompressError(f"model to profile not found: {onnx_path}; run the export or engine stage first")
+    if runs < 1 or warmup < 0:
+        raise EdgeCompressError(f"runs must be >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup})")
+    command = [
+        sys.executable, "-m", "edgecompress.profile.worker", str(onnx_path),
+        "--shape", ",".join(str(dim) for dim in input_shape), "--warmup", str(warmup), "--runs", str(runs),
+        "--threads", str(threads or 0), "--seed", str(seed), *(["--progress"] if progress else []),
+    ]
+    # The worker imports edgecompress from this source tree even when the package is not installed.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_SOURCE_ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        command, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE, text=True, env=env
+    )
+    if done.returncode != 0:
+        detail = (done.stderr or "").strip().splitlines()
+        raise EdgeCompressError(
+            f"profiling {onnx_path} failed ({detail[-1] if detail else f'exit {done.returncode}'}); "
+            f"check that --input-shape {input_shape} matches the model's input"
+        )
+    measured = json.loads(done.stdout)
+    return _stats(measured["times_ms"], measured["peak_memory_mb"], onnx_path.stat().st_size)
+
+
+def compare_models(
+    models: dict[str, str | Path],
+    input_shape: tuple[int, ...],
+    *,
+    warmup: int = 10,
+    runs: int = 100,
+    threads: int | None = None,
+    progress: bool = False,
+    seed: int = 0,
+) -> dict[str, LatencyStats]:
+    """Profile several models one after another with identical settings and input."""
+    return {
+        name: profile_onnx(
+            path, input_shape=input_shape, warmup=warmup, runs=runs, threads=threads, progress=progress, seed=seed
+        )
+        for name, path in models.items()
+    }
+
+
+def stats_table(stats: dict[str, LatencyStats], title: str = "onnxruntime CPU latency") -> Table:
+    """A rich table of :func:`compare_models` results, with speed-up against the first model."""
+    table = Table(title=title)
+    for column in ("model", "median ms", "p90 ms", "min ms", "speed-up", "peak MB", "size MB"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    baseline = next(iter(stats.values())).median_ms if stats else 1.0
+    for name, row in stats.items():
+        table.add_row(
+            name, f"{row.median_ms:.2f}", f"{row.p90_ms:.2f}", f"{row.min_ms:.2f}",
+            f"{baseline / row.median_ms:.2f}x", f"{row.peak_memory_mb:.1f}", f"{row.file_size_bytes / 2**20:.2f}",
+        )
+    return table

@@ -1,0 +1,52 @@
+"""Facts of the target registry that the pipeline relies on."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgecompress.engine import TARGETS, get_target, list_targets
+from edgecompress.errors import EdgeCompressError
+
+
+def test_nano_has_no_int8_so_defaults_to_fp16_and_skips_qat() -> None:
+    nano = get_target("jetson-nano")
+    assert (nano.gpu_arch, nano.tensorrt, nano.jetpack) == ("sm_53", "8.2", "4.6.x")
+    assert not nano.int8 and nano.fp16 and nano.precision == "fp16"
+    assert not nano.qat_useful and nano.dla_cores == 0 and nano.memory_gb == 4.0
+
+
+@pytest.mark.parametrize(
+    ("name", "arch", "trt", "dla"),
+    [
+        ("jetson-xavier-nx", "sm_72", "8.5", 2),
+        ("jetson-agx-xavier", "sm_72", "8.5", 2),
+        ("jetson-orin-nano", "sm_87", "10.3", 0),
+        ("jetson-agx-orin", "sm_87", "10.3", 2),
+    ],
+)
+def test_xavier_and_orin_run_int8(name: str, arch: str, trt: str, dla: int) -> None:
+    target = get_target(name)
+    assert (target.gpu_arch, target.tensorrt, target.dla_cores) == (arch, trt, dla)
+    assert target.int8 and target.precision == "int8" and target.qat_useful and target.kind == "jetson"
+
+
+def test_desktop_gpus_and_cpu() -> None:
+    arches = {name: TARGETS[name].gpu_arch for name in ("t4", "a100", "rtx-3090", "rtx-4090", "h100")}
+    assert arches == {"t4": "sm_75", "a100": "sm_80", "rtx-3090": "sm_86", "rtx-4090": "sm_89", "h100": "sm_90"}
+    assert all(TARGETS[name].tensorrt_major == 10 and TARGETS[name].kind == "gpu" for name in arches)
+    cpu = get_target("cpu")
+    assert cpu.kind == "cpu" and cpu.tensorrt is None and cpu.gpu_arch is None and cpu.memory_gb > 0
+
+
+def test_every_target_is_consistent() -> None:
+    targets = list_targets()
+    assert [t.name for t in targets] == list(TARGETS)
+    for target in targets:
+        assert target.precision == ("int8" if target.int8 else "fp16")
+        assert (target.gpu_arch is None) == (target.kind == "cpu")
+        assert not target.strongly_typed  # no shipped target is on TensorRT 11 yet
+
+
+def test_unknown_target_lists_known_ones() -> None:
+    with pytest.raises(EdgeCompressError, match="jetson-nano.*edgecompress targets"):
+        get_target("jetson-nanoo")

@@ -1,0 +1,62 @@
+"""trtexec commands per TensorRT major version."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from edgecompress.engine import RECIPES, get_target, profile_command, trtexec_command
+from edgecompress.errors import EdgeCompressError
+
+
+def test_recipes_cover_tensorrt_8_10_11() -> None:
+    assert sorted(RECIPES) == [8, 10, 11]
+
+
+def test_nano_fp16_uses_tensorrt_8_workspace_syntax() -> None:
+    command = trtexec_command(get_target("jetson-nano"), "model.onnx", "model.engine", precision="fp16")
+    assert command == ["trtexec", "--onnx=model.onnx", "--saveEngine=model.engine", "--fp16", "--workspace=1024"]
+
+
+def test_nano_refuses_int8() -> None:
+    with pytest.raises(EdgeCompressError, match="no fast int8.*--precision fp16"):
+        trtexec_command(get_target("jetson-nano"), "m.onnx", "m.engine", precision="int8")
+
+
+def test_orin_int8_from_qdq_with_mempool_and_dla() -> None:
+    orin = get_target("jetson-agx-orin")
+    command = trtexec_command(orin, "m.onnx", "m.engine", precision="int8", workspace_mib=2048, dla_core=1)
+    assert command == [
+        "trtexec", "--onnx=m.onnx", "--saveEngine=m.engine", "--int8", "--fp16",
+        "--memPoolSize=workspace:2048", "--useDLACore=1", "--allowGPUFallback",
+    ]
+    assert not any(flag.startswith("--workspace") for flag in command)
+
+
+def test_xavier_is_tensorrt_8_and_orin_nano_has_no_dla() -> None:
+    xavier = trtexec_command(get_target("jetson-xavier-nx"), "m.onnx", "m.engine", precision="int8")
+    assert "--workspace=1024" in xavier and "--int8" in xavier
+    with pytest.raises(EdgeCompressError, match="0 DLA core"):
+        trtexec_command(get_target("jetson-orin-nano"), "m.onnx", "m.engine", precision="int8", dla_core=0)
+
+
+def test_tensorrt_11_is_strongly_typed_without_precision_flags() -> None:
+    h100_trt11 = dataclasses.replace(get_target("h100"), tensorrt="11.4")
+    assert h100_trt11.strongly_typed
+    int8 = trtexec_command(h100_trt11, "m.onnx", "m.engine", precision="int8")
+    fp16 = trtexec_command(h100_trt11, "m.onnx", "m.engine", precision="fp16")
+    for command in (int8, fp16):
+        assert not {"--int8", "--fp16", "--best", "--stronglyTyped"} & set(command)
+    assert "--onnx=m.onnx" in int8 and "--onnx=m_fp16.onnx" in fp16  # fp16 comes from the AutoCast ONNX
+
+
+def test_cpu_has_no_trtexec_recipe() -> None:
+    with pytest.raises(EdgeCompressError, match="no build recipe"):
+        trtexec_command(get_target("cpu"), "m.onnx", "m.engine", precision="int8")
+
+
+def test_profile_command_loads_engine_and_times_it() -> None:
+    command = profile_command("m.engine", iterations=50, warmup_ms=200, avg_runs=5)
+    assert command[:5] == ["trtexec", "--loadEngine=m.engine", "--iterations=50", "--warmUp=200", "--avgRuns=5"]
+    assert {"--separateProfileRun", "--dumpProfile"} <= set(command)

@@ -1,0 +1,88 @@
+"""End to end: `build --quick` writes a complete run folder, reuses finished stages, and plans per target."""
+
+import json
+import os
+
+import onnx
+import pytest
+
+import edgecompress as ec
+from edgecompress.pipeline import BuildConfig
+
+os.environ.setdefault("EDGECOMPRESS_QUIET", "1")
+STAGES = ["baseline", "sparse", "prune", "finetune", "qat", "export", "engine", "report"]
+
+
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    run_dir = ec.build(BuildConfig(target="cpu", quick=True, runs_dir=str(runs), name="e2e"))
+    return runs, run_dir
+
+
+def _manifests(run_dir):
+    return {stage: json.loads((run_dir / stage / "manifest.json").read_text()) for stage in STAGES}
+
+
+def test_run_folder_holds_every_stage(cpu_run):
+    _, run_dir = cpu_run
+    manifests = _manifests(run_dir)
+    assert all(m["status"] == "done" for m in manifests.values())
+    for stage in ("baseline", "sparse", "prune", "finetune", "qat"):
+        assert (run_dir / stage / "model.pt").is_file()
+    for name in ("baseline.onnx", "pruned.onnx", "int8.onnx"):
+        onnx.checker.check_model(str(run_dir / "export" / name))
+    assert (run_dir / "report.md").read_text().startswith("# edgecompress report")
+    assert not (run_dir / ".partial").exists()
+
+
+def test_pruned_model_is_smaller_and_exports_match_pytorch(cpu_run):
+    _, run_dir = cpu_run
+    report = json.loads((run_dir / "report.json").read_text())
+    rows = {row["model"]: row for row in report["models"]}
+    assert rows["pruned"]["params"] < rows["baseline"]["params"]
+    assert rows["pruned"]["macs"] < rows["baseline"]["macs"]
+    export = _manifests(run_dir)["export"]["metrics"]
+    assert export["baseline"]["max_rel_error"] < 1e-3 and export["pruned"]["max_rel_error"] < 1e-3
+    assert export["int8"]["qdq"]["conv_quantized"] == export["int8"]["qdq"]["conv"] > 0
+    assert all(rows[m]["latency_median_ms"] > 0 for m in rows)
+    assert rows["int8"]["file_size_bytes"] < rows["pruned"]["file_size_bytes"]
+
+
+def test_pruned_model_reloads_in_a_fresh_process(cpu_run):
+    import subprocess
+    import sys
+
+    _, run_dir = cpu_run
+    code = (
+        "import torch, edgecompress as ec;"
+        f"m = ec.load_model(r'{run_dir / 'finetune' / 'model.pt'}').eval();"
+        "print(sum(p.numel() for p in m.parameters()), [tuple(o.shape) for o in m(torch.randn(1, 3, 128, 128))])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    report = json.loads((run_dir / "report.json").read_text())
+    assert out.startswith(str(report["models"][1]["params"]))
+
+
+def test_rerun_reuses_finished_stages_and_from_reruns(cpu_run):
+    runs, run_dir = cpu_run
+    before = _manifests(run_dir)
+    ec.build(BuildConfig(target="cpu", quick=True, runs_dir=str(runs), name="e2e"))
+    assert _manifests(run_dir) == before
+    ec.build(BuildConfig(target="cpu", quick=True, runs_dir=str(runs), name="e2e", from_stage="engine"))
+    after = _manifests(run_dir)
+    assert after["export"] == before["export"]
+    assert after["engine"]["finished"] >= before["engine"]["finished"] and after["engine"] != before["engine"]
+
+
+def test_jetson_nano_plan_skips_qat_and_bundles_fp16(cpu_run):
+    runs, _ = cpu_run
+    run_dir = ec.build(BuildConfig(target="jetson-nano", quick=True, runs_dir=str(runs), name="e2e-nano"))
+    manifests = _manifests(run_dir)
+    assert manifests["qat"]["status"] == "skipped" and "int8" in manifests["qat"]["reason"]
+    engine = manifests["engine"]["metrics"]
+    assert engine["kind"] == "bundle" and engine["precision"] == "fp16"
+    assert "--fp16" in engine["command"] and "--int8" not in engine["command"]
+    assert not (run_dir / "export" / "int8.onnx").exists()
+    script = next((run_dir / "engine").rglob("build_engine.sh"))
+    assert os.access(script, os.X_OK)
