@@ -76,7 +76,7 @@ def _stage_note(name: str, manifest: dict[str, Any]) -> str:
         return f"BN gammas < 0.01: {metrics['gamma_before']['fraction_below_0.01']:.1%} -> {metrics['gamma_after']['fraction_below_0.01']:.1%}"
     if name == "prune":
         plan = metrics["plan"]
-        return f"removed {plan.get('removed_channels')} of {plan.get('prunable_channels')} prunable channels; before fine-tune: " + ", ".join(
+        return f"removed {plan['channels_removed']} of {plan['channels_total']} prunable channels; before fine-tune: " + ", ".join(
             f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
     if name == "qat":
         return "after calibration (PTQ): " + ", ".join(f"{k} {v:.4f}" for k, v in metrics["ptq"].items()) + f"; {metrics['calibration_images']} calibration images"
