@@ -71,7 +71,9 @@ def targets() -> None:
     """List the deployment targets and the facts each build plan follows."""
     from .engine import list_targets
 
-    table = Table("target", "GPU arch", "JetPack", "TensorRT", "int8", "DLA", "memory", "precision", title="deployment targets")
+    table = Table(title="deployment targets")
+    for column in ("target", "GPU arch", "JetPack", "TRT", "int8", "DLA", "memory", "precision"):
+        table.add_column(column, no_wrap=column in ("target", "GPU arch"))
     for t in list_targets():
         table.add_row(t.name, t.gpu_arch or "–", t.jetpack or "–", t.tensorrt or "–", "yes" if t.int8 else "no", str(t.dla_cores), f"{t.memory_gb:g} GB", t.precision)
     console.print(table)
