@@ -34,6 +34,7 @@ def build(
     runs_dir: Path = typer.Option(Path(DEFAULTS["runs_dir"]), help="Where run folders are written."),
     image_size: int = typer.Option(DEFAULTS["image_size"], help="Square input size in pixels."),
     batch_size: int = typer.Option(DEFAULTS["batch_size"]),
+    lr: float = typer.Option(DEFAULTS["lr"], help="Peak Adam learning rate (cosine-annealed); QAT uses lr/100."),
     epochs: int = typer.Option(DEFAULTS["epochs"], help="Baseline training epochs (ignored with --weights)."),
     sparse_epochs: int = typer.Option(DEFAULTS["sparse_epochs"], help="Sparse-training epochs."),
     sparsity_lambda: float = typer.Option(DEFAULTS["sparsity_lambda"], help="L1 weight on BN gammas during sparse training."),
@@ -54,7 +55,7 @@ def build(
     config = BuildConfig(
         target=target, model=model, weights=str(weights) if weights else None, task=task, data=str(data) if data else None,
         calib=str(calib) if calib else None, name=name, runs_dir=str(runs_dir), image_size=image_size, batch_size=batch_size,
-        epochs=epochs, sparse_epochs=sparse_epochs, sparsity_lambda=sparsity_lambda, prune_ratio=prune_ratio, criterion=criterion,
+        lr=lr, epochs=epochs, sparse_epochs=sparse_epochs, sparsity_lambda=sparsity_lambda, prune_ratio=prune_ratio, criterion=criterion,
         min_channels=min_channels, round_to=round_to, ignore=tuple(ignore), finetune_epochs=finetune_epochs, qat_epochs=qat_epochs,
         calib_method=calib_method, profile_runs=profile_runs, seed=seed, quick=quick, from_stage=from_stage,
     )

@@ -15,7 +15,7 @@ from .progress import console
 from .stats import model_stats
 from .train.loop import TrainConfig, fit
 
-DATA_SETTINGS = ("task", "data", "image_size", "train_images", "val_images", "seed", "batch_size")
+DATA_SETTINGS = ("task", "data", "image_size", "train_images", "val_images", "seed", "batch_size", "lr")
 
 
 def _evaluate(run: Run, model: nn.Module) -> dict[str, float]:
@@ -51,7 +51,7 @@ def baseline(run: Run, folder: Path) -> StageOutcome:
     losses: list[float] = []
     if config.weights is None and config.epochs > 0:
         run.task.prepare(model, run.data)
-        losses = _train(run, model, folder, TrainConfig(config.epochs), "baseline")
+        losses = _train(run, model, folder, TrainConfig(config.epochs, lr=config.lr), "baseline")
     return _save(model, folder, {**_evaluate(run, model), **_size_metrics(run, model), "train_loss": losses})
 
 
@@ -76,7 +76,7 @@ def sparse(run: Run, folder: Path) -> StageOutcome:
     model = load_model(run.artifact("baseline", "model"))
     batchnorms = [bn for _, bn in prunable_batchnorms(model, run.example_input(), ignore=config.ignore)]
     before = _gamma_histogram(batchnorms)
-    losses = _train(run, model, folder, TrainConfig(config.sparse_epochs, sparsity_lambda=config.sparsity_lambda), "sparse", sparse=batchnorms)
+    losses = _train(run, model, folder, TrainConfig(config.sparse_epochs, lr=config.lr, sparsity_lambda=config.sparsity_lambda), "sparse", sparse=batchnorms)
     after = _gamma_histogram(batchnorms)
     console.print(f"  BN gammas below 0.01: {before['fraction_below_0.01']:.1%} -> {after['fraction_below_0.01']:.1%} of {after['channels']} channels")
     metrics = {**_evaluate(run, model), "gamma_before": before, "gamma_after": after, "train_loss": losses}
@@ -101,7 +101,7 @@ def finetune(run: Run, folder: Path) -> StageOutcome:
     """Fine-tune the pruned model to recover accuracy."""
     config = run.config
     model = load_model(run.artifact("prune", "model"))
-    losses = _train(run, model, folder, TrainConfig(config.finetune_epochs), "finetune")
+    losses = _train(run, model, folder, TrainConfig(config.finetune_epochs, lr=config.lr), "finetune")
     return _save(model, folder, {**_evaluate(run, model), **_size_metrics(run, model), "train_loss": losses})
 
 
@@ -119,7 +119,7 @@ def qat(run: Run, folder: Path) -> StageOutcome:
     images = load_calibration_images(Path(config.calib) if config.calib else DEFAULT_CALIB, config.image_size, limit=config.calib_images)
     ranges = calibrate(model, calib_batches(images, config.batch_size), method=config.calib_method)
     ptq = _evaluate(run, model)
-    losses = _train(run, model, folder, TrainConfig(config.qat_epochs, lr=1e-4, warmup_steps=0), "qat")
+    losses = _train(run, model, folder, TrainConfig(config.qat_epochs, lr=config.lr / 100, warmup_steps=0), "qat")
     metrics = {**_evaluate(run, model), "ptq": ptq, "calibration_images": int(images.shape[0]), "activation_ranges": ranges, "train_loss": losses}
     return _save(model, folder, metrics)
 

@@ -92,18 +92,14 @@ class DetectionTask:
 
     @torch.no_grad()
     def evaluate(self, predict: Predict, model: nn.Module, loader: DataLoader) -> dict[str, float]:
-        from .eval import evaluate_detections
+        from .eval import evaluate_detections, targets_to_pixel_xyxy
         from .train.detection import decode, postprocess
 
         predictions, truths = [], []
         for images, targets in loader:
             outputs = [torch.as_tensor(o) for o in predict(images)]
             predictions += postprocess(decode(outputs, model.anchors, tuple(model.strides)))
-            size = images.shape[-1]
-            for b in range(images.shape[0]):
-                rows = targets[targets[:, 0] == b]
-                xyxy = torch.cat([rows[:, 2:4] - rows[:, 4:6] / 2, rows[:, 2:4] + rows[:, 4:6] / 2], dim=1) * size
-                truths.append(torch.cat([rows[:, 1:2], xyxy], dim=1))
+            truths += [targets_to_pixel_xyxy(targets[targets[:, 0] == b, 1:], images.shape[-1]) for b in range(images.shape[0])]
         metrics = evaluate_detections(predictions, truths, model.num_classes)
         return {"map50": float(metrics.map50), "map50_95": float(metrics.map50_95)}
 
@@ -148,13 +144,14 @@ class ClassificationTask:
 
     @torch.no_grad()
     def evaluate(self, predict: Predict, model: nn.Module, loader: DataLoader) -> dict[str, float]:
-        correct = total = 0
-        for images, labels in loader:
-            logits = predict(images)
-            logits = torch.as_tensor(logits[0] if isinstance(logits, (list, tuple)) else logits)
-            correct += int((logits.argmax(dim=1) == labels).sum())
-            total += len(labels)
-        return {"top1": correct / max(total, 1)}
+        from .eval import classification_accuracy
+
+        logits, labels = [], []
+        for images, batch_labels in loader:
+            output = predict(images)
+            logits.append(torch.as_tensor(output[0] if isinstance(output, (list, tuple)) else output))
+            labels.append(batch_labels)
+        return {"top1": classification_accuracy(torch.cat(logits), torch.cat(labels))}
 
 
 TASKS: dict[str, Task] = {"detect": DetectionTask(), "classify": ClassificationTask()}

