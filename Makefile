@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-TARGET ?= orin-nano
+TARGET ?= jetson-orin-nano
 
 .PHONY: setup demo test clean
 

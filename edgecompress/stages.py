@@ -15,7 +15,7 @@ from .progress import console
 from .stats import model_stats
 from .train.loop import TrainConfig, fit
 
-DATA_SETTINGS = ("task", "data", "image_size", "train_images", "val_images", "seed", "batch_size", "lr")
+BASELINE_SETTINGS = ("task", "data", "image_size", "train_images", "val_images", "seed", "batch_size", "lr")
 
 
 def _evaluate(run: Run, model: nn.Module) -> dict[str, float]:
@@ -166,7 +166,7 @@ def report(run: Run, folder: Path) -> StageOutcome:
     export_outputs = run.manifests["export"]["outputs"]
     latency = {}
     for label in export_outputs:
-        stats = profile_onnx(run.artifact("export", label), input_shape=tuple(run.example_input().shape), runs=run.config.profile_runs)
+        stats = profile_onnx(run.artifact("export", label), input_shape=tuple(run.example_input().shape), runs=run.config.profile_runs, progress=True)
         latency[label] = asdict(stats)
         console.print(f"  {label}: median {stats.median_ms:.2f} ms, p90 {stats.p90_ms:.2f} ms, peak {stats.peak_memory_mb:.1f} MB")
     outputs = write_report(run, folder, latency)
@@ -174,7 +174,7 @@ def report(run: Run, folder: Path) -> StageOutcome:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("baseline", baseline, DATA_SETTINGS + ("model", "weights", "epochs")),
+    Stage("baseline", baseline, BASELINE_SETTINGS + ("model", "weights", "epochs")),
     Stage("sparse", sparse, ("sparse_epochs", "sparsity_lambda", "ignore")),
     Stage("prune", prune_stage, ("prune_ratio", "criterion", "min_channels", "round_to", "ignore")),
     Stage("finetune", finetune, ("finetune_epochs",)),
