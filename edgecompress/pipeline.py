@@ -197,9 +197,25 @@ def build(config: BuildConfig | None = None, **overrides: Any) -> Path:
     write_json(run.dir / "config.json", asdict(config))
     previous = ""
     force_from = names.index(config.from_stage) if config.from_stage else len(names)
-    for index, stage in enumerate(STAGES):
-        fingerprint = _fingerprint(stage, config, previous)
-        run.manifests[stage.name] = run_stage(run, stage, fingerprint, force=index >= force_from)
-        previous = fingerprint
+    try:
+        for index, stage in enumerate(STAGES):
+            fingerprint = _fingerprint(stage, config, previous)
+            run.manifests[stage.name] = run_stage(run, stage, fingerprint, force=index >= force_from)
+            previous = fingerprint
+    except BaseException:
+        _discard_unresumable(run.dir, names)
+        raise
     shutil.rmtree(run.dir / ".partial", ignore_errors=True)
     return run.dir
+
+
+def _discard_unresumable(run_dir: Path, stage_names: list[str]) -> None:
+    """After a failure keep only what a rerun can use: finished stages and training checkpoints."""
+    partial = run_dir / ".partial"
+    for folder in partial.glob("*"):
+        if not (folder / "checkpoint.pt").is_file():
+            shutil.rmtree(folder)
+    if partial.is_dir() and not any(partial.iterdir()):
+        partial.rmdir()
+    if not any((run_dir / name).is_dir() for name in stage_names) and not partial.is_dir():
+        shutil.rmtree(run_dir)

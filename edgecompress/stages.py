@@ -44,10 +44,12 @@ def _save(model: nn.Module, folder: Path, metrics: dict, **extra) -> StageOutcom
 
 def baseline(run: Run, folder: Path) -> StageOutcome:
     """Load ``--weights`` or train the model from scratch; evaluate it."""
+    from .graph import analyze
     from .models import resolve_model
 
     config = run.config
     model = resolve_model(config.model, num_classes=run.data.num_classes, weights=config.weights)
+    analyze(model, run.example_input(), ignore=config.ignore)  # a model the pruner cannot handle fails before training
     losses: list[float] = []
     if config.weights is None and config.epochs > 0:
         run.task.prepare(model, run.data)

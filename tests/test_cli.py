@@ -37,3 +37,34 @@ def test_empty_calibration_folder_exits_2(tmp_path):
 def test_unknown_stage_for_from_exits_2(tmp_path):
     result = runner.invoke(app, ["build", "--from", "polish", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 2 and "polish" in result.output
+
+
+def test_untraceable_model_exits_2_before_training(tmp_path):
+    source = tmp_path / "dynamic.py"
+    source.write_text(
+        "import torch.nn as nn\n"
+        "class Dynamic(nn.Module):\n"
+        "    def __init__(self, num_classes=10):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 8, 3)\n"
+        "    def forward(self, x):\n"
+        "        return self.conv(x) if x.sum() > 0 else x\n"
+    )
+    result = runner.invoke(app, ["build", "--quick", "--model", f"{source}:Dynamic", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert "trace" in result.output.lower()
+    assert not list((tmp_path / "runs").rglob("model.pt"))
+
+
+def test_malformed_label_exits_2_naming_file_and_line(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        (tmp_path / "labels" / split).mkdir(parents=True)
+        Image.new("RGB", (64, 64)).save(tmp_path / "images" / split / "a.jpg")
+        (tmp_path / "labels" / split / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n" + ("3 0.5 0.5 0.2\n" if split == "val" else ""))
+    (tmp_path / "data.yaml").write_text(f"path: {tmp_path}\ntrain: images/train\nval: images/val\nnames: ['a', 'b', 'c', 'd']\n")
+    result = runner.invoke(app, ["build", "--quick", "--data", str(tmp_path / "data.yaml"), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert "a.txt:2" in result.output
