@@ -57,15 +57,38 @@ def _markdown(run, rows: list[dict[str, Any]]) -> str:
             f"| {row['params']:,} | {row['macs'] / 1e6:.1f} M | {_fmt(row['file_size_bytes'] and row['file_size_bytes'] / 1e6, '.2f')} MB "
             f"| {_fmt(row['latency_median_ms'], '.2f')} ms | {_fmt(row['latency_p90_ms'], '.2f')} ms | {_fmt(speedup, '.2f')}x | {_fmt(row['peak_memory_mb'], '.1f')} MB |"
         )
+    if "int8" in {row["model"] for row in rows}:
+        lines += [
+            "",
+            "The int8 row runs the Q/DQ model that TensorRT builds from. onnxruntime's CPU provider fuses a "
+            "Q/DQ conv into an integer kernel only when its output feeds a QuantizeLinear directly, not after a "
+            "ReLU/ReLU6 with symmetric int8, so on this CPU that row measures mostly float convs plus the "
+            "quantize/dequantize cost, not the target's int8 speed.",
+        ]
     lines += ["", "## Stages", "", "| stage | status | wall time | notes |", "|---|---|---|---|"]
     for name, manifest in run.manifests.items():
         lines.append(f"| {name} | {manifest['status']} | {manifest['wall_s']:.1f} s | {_stage_note(name, manifest)} |")
+    lines += _gamma_section(run.manifests["sparse"]["metrics"])
     engine = run.manifests["engine"]["metrics"]
     lines += ["", "## Deployment", "", f"Result: **{engine['kind']}** at {engine['precision']}.", ""]
     if engine.get("command"):
         lines += ["```", " ".join(engine["command"]) if isinstance(engine["command"], list) else str(engine["command"]), "```", ""]
     lines += [f"- {note}" for note in engine.get("notes", [])]
     return "\n".join(lines) + "\n"
+
+
+def _gamma_section(sparse: dict[str, Any]) -> list[str]:
+    """Histogram of |gamma| of the prunable BNs before and after sparse training."""
+    before, after = sparse["gamma_before"], sparse["gamma_after"]
+    edges = before["edges"]
+    bins = [f"{lo}–{hi}" for lo, hi in zip(edges, edges[1:])]
+    return [
+        "", "## BN gammas (sparse training)", "",
+        "| |gamma| | " + " | ".join(bins) + " |",
+        "|---|" + "---|" * len(bins),
+        "| before | " + " | ".join(str(c) for c in before["counts"]) + " |",
+        "| after | " + " | ".join(str(c) for c in after["counts"]) + " |",
+    ]
 
 
 def _stage_note(name: str, manifest: dict[str, Any]) -> str:
