@@ -2,6 +2,8 @@
 
     python bench/pipeline_bench.py --target jetson-orin-nano --target jetson-nano
 
+All targets share one run folder (--name), so the model is trained, sparsified, pruned and
+fine-tuned once and each target reruns only what depends on it (qat, export, engine, report).
 Every figure comes from the run's report.json (onnxruntime CPU latency, median and p90 over
 --profile-runs timed runs after warm-up); copy the printed tables into bench/RESULTS.md.
 """
@@ -38,14 +40,15 @@ def _table(report: dict, metric: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", action="append", default=None, help="repeatable; default jetson-orin-nano")
-    parser.add_argument("--runs-dir", default="runs/bench")
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--name", default="bench")
     parser.add_argument("--profile-runs", type=int, default=200)
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
     for target in args.target or ["jetson-orin-nano"]:
         started = time.time()
-        run_dir = ec.build(target=target, runs_dir=args.runs_dir, profile_runs=args.profile_runs)
+        run_dir = ec.build(target=target, runs_dir=args.runs_dir, name=args.name, profile_runs=args.profile_runs)
         report = json.loads((run_dir / "report.json").read_text())
         print(f"\n### {target} (build wall time {time.time() - started:.0f} s, stage total {report['total_wall_s']:.0f} s)\n")
         print(_table(report, "map50"))

@@ -162,15 +162,14 @@ def engine(run: Run, folder: Path) -> StageOutcome:
 
 def report(run: Run, folder: Path) -> StageOutcome:
     """Profile every exported model in onnxruntime side by side and write report.md / report.json."""
-    from .profile import profile_onnx
+    from .profile import compare_models
     from .report import write_report
 
-    export_outputs = run.manifests["export"]["outputs"]
-    latency = {}
-    for label in export_outputs:
-        stats = profile_onnx(run.artifact("export", label), input_shape=tuple(run.example_input().shape), runs=run.config.profile_runs, progress=True)
-        latency[label] = asdict(stats)
-        console.print(f"  {label}: median {stats.median_ms:.2f} ms, p90 {stats.p90_ms:.2f} ms, peak {stats.peak_memory_mb:.1f} MB")
+    models = {label: run.artifact("export", label) for label in run.manifests["export"]["outputs"]}
+    stats = compare_models(models, tuple(run.example_input().shape), runs=run.config.profile_runs, progress=True)
+    latency = {label: asdict(row) for label, row in stats.items()}
+    for label, row in stats.items():
+        console.print(f"  {label}: median {row.median_ms:.3f} ms, p90 {row.p90_ms:.3f} ms, peak {row.peak_memory_mb:.1f} MB")
     outputs = write_report(run, folder, latency)
     return StageOutcome(outputs=outputs, metrics={"latency": latency})
 

@@ -57,7 +57,14 @@ def profile_onnx(
 
     Inputs are seeded standard-normal float data, so models profiled with the same seed see the same input.
     """
-    onnx_path = Path(onnx_path)
+    times, peak = _measure(Path(onnx_path), input_shape, warmup, runs, threads, progress, seed)
+    return _stats(times, peak, Path(onnx_path).stat().st_size)
+
+
+def _measure(
+    onnx_path: Path, input_shape: tuple[int, ...], warmup: int, runs: int, threads: int | None, progress: bool, seed: int
+) -> tuple[list[float], float]:
+    """Run the worker once; returns its per-run times (ms) and peak memory (MB)."""
     if not onnx_path.is_file():
         raise EdgeCompressError(f"model to profile not found: {onnx_path}; run the export or engine stage first")
     if runs < 1 or warmup < 0:
@@ -79,7 +86,7 @@ def profile_onnx(
             f"check that --input-shape {input_shape} matches the model's input"
         )
     measured = json.loads(done.stdout)
-    return _stats(measured["times_ms"], measured["peak_memory_mb"], onnx_path.stat().st_size)
+    return measured["times_ms"], measured["peak_memory_mb"]
 
 
 def compare_models(
@@ -88,17 +95,25 @@ def compare_models(
     *,
     warmup: int = 10,
     runs: int = 100,
+    rounds: int = 3,
     threads: int | None = None,
     progress: bool = False,
     seed: int = 0,
 ) -> dict[str, LatencyStats]:
-    """Profile several models one after another with identical settings and input."""
-    return {
-        name: profile_onnx(
-            path, input_shape=input_shape, warmup=warmup, runs=runs, threads=threads, progress=progress, seed=seed
-        )
-        for name, path in models.items()
-    }
+    """Profile several models with identical settings and input, interleaved over ``rounds`` rounds.
+
+    Each round runs every model once (``runs`` timed runs in a fresh process); a model's figures
+    pool its runs of all rounds, so a transient slowdown of the machine hits every model alike
+    instead of skewing the one that happened to be running.
+    """
+    times: dict[str, list[float]] = {name: [] for name in models}
+    peaks: dict[str, float] = {name: 0.0 for name in models}
+    for _ in range(rounds):
+        for name, path in models.items():
+            round_times, peak = _measure(Path(path), input_shape, warmup, runs, threads, progress, seed)
+            times[name] += round_times
+            peaks[name] = max(peaks[name], peak)
+    return {name: _stats(times[name], peaks[name], Path(path).stat().st_size) for name, path in models.items()}
 
 
 def stats_table(stats: dict[str, LatencyStats], title: str = "onnxruntime CPU latency") -> Table:
