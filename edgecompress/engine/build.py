@@ -18,7 +18,7 @@ from ..errors import EdgeCompressError
 from .bundle import write_bundle
 from .targets import Target
 from .tensorrt_build import build_with_tensorrt, tensorrt_version, why_not_local
-from .trtexec import check_precision, trtexec_command
+from .trtexec import check_precision, static_shapes, trtexec_command
 
 EngineKind = Literal["engine", "bundle", "onnxruntime"]
 
@@ -87,7 +87,7 @@ def _build_gpu(
         engine = build_with_tensorrt(target, onnx_path, out_dir / f"model_{precision}.engine", precision=precision)
         return EngineResult(
             kind="engine", target=target.name, precision=precision, paths={"engine": engine},
-            command=trtexec_command(target, onnx_path, engine, precision=precision),
+            command=trtexec_command(target, onnx_path, engine, precision=precision, shapes=static_shapes(onnx_path)),
             notes=[f"built here with TensorRT {tensorrt_version()} on {target.gpu_arch}"],
         )
     reason = reason or "DLA engines are built on the device (this machine has no DLA)."

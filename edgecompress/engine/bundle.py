@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..artifacts import atomic_path
 from .targets import Target
-from .trtexec import autocast_command, autocast_path, profile_command, recipe_for, trtexec_command
+from .trtexec import autocast_command, autocast_path, profile_command, recipe_for, static_shapes, trtexec_command
 
 ONNX_NAME = "model.onnx"
 ENGINE_NAME = "model.engine"
@@ -27,12 +27,12 @@ def _shell_line(command: list[str]) -> str:
     return shlex.join(command)
 
 
-def bundle_steps(target: Target, precision: str, dla_core: int | None = None) -> list[list[str]]:
+def bundle_steps(target: Target, precision: str, dla_core: int | None = None, shapes: str | None = None) -> list[list[str]]:
     """Commands run on the device, in order: (AutoCast on TensorRT 11 fp16), build, profile."""
     steps = []
     if precision == "fp16" and recipe_for(target).fp16_needs_autocast:
         steps.append(autocast_command(ONNX_NAME, autocast_path(ONNX_NAME)))
-    steps.append(trtexec_command(target, ONNX_NAME, ENGINE_NAME, precision=precision, dla_core=dla_core))
+    steps.append(trtexec_command(target, ONNX_NAME, ENGINE_NAME, precision=precision, dla_core=dla_core, shapes=shapes))
     steps.append(profile_command(ENGINE_NAME))
     return steps
 
@@ -99,7 +99,7 @@ def write_bundle(
     target: Target, onnx_path: Path, out_dir: Path, *, precision: str, reason: str, dla_core: int | None = None
 ) -> tuple[dict[str, Path], list[str]]:
     """Write the bundle folder; return the paths written and the trtexec build command."""
-    steps = bundle_steps(target, precision, dla_core)
+    steps = bundle_steps(target, precision, dla_core, static_shapes(onnx_path))
     build_command = next(step for step in steps if step[0] == "trtexec")
     onnx_copy = out_dir / ONNX_NAME
     with atomic_path(onnx_copy) as tmp:

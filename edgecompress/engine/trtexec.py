@@ -99,9 +99,12 @@ def trtexec_command(
     precision: str,
     workspace_mib: int = DEFAULT_WORKSPACE_MIB,
     dla_core: int | None = None,
+    shapes: str | None = None,
 ) -> list[str]:
     """The exact trtexec build command for this target's TensorRT version.
 
+    ``shapes`` (``name:1x3x128x128,...``, see :func:`static_shapes`) pins the optimisation profile of
+    an ONNX with a dynamic batch dimension instead of leaving trtexec to guess it.
     On TensorRT 11 with fp16 the ONNX named here is the AutoCast output (see :func:`autocast_command`).
     """
     check_precision(target, precision)
@@ -109,6 +112,8 @@ def trtexec_command(
     source = autocast_path(onnx_path) if precision == "fp16" and recipe.fp16_needs_autocast else Path(onnx_path)
     command = ["trtexec", f"--onnx={source}", f"--saveEngine={engine_path}", *recipe.precision_flags[precision]]
     command.append(recipe.workspace_flag(workspace_mib))
+    if shapes:
+        command += [f"--minShapes={shapes}", f"--optShapes={shapes}", f"--maxShapes={shapes}"]
     if dla_core is not None:
         if not 0 <= dla_core < target.dla_cores:
             raise EdgeCompressError(
@@ -117,6 +122,22 @@ def trtexec_command(
             )
         command += [f"--useDLACore={dla_core}", "--allowGPUFallback"]
     return command
+
+
+def static_shapes(onnx_path: str | Path, batch: int = 1) -> str | None:
+    """``name:NxCxHxW`` for every graph input with a symbolic dimension (set to ``batch``); None if all are fixed."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    initializers = {init.name for init in graph.initializer}
+    specs, dynamic = [], False
+    for value in graph.input:
+        if value.name in initializers:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else batch for d in value.type.tensor_type.shape.dim]
+        dynamic |= any(not d.HasField("dim_value") for d in value.type.tensor_type.shape.dim)
+        specs.append(f"{value.name}:{'x'.join(str(d) for d in dims)}")
+    return ",".join(specs) if dynamic else None
 
 
 def profile_command(

@@ -60,3 +60,21 @@ def test_profile_command_loads_engine_and_times_it() -> None:
     command = profile_command("m.engine", iterations=50, warmup_ms=200, avg_runs=5)
     assert command[:5] == ["trtexec", "--loadEngine=m.engine", "--iterations=50", "--warmUp=200", "--avgRuns=5"]
     assert {"--separateProfileRun", "--dumpProfile"} <= set(command)
+
+
+def test_dynamic_batch_onnx_gets_a_pinned_optimisation_profile(tmp_path) -> None:
+    import torch
+    from torch import nn
+
+    from edgecompress.engine.trtexec import static_shapes
+
+    path = tmp_path / "dynamic.onnx"
+    torch.onnx.export(nn.Conv2d(3, 4, 3).eval(), (torch.randn(2, 3, 16, 16),), str(path), input_names=["images"],
+                      dynamic_axes={"images": {0: "batch"}}, dynamo=False)
+    shapes = static_shapes(path)
+    assert shapes == "images:1x3x16x16"
+    command = trtexec_command(get_target("jetson-orin-nano"), path, "m.engine", precision="fp16", shapes=shapes)
+    assert {"--minShapes=images:1x3x16x16", "--optShapes=images:1x3x16x16", "--maxShapes=images:1x3x16x16"} <= set(command)
+    fixed = tmp_path / "fixed.onnx"
+    torch.onnx.export(nn.Conv2d(3, 4, 3).eval(), (torch.randn(1, 3, 16, 16),), str(fixed), dynamo=False)
+    assert static_shapes(fixed) is None
