@@ -45,7 +45,7 @@ def build(
     ignore: list[str] = typer.Option([], help="Module names never pruned nor quantized (repeatable)."),
     finetune_epochs: int = typer.Option(DEFAULTS["finetune_epochs"]),
     qat_epochs: int = typer.Option(DEFAULTS["qat_epochs"]),
-    calib_method: str = typer.Option(DEFAULTS["calib_method"], help="Activation calibrator: max or percentile."),
+    calib_method: str = typer.Option(DEFAULTS["calib_method"], help="Activation calibrator: max, percentile, mse or entropy."),
     profile_runs: int = typer.Option(DEFAULTS["profile_runs"], help="Timed onnxruntime runs per model."),
     seed: int = typer.Option(DEFAULTS["seed"]),
     quick: bool = typer.Option(False, "--quick", help="Tiny data and one epoch per stage: a smoke run in about a minute."),

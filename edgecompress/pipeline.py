@@ -63,16 +63,19 @@ class BuildConfig:
     from_stage: str | None = None
 
     def resolved(self) -> BuildConfig:
-        """Apply ``quick`` (tiny data, one epoch per stage: for tests and smoke runs) and the default name."""
+        """Apply ``quick`` to the settings left at their defaults, and the default name."""
         config = self
         if self.quick:
-            config = replace(
-                config, epochs=1, sparse_epochs=1, finetune_epochs=1, qat_epochs=1, train_images=96, val_images=32,
-                calib_images=32, profile_runs=20, batch_size=16,
-            )
+            defaults = BuildConfig()
+            config = replace(config, **{k: v for k, v in QUICK.items() if getattr(config, k) == getattr(defaults, k)})
         if config.name is None:
             config = replace(config, name=f"{Path(config.model).stem.split(':')[0]}-{config.target}" + ("-quick" if self.quick else ""))
         return config
+
+
+# The --quick profile (tests and smoke runs): tiny data and one epoch per stage, about 20 s here.
+QUICK = dict(epochs=1, sparse_epochs=1, finetune_epochs=1, qat_epochs=1, train_images=96, val_images=32,
+             calib_images=32, profile_runs=20, batch_size=16)
 
 
 @dataclass
@@ -192,6 +195,7 @@ def build(config: BuildConfig | None = None, **overrides: Any) -> Path:
     names = [stage.name for stage in STAGES]
     if config.from_stage is not None and config.from_stage not in names:
         raise EdgeCompressError(f"unknown stage {config.from_stage!r} for --from; choose one of {', '.join(names)}")
+    _check_settings(config)
     run = Run(config)
     run.dir.mkdir(parents=True, exist_ok=True)
     write_json(run.dir / "config.json", asdict(config))
@@ -207,6 +211,19 @@ def build(config: BuildConfig | None = None, **overrides: Any) -> Path:
         raise
     shutil.rmtree(run.dir / ".partial", ignore_errors=True)
     return run.dir
+
+
+def _check_settings(config: BuildConfig) -> None:
+    """Reject bad settings before any stage runs, rather than after minutes of training."""
+    from .prune.plan import check_arguments
+    from .quant.calibrators import CALIBRATORS
+
+    check_arguments(config.prune_ratio, config.criterion, config.min_channels, config.round_to)
+    if config.calib_method not in CALIBRATORS:
+        raise EdgeCompressError(f"unknown --calib-method {config.calib_method!r}; choose one of {', '.join(CALIBRATORS)}")
+    for name in ("epochs", "sparse_epochs", "finetune_epochs", "qat_epochs", "profile_runs", "batch_size", "image_size"):
+        if getattr(config, name) < (1 if name in ("profile_runs", "batch_size", "image_size") else 0):
+            raise EdgeCompressError(f"--{name.replace('_', '-')} must not be {getattr(config, name)}; pass a positive number")
 
 
 def _discard_unresumable(run_dir: Path, stage_names: list[str]) -> None:

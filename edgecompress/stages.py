@@ -37,9 +37,9 @@ def _train(run: Run, model: nn.Module, folder: Path, config: TrainConfig, descri
     return [round(loss, 5) for loss in history.epoch_losses]
 
 
-def _save(model: nn.Module, folder: Path, metrics: dict, **extra) -> StageOutcome:
+def _save(model: nn.Module, folder: Path, metrics: dict) -> StageOutcome:
     save_model(model, folder / "model.pt")
-    return StageOutcome(outputs={"model": "model.pt", **extra}, metrics=metrics)
+    return StageOutcome(outputs={"model": "model.pt"}, metrics=metrics)
 
 
 def baseline(run: Run, folder: Path) -> StageOutcome:
@@ -152,7 +152,7 @@ def engine(run: Run, folder: Path) -> StageOutcome:
     """Build the target's engine, or the deployment bundle that builds it on the device."""
     from .engine import build_engine
 
-    precision = run.target.precision if run.manifests["qat"]["status"] == "done" or run.target.precision != "int8" else "fp16"
+    precision = "int8" if run.manifests["qat"]["status"] == "done" else run.target.precision
     onnx_path = run.artifact("export", "int8" if precision == "int8" else "pruned")
     result = build_engine(run.target, onnx_path, folder, precision=precision)
     outputs = {name: str(Path(path).relative_to(folder)) for name, path in result.paths.items()}

@@ -68,3 +68,10 @@ def test_malformed_label_exits_2_naming_file_and_line(tmp_path):
     result = runner.invoke(app, ["build", "--quick", "--data", str(tmp_path / "data.yaml"), "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2
     assert "a.txt:2" in result.output
+
+
+def test_bad_settings_fail_before_any_stage_runs(tmp_path):
+    for option, value, message in [("--prune-ratio", "1.5", "ratio"), ("--calib-method", "foo", "calib-method"), ("--criterion", "taylor", "criterion")]:
+        result = runner.invoke(app, ["build", option, value, "--runs-dir", str(tmp_path / "runs")])
+        assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "runs").exists()
