@@ -117,6 +117,12 @@ class Run:
             self._data = self.task.load(self.data_path(), self.config.image_size, self.config.batch_size)
         return self._data
 
+    def reseed(self) -> None:
+        """Seed torch and the training shuffle, so a stage gives the same result whether or not earlier stages were reused."""
+        torch.manual_seed(self.config.seed)
+        if self._data is not None and self._data.train.generator is not None:
+            self._data.train.generator.manual_seed(self.config.seed)
+
     def data_path(self) -> Path:
         if self.config.data is not None:
             return Path(self.config.data)
@@ -163,7 +169,7 @@ def run_stage(run: Run, stage: Stage, fingerprint: str, force: bool) -> dict[str
     partial.mkdir(parents=True, exist_ok=True)
     marker.write_text(fingerprint)
     console.rule(f"[bold]{stage.name}")
-    torch.manual_seed(run.config.seed)
+    run.reseed()
     started = time.time()
     outcome = stage.run(run, partial)
     manifest = {

@@ -6,9 +6,32 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .artifacts import write_json, write_text
+import numpy as np
+
+from .artifacts import atomic_path, write_json, write_text
 
 MODEL_ROWS = {"baseline": "baseline", "pruned": "finetune", "int8": "qat"}
+
+
+def plot_gamma_distribution(before: np.ndarray, after: np.ndarray, path: Path) -> Path:
+    """Histogram (log |gamma|) of the prunable BN gammas before and after sparse training, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    floor = 1e-6  # exact zeros are drawn in the first bin
+    bins = np.logspace(np.log10(floor), np.log10(max(before.max(), after.max(), 1.0) * 1.1), 60)
+    figure, axis = plt.subplots(figsize=(7, 3.5), dpi=110)
+    axis.hist(np.clip(before, floor, None), bins=bins, alpha=0.6, label="before sparse training")
+    axis.hist(np.clip(after, floor, None), bins=bins, alpha=0.6, label="after sparse training")
+    axis.set(xscale="log", xlabel="|gamma| of prunable BatchNorm channels", ylabel="channels", title="BN gamma distribution")
+    axis.legend()
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
+    return path
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:
@@ -83,7 +106,7 @@ def _gamma_section(sparse: dict[str, Any]) -> list[str]:
     edges = before["edges"]
     bins = [f"{lo}–{hi}" for lo, hi in zip(edges, edges[1:])]
     return [
-        "", "## BN gammas (sparse training)", "",
+        "", "## BN gammas (sparse training)", "", "![BN gamma distribution](sparse/gamma_histogram.png)", "",
         "| |gamma| | " + " | ".join(bins) + " |",
         "|---|" + "---|" * len(bins),
         "| before | " + " | ".join(str(c) for c in before["counts"]) + " |",

@@ -57,8 +57,11 @@ def baseline(run: Run, folder: Path) -> StageOutcome:
     return _save(model, folder, {**_evaluate(run, model), **_size_metrics(run, model), "train_loss": losses})
 
 
-def _gamma_histogram(batchnorms: list[nn.BatchNorm2d]) -> dict[str, object]:
-    gammas = torch.cat([bn.weight.detach().abs().flatten() for bn in batchnorms]).numpy() if batchnorms else np.zeros(1)
+def _gammas(batchnorms: list[nn.BatchNorm2d]) -> np.ndarray:
+    return torch.cat([bn.weight.detach().abs().flatten() for bn in batchnorms]).numpy() if batchnorms else np.zeros(1)
+
+
+def _gamma_histogram(gammas: np.ndarray) -> dict[str, object]:
     edges = [0.0, 1e-3, 1e-2, 0.05, 0.1, 0.25, 0.5, 1.0, float("inf")]
     counts, _ = np.histogram(gammas, bins=edges)
     return {
@@ -73,16 +76,20 @@ def _gamma_histogram(batchnorms: list[nn.BatchNorm2d]) -> dict[str, object]:
 def sparse(run: Run, folder: Path) -> StageOutcome:
     """Sparse training: the task loss plus lambda * sum|gamma| over the BNs of prunable channels."""
     from .prune import prunable_batchnorms
+    from .report import plot_gamma_distribution
 
     config = run.config
     model = load_model(run.artifact("baseline", "model"))
     batchnorms = [bn for _, bn in prunable_batchnorms(model, run.example_input(), ignore=config.ignore)]
-    before = _gamma_histogram(batchnorms)
+    before = _gammas(batchnorms)
     losses = _train(run, model, folder, TrainConfig(config.sparse_epochs, lr=config.lr, sparsity_lambda=config.sparsity_lambda), "sparse", sparse=batchnorms)
-    after = _gamma_histogram(batchnorms)
-    console.print(f"  BN gammas below 0.01: {before['fraction_below_0.01']:.1%} -> {after['fraction_below_0.01']:.1%} of {after['channels']} channels")
-    metrics = {**_evaluate(run, model), "gamma_before": before, "gamma_after": after, "train_loss": losses}
-    return _save(model, folder, metrics)
+    after = _gammas(batchnorms)
+    plot_gamma_distribution(before, after, folder / "gamma_histogram.png")
+    hist_before, hist_after = _gamma_histogram(before), _gamma_histogram(after)
+    console.print(f"  BN gammas below 0.01: {hist_before['fraction_below_0.01']:.1%} -> {hist_after['fraction_below_0.01']:.1%} of {after.size} channels")
+    metrics = {**_evaluate(run, model), "gamma_before": hist_before, "gamma_after": hist_after, "train_loss": losses}
+    save_model(model, folder / "model.pt")
+    return StageOutcome(outputs={"model": "model.pt", "gamma_plot": "gamma_histogram.png"}, metrics=metrics)
 
 
 def prune_stage(run: Run, folder: Path) -> StageOutcome:

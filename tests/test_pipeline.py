@@ -32,6 +32,7 @@ def test_run_folder_holds_every_stage(cpu_run):
         assert (run_dir / stage / "model.pt").is_file()
     for name in ("baseline.onnx", "pruned.onnx", "int8.onnx"):
         onnx.checker.check_model(str(run_dir / "export" / name))
+    assert (run_dir / "sparse" / "gamma_histogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run_dir / "report.md").read_text().startswith("# edgecompress report")
     assert not (run_dir / ".partial").exists()
 
