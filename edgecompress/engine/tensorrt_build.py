@@ -81,6 +81,19 @@ def _parse_onnx(trt: Any, network: Any, logger: Any, onnx_path: Path) -> None:
         raise EdgeCompressError(f"TensorRT cannot parse {onnx_path}: {errors}; check the export opset and ops")
 
 
+def _add_batch_one_profile(builder: Any, network: Any, config: Any) -> None:
+    """A dynamic-batch ONNX needs an optimisation profile; pin every dynamic dimension to 1 (batch-1 latency)."""
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    dynamic = [tensor for tensor in inputs if any(dim < 0 for dim in tensor.shape)]
+    if not dynamic:
+        return
+    profile = builder.create_optimization_profile()
+    for tensor in dynamic:
+        shape = tuple(1 if dim < 0 else dim for dim in tensor.shape)
+        profile.set_shape(tensor.name, shape, shape, shape)
+    config.add_optimization_profile(profile)
+
+
 def build_with_tensorrt(
     target: Target, onnx_path: Path, engine_path: Path, *, precision: str, workspace_mib: int = DEFAULT_WORKSPACE_MIB
 ) -> Path:
@@ -102,6 +115,7 @@ def build_with_tensorrt(
     _parse_onnx(trt, network, logger, onnx_path)
     config = builder.create_builder_config()
     api.set_workspace(trt, config, workspace_mib << 20)
+    _add_batch_one_profile(builder, network, config)
     for flag in recipe.builder_flags[precision]:
         config.set_flag(getattr(trt.BuilderFlag, flag))
     serialized = builder.build_serialized_network(network, config)
