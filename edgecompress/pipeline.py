@@ -58,6 +58,7 @@ class BuildConfig:
     train_images: int = 2000
     val_images: int = 400
     profile_runs: int = 100
+    profile_rounds: int = 3
     seed: int = 0
     quick: bool = False
     from_stage: str | None = None
@@ -75,7 +76,7 @@ class BuildConfig:
 
 # The --quick profile (tests and smoke runs): tiny data and one epoch per stage, about 20 s here.
 QUICK = dict(epochs=1, sparse_epochs=1, finetune_epochs=1, qat_epochs=1, train_images=96, val_images=32,
-             calib_images=32, profile_runs=20, batch_size=16)
+             calib_images=32, profile_runs=20, profile_rounds=1, batch_size=16)
 
 
 @dataclass
@@ -227,8 +228,9 @@ def _check_settings(config: BuildConfig) -> None:
     check_arguments(config.prune_ratio, config.criterion, config.min_channels, config.round_to)
     if config.calib_method not in CALIBRATORS:
         raise EdgeCompressError(f"unknown --calib-method {config.calib_method!r}; choose one of {', '.join(CALIBRATORS)}")
-    for name in ("epochs", "sparse_epochs", "finetune_epochs", "qat_epochs", "profile_runs", "batch_size", "image_size"):
-        if getattr(config, name) < (1 if name in ("profile_runs", "batch_size", "image_size") else 0):
+    positive = ("profile_runs", "profile_rounds", "batch_size", "image_size")
+    for name in ("epochs", "sparse_epochs", "finetune_epochs", "qat_epochs", *positive):
+        if getattr(config, name) < (1 if name in positive else 0):
             raise EdgeCompressError(f"--{name.replace('_', '-')} must not be {getattr(config, name)}; pass a positive number")
 
 

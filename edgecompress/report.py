@@ -68,7 +68,7 @@ def _markdown(run, rows: list[dict[str, Any]]) -> str:
         "",
         f"Model `{run.config.model}`, task `{run.config.task}`, target `{run.target.name}` ({run.target.description}), "
         f"input {run.config.image_size}x{run.config.image_size}. Latency: onnxruntime on this machine's CPU, batch 1, "
-        f"{run.config.profile_runs} runs after warm-up.",
+        f"{run.config.profile_rounds} interleaved rounds of {run.config.profile_runs} runs after warm-up, each in a fresh process.",
         "",
         f"| model | {metric} (torch) | {metric} (onnxruntime) | params | MACs | ONNX size | latency median | latency p90 | speed-up | peak memory |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -107,7 +107,7 @@ def _gamma_section(sparse: dict[str, Any]) -> list[str]:
     bins = [f"{lo}–{hi}" for lo, hi in zip(edges, edges[1:])]
     return [
         "", "## BN gammas (sparse training)", "", "![BN gamma distribution](sparse/gamma_histogram.png)", "",
-        "| |gamma| | " + " | ".join(bins) + " |",
+        "| abs(gamma) | " + " | ".join(bins) + " |",
         "|---|" + "---|" * len(bins),
         "| before | " + " | ".join(str(c) for c in before["counts"]) + " |",
         "| after | " + " | ".join(str(c) for c in after["counts"]) + " |",
@@ -126,6 +126,8 @@ def _stage_note(name: str, manifest: dict[str, Any]) -> str:
             f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
     if name == "qat":
         return "after calibration (PTQ): " + ", ".join(f"{k} {v:.4f}" for k, v in metrics["ptq"].items()) + f"; {metrics['calibration_images']} calibration images"
+    if name == "engine":
+        return f"{metrics['kind']} at {metrics['precision']}"
     if name == "export":
         return "; ".join(f"{label} max abs error {m['max_abs_error']:.2e}" for label, m in metrics.items())
     return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))

@@ -173,7 +173,7 @@ def report(run: Run, folder: Path) -> StageOutcome:
     from .report import write_report
 
     models = {label: run.artifact("export", label) for label in run.manifests["export"]["outputs"]}
-    stats = compare_models(models, tuple(run.example_input().shape), runs=run.config.profile_runs, progress=True)
+    stats = compare_models(models, tuple(run.example_input().shape), runs=run.config.profile_runs, rounds=run.config.profile_rounds, progress=True)
     latency = {label: asdict(row) for label, row in stats.items()}
     for label, row in stats.items():
         console.print(f"  {label}: median {row.median_ms:.3f} ms, p90 {row.p90_ms:.3f} ms, peak {row.peak_memory_mb:.1f} MB")
@@ -189,5 +189,5 @@ STAGES: tuple[Stage, ...] = (
     Stage("qat", qat, ("target", "calib", "calib_method", "calib_images", "qat_epochs")),
     Stage("export", export, ()),
     Stage("engine", engine, ("target",)),
-    Stage("report", report, ("profile_runs",)),
+    Stage("report", report, ("profile_runs", "profile_rounds")),
 )
