@@ -113,9 +113,13 @@ class Run:
 
     @property
     def data(self):
-        """The task's loaders, built on first use (stages reused from disk never load data)."""
+        """The task's loaders, built on first use (stages reused from disk never load data).
+
+        A quick build on a user's dataset reads only its first ``train_images`` images.
+        """
         if self._data is None:
-            self._data = self.task.load(self.data_path(), self.config.image_size, self.config.batch_size)
+            limit = self.config.train_images if self.config.quick and self.config.data else None
+            self._data = self.task.load(self.data_path(), self.config.image_size, self.config.batch_size, limit=limit)
         return self._data
 
     def reseed(self) -> None:
@@ -125,6 +129,7 @@ class Run:
             self._data.train.generator.manual_seed(self.config.seed)
 
     def data_path(self) -> Path:
+        """``--data``, or the bundled digits detection set, generated on first use under the runs folder."""
         if self.config.data is not None:
             return Path(self.config.data)
         if self.config.task != "detect":
@@ -134,9 +139,10 @@ class Run:
         root = Path(self.config.runs_dir) / "_data" / f"digits-{self.config.train_images}-{self.config.val_images}-{self.config.image_size}"
         return make_digits_detection(root, n_train=self.config.train_images, n_val=self.config.val_images, image_size=self.config.image_size, seed=self.config.seed)
 
-    def example_input(self, batch: int = 1) -> torch.Tensor:
+    def example_input(self) -> torch.Tensor:
+        """A fixed random batch of one input, for tracing, statistics and export."""
         generator = torch.Generator().manual_seed(self.config.seed)
-        return torch.randn(batch, 3, self.config.image_size, self.config.image_size, generator=generator)
+        return torch.randn(1, 3, self.config.image_size, self.config.image_size, generator=generator)
 
     def artifact(self, stage: str, name: str) -> Path:
         """Path of an artifact a finished stage recorded in its manifest."""

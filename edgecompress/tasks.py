@@ -34,7 +34,10 @@ class TaskData:
 
 
 def _limit(dataset: Dataset, limit: int | None) -> Dataset:
-    return Subset(dataset, range(min(limit, len(dataset)))) if limit else dataset
+    """At most ``limit`` samples, evenly spread (an ImageFolder is sorted by class)."""
+    if not limit or limit >= len(dataset):
+        return dataset
+    return Subset(dataset, np.linspace(0, len(dataset) - 1, limit).round().astype(int).tolist())
 
 
 class Task(Protocol):

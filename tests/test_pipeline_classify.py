@@ -27,7 +27,7 @@ def digits_imagefolder(tmp_path_factory):
 def test_classifier_build_prunes_quantizes_and_reports(digits_imagefolder, tmp_path):
     run_dir = ec.build(BuildConfig(
         target="jetson-agx-orin", task="classify", model="resnet20", data=str(digits_imagefolder), image_size=32,
-        quick=True, epochs=2, runs_dir=str(tmp_path), name="cls",
+        quick=True, epochs=3, train_images=400, runs_dir=str(tmp_path), name="cls",
     ))
     report = json.loads((run_dir / "report.json").read_text())
     rows = {row["model"]: row for row in report["models"]}
