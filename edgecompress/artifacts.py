@@ -25,6 +25,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.stat().st_mode & 0o777 == 0o600:  # mkstemp's private mode; artifacts are ordinary files
+            tmp.chmod(0o644)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)

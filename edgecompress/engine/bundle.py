@@ -12,7 +12,7 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from ..artifacts import atomic_path
+from ..artifacts import atomic_path, write_text
 from .targets import Target
 from .trtexec import autocast_command, autocast_path, profile_command, recipe_for, static_shapes, trtexec_command
 
@@ -87,11 +87,11 @@ The script runs, and stops at the first error:
 """
 
 
-def _write(path: Path, text: str, mode: int = 0o644) -> Path:
-    """Atomic write with the permissions a bundle copied to another machine needs."""
+def _write_script(path: Path, text: str) -> Path:
+    """Atomic write of an executable script."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-        tmp.chmod(mode)
+        tmp.chmod(0o755)
     return path
 
 
@@ -104,12 +104,11 @@ def write_bundle(
     onnx_copy = out_dir / ONNX_NAME
     with atomic_path(onnx_copy) as tmp:
         shutil.copyfile(onnx_path, tmp)
-        tmp.chmod(0o644)
     manifest = {"target": asdict(target), "precision": precision, "steps": steps, "reason": reason}
     paths = {
         "onnx": onnx_copy,
-        "script": _write(out_dir / "build_engine.sh", build_script(target, precision, steps), 0o755),
-        "readme": _write(out_dir / "README.md", readme(target, precision, steps, reason)),
-        "manifest": _write(out_dir / "bundle.json", json.dumps(manifest, indent=2) + "\n"),
+        "script": _write_script(out_dir / "build_engine.sh", build_script(target, precision, steps)),
+        "readme": write_text(out_dir / "README.md", readme(target, precision, steps, reason)),
+        "manifest": write_text(out_dir / "bundle.json", json.dumps(manifest, indent=2) + "\n"),
     }
     return paths, build_command
