@@ -130,3 +130,28 @@ def test_bundled_detector_exports_fully_quantized(tmp_path):
     assert len(onnx.load(str(path)).graph.output) == 3
     assert verify_onnx(quantized, path, example.shape, trials=2).max_rel_error < INT8_REL_BOUND
     assert ort_optimized_int8_ops(path).get("QLinearConv", 0) >= 1
+
+
+def test_int8_onnx_has_the_fake_quant_semantics_exactly(tmp_path):
+    """Without onnxruntime's kernel fusions, the int8 ONNX computes what the PyTorch fake-quant model does.
+
+    Inputs are fresh uniform images, inside the calibrated range; any difference would be a
+    Q/DQ placement, scale or rounding error in the export, not accumulation order.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = randomise_batchnorm(YoloMobileNetV2(num_classes=2, width=0.25, image_size=64))
+    example = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(20))
+    quantized = quantize_model(model, example)
+    calibrate(quantized, [torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(21))])
+    path = export_onnx(quantized.eval(), example, tmp_path / "yolo-int8.onnx")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(22))
+    with torch.no_grad():
+        expected = [o.numpy() for o in quantized(images)]
+    for got, want in zip(session.run(None, {"images": images.numpy()}), expected):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
