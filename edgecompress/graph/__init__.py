@@ -1,6 +1,6 @@
 """Graph stage: trace a model and find the channel groups that must be pruned together."""
 
-from . import rules  # the built-in channel rules register themselves on import
+from . import rules, rules_layers, rules_split  # the built-in channel rules register themselves on import
 from .analyze import analyze
 from .context import AnalysisContext, Role
 from .groups import ChannelGraph, ChannelGroup, ChannelMember

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from ..errors import EdgeCompressError
 from .context import AnalysisContext
@@ -17,17 +18,19 @@ from .trace import check_ignore, propagate_shapes, trace_model
 def analyze(model: nn.Module, example_input: torch.Tensor, ignore: Sequence[str] = ()) -> ChannelGraph:
     """Trace ``model`` with torch.fx, run the shape pass on ``example_input`` and group coupled channels.
 
-    Channels reaching a model output, read or written by a module in ``ignore``, or touched by a
-    grouped conv are blocked (kept). An op without a channel rule raises EdgeCompressError naming it,
-    unless it clearly keeps the channel dim: then its channels are kept and ``notes`` says so.
+    Channels reaching a model output, or read or written by a module in ``ignore`` or one fx cannot
+    trace (kept whole, with a note), are blocked (kept). An op without a channel rule raises
+    EdgeCompressError naming it, unless it clearly keeps the channel dim: then its channels are kept
+    and ``notes`` says so.
     """
     if not isinstance(example_input, torch.Tensor) or example_input.dim() < 2:
         raise EdgeCompressError("example_input must be a batched tensor such as torch.randn(1, 3, 224, 224)")
     ignored = check_ignore(model, ignore)
-    traced = trace_model(model, ignored)
+    traced, opaque = trace_model(model, ignored)
     output_shapes = propagate_shapes(traced, model, example_input)
     modules = dict(model.named_modules())
-    ctx = AnalysisContext(modules, ignored)
+    ctx = AnalysisContext(modules, ignored, opaque)
+    ctx.notes.extend(opaque.values())
     for node in traced.graph.nodes:
         layout = rule_for(ctx, node)(ctx, node)
         if layout is not None:
@@ -39,4 +42,23 @@ def analyze(model: nn.Module, example_input: torch.Tensor, ignore: Sequence[str]
         input_dtype=example_input.dtype,
         output_shapes=output_shapes,
         notes=tuple(ctx.notes),
+        layer_macs=layer_macs(traced, modules),
     )
+
+
+def layer_macs(traced: fx.GraphModule, modules: dict[str, nn.Module]) -> dict[str, int]:
+    """MACs of every conv, transposed conv and linear call, from the shape pass: weight size times the
+    positions it is applied at (output positions; input positions for a transposed conv)."""
+    macs: dict[str, int] = {}
+    for node in traced.graph.nodes:
+        layer = modules.get(str(node.target)) if node.op == "call_module" else None
+        meta = node.meta.get("tensor_meta")
+        if not isinstance(layer, (nn.modules.conv._ConvNd, nn.Linear)) or not hasattr(meta, "shape"):
+            continue
+        if isinstance(layer, nn.Linear):
+            positions = math.prod(meta.shape[:-1])
+        else:
+            source = node.args[0].meta["tensor_meta"].shape if layer.transposed else meta.shape
+            positions = source[0] * math.prod(source[2:])
+        macs[str(node.target)] = macs.get(str(node.target), 0) + layer.weight.numel() * positions
+    return macs

@@ -24,6 +24,7 @@ class Role(str, Enum):
     CONV_IN = "conv-in"
     DEPTHWISE = "depthwise"
     BN = "bn"
+    NORM = "norm"  # GroupNorm / LayerNorm over channels: per-channel affine, statistics over several channels
     LINEAR_OUT = "linear-out"
     LINEAR_IN = "linear-in"
     CHANNELWISE = "channel-wise"  # per-channel parameters of a custom layer (a learned scale, ...)
@@ -43,6 +44,7 @@ _ROLE_DIMS = {
     Role.CONV_IN: ("in",),
     Role.DEPTHWISE: ("out", "in"),
     Role.BN: ("out",),
+    Role.NORM: ("out",),
     Role.LINEAR_OUT: ("out",),
     Role.LINEAR_IN: ("in",),
     Role.CHANNELWISE: ("out",),
@@ -54,10 +56,12 @@ MemberKey = tuple[str, Role, int]  # (module qualified name, role, index in that
 class AnalysisContext:
     """Union-find over channel atoms plus the layout of every traced tensor."""
 
-    def __init__(self, modules: dict[str, nn.Module], ignore: frozenset[str]):
+    def __init__(self, modules: dict[str, nn.Module], ignore: frozenset[str], opaque: dict[str, str] | None = None):
         self.modules = modules
         self.ignore = ignore
+        self.opaque = opaque or {}  # untraceable submodule -> why it is kept whole
         self.layouts: dict[Node, Layout] = {}
+        self.pieces: dict[Node, list[Layout]] = {}  # layouts of the tensors in a tuple output (split, chunk)
         self.members: dict[MemberKey, int] = {}
         self.notes: list[str] = []
         self._parent: list[int] = []
@@ -94,6 +98,13 @@ class AnalysisContext:
         for atom_a, atom_b in zip(a, b, strict=True):
             self.union(atom_a, atom_b)
         return a
+
+    def tie_groups(self, layout: Layout, groups: int) -> None:
+        """Tie channel i of every one of ``groups`` equal slices to channel i of the first, so cuts
+        stay identical in every slice (grouped convs and chunks need equal-sized slices)."""
+        per = len(layout) // groups
+        for start in range(per, len(layout), per):
+            self.unify(layout[:per], layout[start : start + per])
 
     def block(self, layout: Layout, reason: str) -> None:
         for atom in layout:

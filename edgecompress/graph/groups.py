@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import torch
@@ -52,6 +52,7 @@ class ChannelGraph:
     input_dtype: torch.dtype
     output_shapes: tuple[tuple[int, ...], ...]
     notes: tuple[str, ...]  # ops handled conservatively (their channels kept)
+    layer_macs: dict[str, int] = field(default_factory=dict)  # conv/linear module -> MACs on the example input
 
     @property
     def prunable_groups(self) -> list[ChannelGroup]:

@@ -55,7 +55,7 @@ def register_method_rule(*names: str) -> Callable[[ChannelRule], ChannelRule]:
 def rule_for(ctx: AnalysisContext, node: Node) -> ChannelRule:
     """The rule for ``node``: ignored modules are opaque; ops without a rule go to :func:`unknown_op`."""
     if node.op == "call_module":
-        if node.target in ctx.ignore:
+        if node.target in ctx.ignore or node.target in ctx.opaque:
             return ignored_module
         return next((MODULE_RULES[cls] for cls in type(ctx.module(node)).__mro__ if cls in MODULE_RULES), unknown_op)
     if node.op == "call_function":
@@ -130,8 +130,8 @@ def unknown_op(ctx: AnalysisContext, node: Node) -> Layout | None:
 
 
 def ignored_module(ctx: AnalysisContext, node: Node) -> Layout | None:
-    """A module in ``ignore`` is opaque: the channels it reads and writes are kept."""
-    reason = f"{node.target!r} is in ignore"
+    """A module in ``ignore`` (or that fx cannot trace) is opaque: the channels it reads and writes are kept."""
+    reason = ctx.opaque.get(str(node.target), f"{node.target!r} is in ignore")
     for arg in ctx.channel_inputs(node):
         ctx.block(ctx.channels(arg), reason)
     return _fresh_or_none(ctx, node, reason)

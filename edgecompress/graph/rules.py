@@ -1,4 +1,4 @@
-"""Built-in channel rules: layers (conv, BN, linear), channel-wise ops, arithmetic, concat, flatten."""
+"""Built-in channel rules: linear, channel-wise ops, arithmetic, concat, flatten (conv and norms: rules_layers)."""
 
 from __future__ import annotations
 
@@ -15,38 +15,6 @@ from . import index_mapping
 from .context import AnalysisContext, Role
 from .index_mapping import Layout
 from .registry import op_name, place, register_function_rule, register_method_rule, register_module_rule, unknown_op
-
-
-@register_module_rule(nn.Conv2d)
-def conv2d(ctx: AnalysisContext, node: Node) -> Layout | None:
-    """Dense conv: new output channels; depthwise: out channel i is in channel i; grouped: blocked."""
-    conv, name = ctx.module(node), str(node.target)
-    if len(ctx.shape(node.args[0]) or ()) != 4:
-        return unknown_op(ctx, node)  # unbatched input: dim 1 is not the channel dim
-    inputs = ctx.channels(node.args[0])
-    if conv.groups == 1:
-        ctx.add_members(inputs, name, Role.CONV_IN)
-        outputs = ctx.new_atoms(conv.out_channels)
-        ctx.add_members(outputs, name, Role.CONV_OUT)
-        return outputs
-    if conv.groups == conv.in_channels == conv.out_channels:
-        ctx.add_members(inputs, name, Role.DEPTHWISE)
-        return inputs
-    reason = f"grouped conv {name!r} (groups={conv.groups}) is not pruned"
-    ctx.block(inputs, reason)
-    outputs = ctx.new_atoms(conv.out_channels, blocked=reason)
-    ctx.add_members(inputs, name, Role.CONV_IN)
-    ctx.add_members(outputs, name, Role.CONV_OUT)
-    return outputs
-
-
-@register_module_rule(nn.BatchNorm2d)
-def batchnorm(ctx: AnalysisContext, node: Node) -> Layout | None:
-    if len(ctx.shape(node.args[0]) or ()) != 4:
-        return unknown_op(ctx, node)
-    layout = ctx.channels(node.args[0])
-    ctx.add_members(layout, str(node.target), Role.BN)
-    return layout
 
 
 @register_module_rule(nn.Linear)
@@ -66,17 +34,19 @@ def linear(ctx: AnalysisContext, node: Node) -> Layout | None:
 
 @register_module_rule(
     nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.GELU, nn.Mish,
-    nn.ELU, nn.Dropout, nn.Dropout2d, nn.Identity, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d, nn.Upsample,
+    nn.ELU, nn.CELU, nn.SELU, nn.Hardtanh, nn.Softplus, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity,
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.Upsample,
+    nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d, nn.ZeroPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d,
 )
 @register_function_rule(
     torch.relu, F.relu, F.relu6, F.silu, F.hardswish, F.hardsigmoid, torch.sigmoid, F.sigmoid, torch.tanh,
-    F.leaky_relu, F.gelu, F.mish, F.elu, F.dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d,
-    F.adaptive_max_pool2d, F.interpolate,
+    F.leaky_relu, F.gelu, F.mish, F.elu, F.hardtanh, F.softplus, F.dropout, F.max_pool1d, F.max_pool2d, F.avg_pool1d,
+    F.avg_pool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.interpolate, F.pad,
 )
 @register_method_rule("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "contiguous", "clone")
 def passthrough(ctx: AnalysisContext, node: Node) -> Layout | None:
-    """Channel-wise ops (activations, pooling, resizing): channel i stays channel i."""
+    """Channel-wise ops (activations, pooling, resizing, spatial padding): channel i stays channel i."""
     source = node.args[0] if node.args else node.kwargs.get("input")
     out = ctx.shape(node)
     if not ctx.has_channels(source) or out is None or len(out) < 2 or out[1] != ctx.shape(source)[1]:

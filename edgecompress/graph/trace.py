@@ -11,19 +11,39 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import EdgeCompressError
 from .registry import MODULE_RULES
+from .rules_split import piece_count
+
+
+class _PiecesProxy(fx.Proxy):
+    """Result of a chunk/split with a literal piece count: ``len`` and ``list`` work (fx alone only
+    unpacks ``a, b = x.chunk(2, 1)``, while YOLOv8's C2f writes ``list(x.chunk(2, 1))``)."""
+
+    def __init__(self, node: fx.Node, tracer: fx.Tracer, count: int):
+        super().__init__(node, tracer)
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[fx.Proxy]:
+        return iter([self[k] for k in range(self.count)])
 
 
 class _Tracer(fx.Tracer):
-    """Treats ignored modules and modules with a registered channel rule as leaves, and remembers the
-    innermost module whose forward failed."""
+    """Treats ignored modules and modules with a registered channel rule as leaves, remembers the
+    innermost module whose forward failed, and makes chunk/split results iterable."""
 
     def __init__(self, ignore: frozenset[str]):
         super().__init__()
         self.ignore = ignore
         self.failed_in: str | None = None
 
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        count = piece_count(node) if node.op in ("call_function", "call_method") else None
+        return _PiecesProxy(node, self, count) if count is not None else super().proxy(node)
+
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if module_qualified_name in self.ignore or type(m) in MODULE_RULES:
+        if module_qualified_name in self.ignore or any(cls in MODULE_RULES for cls in type(m).__mro__):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
@@ -47,21 +67,26 @@ def check_ignore(model: nn.Module, ignore: Iterable[str]) -> frozenset[str]:
     return frozenset(ignore)
 
 
-def trace_model(model: nn.Module, ignore: frozenset[str]) -> fx.GraphModule:
-    """Symbolically trace ``model``; ignored modules stay opaque leaves."""
-    tracer = _Tracer(ignore)
-    try:
-        graph = tracer.trace(model)
-    except Exception as exc:
-        detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        if tracer.failed_in:
-            hint = f"make its forward traceable (no data-dependent control flow) or pass ignore=[{tracer.failed_in!r}]"
-            place = f"module {tracer.failed_in!r}"
-        else:
-            hint = "make the model's forward traceable (no data-dependent control flow on tensors)"
-            place = "the model's forward"
-        raise EdgeCompressError(f"torch.fx cannot trace {place} ({detail}); {hint}") from None
-    return fx.GraphModule(model, graph)
+def trace_model(model: nn.Module, ignore: frozenset[str]) -> tuple[fx.GraphModule, dict[str, str]]:
+    """Symbolically trace ``model``; ignored modules stay opaque leaves.
+
+    A submodule fx cannot trace becomes an opaque leaf too and tracing starts again, so users need
+    not rewrite it; returns the graph and, per such submodule, why it is kept whole. Only an
+    untraceable top-level forward is an error.
+    """
+    opaque: dict[str, str] = {}
+    while True:
+        tracer = _Tracer(ignore | frozenset(opaque))
+        try:
+            return fx.GraphModule(model, tracer.trace(model)), opaque
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if not tracer.failed_in or tracer.failed_in in opaque:
+                raise EdgeCompressError(
+                    f"torch.fx cannot trace the model's forward ({detail}); make it traceable "
+                    "(no data-dependent control flow on tensors)"
+                ) from None
+            opaque[tracer.failed_in] = f"torch.fx cannot trace {tracer.failed_in!r} ({detail}), so it is kept whole"
 
 
 @contextmanager

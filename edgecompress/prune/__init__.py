@@ -1,7 +1,9 @@
-"""Prune stage: score coupled channel groups, pick channels by a global threshold, slice the layers."""
+"""Prune stage: score coupled channel groups, pick channels (global threshold, per-layer ratios or a
+MACs/parameter target), slice the layers; optionally remove whole residual blocks."""
 
 from .apply import apply_plan, prunable_batchnorms, prune
 from .criteria import CRITERIA, register_criterion
+from .layers import LAYER_CRITERIA, ResidualBlock, prune_layers, residual_blocks
 from .plan import GroupPlan, LayerCut, PrunePlan, plan_pruning
 from .surgery import SURGERIES, register_surgery
 
@@ -10,6 +12,10 @@ __all__ = [
     "plan_pruning",
     "apply_plan",
     "prunable_batchnorms",
+    "prune_layers",
+    "residual_blocks",
+    "ResidualBlock",
+    "LAYER_CRITERIA",
     "PrunePlan",
     "GroupPlan",
     "LayerCut",
@@ -18,3 +24,4 @@ __all__ = [
     "SURGERIES",
     "register_surgery",
 ]
+

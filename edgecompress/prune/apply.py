@@ -11,7 +11,7 @@ from torch import nn
 from ..errors import EdgeCompressError
 from ..graph import Role, analyze
 from ..graph.trace import evaluating, tensor_shapes
-from .plan import LayerCut, PrunePlan, plan_pruning
+from .plan import LayerCut, PrunePlan, RatioSpec, plan_pruning
 from .surgery import dimension_size, surgery_for
 
 
@@ -69,20 +69,31 @@ def prune(
     model: nn.Module,
     example_input: torch.Tensor,
     *,
-    ratio: float,
+    ratio: RatioSpec | None = None,
+    target_macs: float | None = None,
+    target_params: float | None = None,
     criterion: str = "bn-gamma",
     ignore: Sequence[str] = (),
-    min_channels: int = 1,
     round_to: int = 1,
+    min_channels: int = 1,
 ) -> nn.Module:
-    """Plan (see :func:`plan_pruning`) and apply; prunes ``model`` in place and returns it."""
+    """Plan (see :func:`plan_pruning`; exactly one of ``ratio``, ``target_macs``, ``target_params``)
+    and apply; prunes ``model`` in place and returns it. ``target_macs=0.5`` halves the MACs."""
     plan = plan_pruning(
-        model, example_input, ratio=ratio, criterion=criterion, ignore=ignore, min_channels=min_channels, round_to=round_to
+        model,
+        example_input,
+        ratio=ratio,
+        target_macs=target_macs,
+        target_params=target_params,
+        criterion=criterion,
+        ignore=ignore,
+        min_channels=min_channels,
+        round_to=round_to,
     )
     return apply_plan(model, plan)
 
 
-def prunable_batchnorms(model: nn.Module, example_input: torch.Tensor, ignore: Sequence[str] = ()) -> list[tuple[str, nn.BatchNorm2d]]:
+def prunable_batchnorms(model: nn.Module, example_input: torch.Tensor, ignore: Sequence[str] = ()) -> list[tuple[str, nn.Module]]:
     """BatchNorms in at least one prunable channel group: sparse training puts its L1 penalty on their gammas."""
     graph = analyze(model, example_input, ignore)
     names = {member.module for group in graph.prunable_groups for member in group.members_with(Role.BN)}

@@ -3,8 +3,9 @@
 ``bn-gamma`` is network slimming's criterion: the mean |gamma| over the group's BatchNorms, on
 its raw scale, so one global threshold prunes most where sparse training drove gammas to zero
 (a whole useless layer shrinks to ``min_channels``). Filter norms have no common scale (fan-in
-differs), so ``l1`` divides each member's scores by their mean over the group before averaging
-members: 1.0 means "an average channel of this group", as a gamma is about 1 at initialisation.
+differs), so ``l1`` and ``fpgm`` divide each member's scores by their mean over the group before
+averaging members: 1.0 means "an average channel of this group", as a gamma is about 1 at
+initialisation. ``taylor`` estimates the loss change itself, a scale shared by every group.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
+from ..errors import EdgeCompressError
 from ..graph import ChannelGroup, ChannelMember, Role
 
 Criterion = Callable[[ChannelGroup, Mapping[str, nn.Module]], torch.Tensor]
@@ -31,12 +33,13 @@ def register_criterion(name: str) -> Callable[[Criterion], Criterion]:
     return decorator
 
 
-def gather(values: torch.Tensor, member: ChannelMember) -> torch.Tensor:
-    """Per group channel, the sum of ``values`` at the member's indices for that channel."""
+def gather(values: torch.Tensor, member: ChannelMember, mean: bool = False) -> torch.Tensor:
+    """Per group channel, the sum (or mean) of ``values`` at the member's indices for that channel."""
     counts = torch.tensor([len(indices) for indices in member.indices])
     flat = torch.tensor([index for indices in member.indices for index in indices])
     segment = torch.repeat_interleave(torch.arange(len(counts)), counts)
-    return torch.zeros(len(counts), dtype=values.dtype).index_add_(0, segment, values[flat])
+    total = torch.zeros(len(counts), dtype=values.dtype).index_add_(0, segment, values[flat])
+    return total / counts if mean else total
 
 
 def normalised_mean(scores: list[torch.Tensor]) -> torch.Tensor:
@@ -49,17 +52,66 @@ def filter_l1(group: ChannelGroup, modules: Mapping[str, nn.Module]) -> torch.Te
     """L1 norm of the filters producing each channel (conv and linear outputs, depthwise filters)."""
     scores = []
     for member in group.members_with(Role.CONV_OUT, Role.LINEAR_OUT, Role.DEPTHWISE):
-        weight = modules[member.module].weight.detach().float().cpu()
-        scores.append(gather(weight.flatten(1).abs().sum(1), member))
+        scores.append(gather(output_filters(modules[member.module]).abs().sum(1), member))
     return normalised_mean(scores)
+
+
+def output_filters(layer: nn.Module, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """One row per output channel of a conv, transposed conv or linear: the weights producing it
+    (or the matching entries of ``weight``, a tensor shaped like the layer's weight)."""
+    weight = layer.weight.detach().float().cpu() if weight is None else weight
+    if isinstance(layer, nn.modules.conv._ConvTransposeNd):  # (in, out / groups, ...): regroup outputs first
+        groups = layer.groups
+        weight = weight.unflatten(0, (groups, -1)).transpose(1, 2).flatten(0, 1)
+    return weight.flatten(1)
+
+
+@register_criterion("fpgm")
+def geometric_median(group: ChannelGroup, modules: Mapping[str, nn.Module]) -> torch.Tensor:
+    """FPGM (He et al., 2019): a filter close to all others of its layer (near their geometric median)
+    is redundant; a filter's score is its summed distance to the other filters of the layer."""
+    scores = []
+    for member in group.members_with(Role.CONV_OUT, Role.LINEAR_OUT):
+        filters = output_filters(modules[member.module])
+        scores.append(gather(torch.cdist(filters, filters).sum(1), member, mean=True))
+    return normalised_mean(scores)
+
+
+def _weight_times_grad(layer: nn.Module, member: ChannelMember) -> torch.Tensor:
+    """Per group channel, the sum of weight * gradient over every parameter of ``layer`` producing it."""
+    total = torch.zeros(len(member.indices))
+    for name, parameter in layer.named_parameters(recurse=False):
+        if parameter.grad is None:
+            raise EdgeCompressError(
+                "criterion 'taylor' needs gradients: run loss.backward() on a few training batches before "
+                f"planning (no gradient on {member.module}.{name})"
+            )
+        product = (parameter.detach() * parameter.grad).float().cpu()
+        if name == "weight" and product.dim() > 1:
+            product = output_filters(layer, product)
+        total += gather(product.reshape(len(product), -1).sum(1), member)
+    return total
+
+
+@register_criterion("taylor")
+def taylor(group: ChannelGroup, modules: Mapping[str, nn.Module]) -> torch.Tensor:
+    """First-order Taylor estimate of the loss change from removing each channel (Molchanov et al.,
+    2019): (sum of weight * gradient over all its parameters)^2, on one global scale. Uses the
+    gradients accumulated on the model, so call loss.backward() on some batches first."""
+    roles = (Role.CONV_OUT, Role.LINEAR_OUT, Role.DEPTHWISE, Role.BN, Role.NORM, Role.CHANNELWISE)
+    contributions = [_weight_times_grad(modules[member.module], member) for member in group.members_with(*roles)]
+    return torch.stack(contributions).sum(0) ** 2
 
 
 @register_criterion("bn-gamma")
 def bn_gamma(group: ChannelGroup, modules: Mapping[str, nn.Module]) -> torch.Tensor:
-    """Mean |gamma| of the group's BatchNorms (network slimming); groups without a BN fall back to ``l1``."""
+    """Mean |gamma| of the group's BatchNorms (network slimming); groups without a BN fall back to ``l1``.
+
+    A group channel spanning several indices of one BN (tied groups of a grouped conv) takes their mean,
+    so every score stays on the raw gamma scale that one global threshold compares."""
     scores = [
-        gather(modules[member.module].weight.detach().float().cpu().abs(), member)
-        for member in group.members_with(Role.BN)
+        gather(modules[member.module].weight.detach().float().cpu().abs(), member, mean=True)
+        for member in group.members_with(Role.BN, Role.NORM)
         if modules[member.module].weight is not None
     ]
     return torch.stack(scores).mean(0) if scores else filter_l1(group, modules)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..errors import EdgeCompressError
-from ..graph import ChannelGroup, analyze
+from ..graph import ChannelGraph, ChannelGroup, analyze
+from .budget import CostModel, bisect_ratio
 from .criteria import CRITERIA
-from .selection import select_channels
+from .selection import removal_order, select_channels, select_per_group
 from .surgery import dimension_size
 
 
@@ -41,7 +44,7 @@ class PrunePlan:
     """Everything :func:`apply_plan` needs, plus what the model must still accept and return."""
 
     criterion: str
-    ratio: float
+    ratio: float | None  # the global ratio used (found by bisection for a target); None for per-layer ratios
     threshold: float  # normalised score (1.0 = average channel of its group) of the last ranked channel cut
     groups: tuple[GroupPlan, ...]
     cuts: tuple[LayerCut, ...]
@@ -51,12 +54,16 @@ class PrunePlan:
     input_dtype: torch.dtype
     output_shapes: tuple[tuple[int, ...], ...]
     notes: tuple[str, ...] = ()
+    target_macs: float | None = None
+    target_params: float | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary for manifests and reports."""
         return {
             "criterion": self.criterion,
             "ratio": self.ratio,
+            "target_macs": self.target_macs,
+            "target_params": self.target_params,
             "threshold": self.threshold,
             "channels_total": self.channels_total,
             "channels_removed": self.channels_removed,
@@ -66,9 +73,13 @@ class PrunePlan:
         }
 
 
-def check_arguments(ratio: float, criterion: str, min_channels: int, round_to: int) -> None:
+def check_ratio(ratio: object) -> None:
     if not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
         raise EdgeCompressError(f"pruning ratio must be in [0, 1), got {ratio!r}; e.g. ratio=0.5 removes half the prunable channels")
+
+
+def check_arguments(ratio: float, criterion: str, min_channels: int, round_to: int) -> None:
+    check_ratio(ratio)
     if criterion not in CRITERIA:
         raise EdgeCompressError(f"unknown pruning criterion {criterion!r}; choose one of {', '.join(sorted(CRITERIA))}")
     if not isinstance(min_channels, int) or min_channels < 0:
@@ -92,32 +103,100 @@ def _layer_cuts(groups: list[ChannelGroup], removed: list[list[int]], modules: d
     )
 
 
+RatioSpec = Union[float, Mapping[str, float], Callable[[str], "float | None"]]
+
+
+def _layer_ratio(ratio: Mapping[str, float] | Callable[[str], float | None], modules: dict[str, nn.Module]) -> Callable[[str], float | None]:
+    """Per-layer ratios: a callable as is; a mapping matches a module and everything under it (longest key wins)."""
+    if callable(ratio):
+        return ratio
+    unknown = [key for key in ratio if key not in modules]
+    if unknown:
+        raise EdgeCompressError(f"ratio names {unknown} are not modules of the model; use qualified names such as {next(iter(modules), '')!r}")
+
+    def lookup(name: str) -> float | None:
+        keys = [key for key in ratio if key == "" or name == key or name.startswith(key + ".")]
+        return ratio[max(keys, key=len)] if keys else None
+
+    return lookup
+
+
+def _group_ratios(groups: list[ChannelGroup], lookup: Callable[[str], float | None]) -> list[float]:
+    """A group's ratio is the largest ratio of the layers producing its channels (0 when none is listed)."""
+    ratios = []
+    for group in groups:
+        found = [lookup(member.module) for member in group.members if member.role.produces]
+        found = [value for value in found if value is not None]
+        for value in found:
+            check_ratio(value)
+        ratios.append(max(found, default=0.0))
+    return ratios
+
+
+def group_rounding(group: ChannelGroup, round_to: int) -> int:
+    """Multiple of group channels that keeps every layer's channel count a multiple of ``round_to``:
+    a group channel that spans m indices of every layer (tied conv groups, GroupNorm groups) needs
+    only round_to / gcd(round_to, m) of them."""
+    spans = min(len(indices) for member in group.members for indices in member.indices)
+    return round_to // math.gcd(round_to, spans)
+
+
+def _check_one_goal(ratio: object, target_macs: float | None, target_params: float | None) -> None:
+    given = [name for name, value in (("ratio", ratio), ("target_macs", target_macs), ("target_params", target_params)) if value is not None]
+    if len(given) != 1:
+        raise EdgeCompressError(f"pass exactly one of ratio, target_macs, target_params (got {given or 'none'}); e.g. ratio=0.5 or target_macs=0.5")
+    for name, value in (("target_macs", target_macs), ("target_params", target_params)):
+        if value is not None and (not isinstance(value, (int, float)) or not 0 <= value < 1):
+            raise EdgeCompressError(f"{name} is the fraction to remove, in [0, 1); got {value!r} (0.5 halves the {name[7:]})")
+
+
 def plan_pruning(
     model: nn.Module,
     example_input: torch.Tensor,
     *,
-    ratio: float,
+    ratio: RatioSpec | None = None,
+    target_macs: float | None = None,
+    target_params: float | None = None,
     criterion: str = "bn-gamma",
     ignore: Sequence[str] = (),
     min_channels: int = 1,
     round_to: int = 1,
 ) -> PrunePlan:
-    """Decide which channels to remove: ``ratio`` of all prunable channels, chosen by a global
-    threshold on normalised ``criterion`` scores; every group keeps at least max(min_channels, 1)
-    channels, rounded up to a multiple of ``round_to``. The model is not modified."""
-    check_arguments(ratio, criterion, min_channels, round_to)
+    """Decide which channels to remove; the model is not modified. Give exactly one goal:
+
+    - ``ratio=0.5``: that fraction of all prunable channels, chosen by a global threshold on
+      normalised ``criterion`` scores;
+    - ``ratio={"backbone": 0.3, "neck.c2f": 0.5}`` (a module and everything under it, longest key
+      wins, unlisted layers kept) or ``ratio=lambda name: ...`` (None keeps): per-layer ratios;
+    - ``target_macs=0.5`` / ``target_params=0.5``: the smallest global ratio estimated to remove
+      that fraction of the model's MACs / parameters.
+
+    Every group keeps at least max(min_channels, 1) channels; every layer keeps a multiple of
+    ``round_to`` channels (see :func:`group_rounding`) unless it keeps them all.
+    """
+    _check_one_goal(ratio, target_macs, target_params)
+    per_layer = isinstance(ratio, Mapping) or callable(ratio)
+    check_arguments(0.0 if per_layer or ratio is None else ratio, criterion, min_channels, round_to)
     graph = analyze(model, example_input, ignore)
     modules = dict(model.named_modules())
     groups = graph.prunable_groups
     scores = [CRITERIA[criterion](group, modules) for group in groups]
-    selection = select_channels(scores, ratio, min_channels, round_to)
+    multiples = np.array([group_rounding(group, round_to) for group in groups], dtype=int)
+    if per_layer:
+        selection = select_per_group(scores, _group_ratios(groups, _layer_ratio(ratio, modules)), min_channels, multiples)
+        ratio = None
+    else:
+        if ratio is None:
+            goal = ("macs", target_macs) if target_macs is not None else ("params", target_params)
+            ratio = _ratio_for_target(model, graph, scores, goal, min_channels, multiples)
+        selection = select_channels(scores, ratio, min_channels, multiples)
     group_plans = tuple(
         GroupPlan(group.id, group.size, group.size - len(channels), tuple(sorted(channels)))
         for group, channels in zip(groups, selection.removed)
     )
     return PrunePlan(
         criterion=criterion,
-        ratio=float(ratio),
+        ratio=None if ratio is None else float(ratio),
         threshold=selection.threshold,
         groups=group_plans,
         cuts=_layer_cuts(groups, selection.removed, modules),
@@ -127,4 +206,35 @@ def plan_pruning(
         input_dtype=graph.input_dtype,
         output_shapes=graph.output_shapes,
         notes=graph.notes,
+        target_macs=target_macs,
+        target_params=target_params,
     )
+
+
+def _ratio_for_target(
+    model: nn.Module,
+    graph: ChannelGraph,
+    scores: list[torch.Tensor],
+    goal: tuple[str, float],
+    min_channels: int,
+    multiples: np.ndarray,
+) -> float:
+    """Bisect the global ratio until the estimated MACs (of convs and linears, which dominate) or
+    parameters removed reach the goal's fraction."""
+    metric, target = goal
+    modules = dict(model.named_modules())
+    orders = [removal_order(score) for score in scores]
+    total = sum(graph.layer_macs.values()) if metric == "macs" else sum(p.numel() for p in model.parameters())
+    cost = CostModel(metric, total, graph, graph.prunable_groups, orders, modules)
+
+    def removed_at(ratio: float) -> float:
+        selection = select_channels(scores, ratio, min_channels, multiples)
+        return cost.removed_fraction([len(channels) for channels in selection.removed])
+
+    reachable = removed_at(0.999)
+    if reachable < target:
+        raise EdgeCompressError(
+            f"target_{metric}={target} is out of reach: pruning every prunable channel down to min_channels removes "
+            f"about {reachable:.0%} of the {metric}; lower the target or pass fewer modules in ignore"
+        )
+    return bisect_ratio(removed_at, target)

@@ -38,12 +38,31 @@ def test_untraceable_root_forward_is_reported() -> None:
         analyze(DataDependent(), X)
 
 
-def test_untraceable_submodule_is_named_and_can_be_ignored() -> None:
-    with pytest.raises(EdgeCompressError, match=r"module 'branch'.*ignore=\['branch'\]"):
-        analyze(Wrapper(), X)
-    graph = analyze(Wrapper(), X, ignore=["branch"])
+def stem_group(graph):
     stem = [g for g in graph.groups if any(m.module == "stem" and m.role == Role.CONV_OUT for m in g.members)]
-    assert len(stem) == 1 and "'branch' is in ignore" in stem[0].blocked_reason
+    assert len(stem) == 1
+    return stem[0]
+
+
+def test_untraceable_submodule_is_kept_whole_with_a_note() -> None:
+    graph = analyze(Wrapper(), X)
+    assert "cannot trace 'branch'" in stem_group(graph).blocked_reason
+    assert len(graph.notes) == 1 and "'branch'" in graph.notes[0] and "kept whole" in graph.notes[0]
+    head = [g for g in graph.groups if any(m.module == "head" and m.role == Role.CONV_IN for m in g.members)]
+    assert len(head) == 1 and not head[0].prunable  # what the opaque module writes is kept too
+    assert "'branch' is in ignore" in stem_group(analyze(Wrapper(), X, ignore=["branch"])).blocked_reason
+
+
+class Gate(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x if x.mean() > 0 else -x
+
+
+def test_every_untraceable_submodule_falls_back_and_the_rest_stays_prunable() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 6, 1), nn.Sequential(nn.Conv2d(6, 3, 1), DataDependent()), Gate(), nn.Conv2d(4, 2, 1))
+    graph = analyze(model, X)
+    assert [note.split(" (")[0] for note in graph.notes] == ["torch.fx cannot trace '1.1'", "torch.fx cannot trace '2'"]
+    assert [{(m.module, m.role) for m in g.members} for g in graph.prunable_groups] == [{("0", Role.CONV_OUT), ("1.0", Role.CONV_IN)}]
 
 
 class ChannelSlice(nn.Module):
@@ -56,11 +75,28 @@ class ChannelSlice(nn.Module):
         return self.head(self.inner(x)[:, :4])
 
 
+class Repeat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Sequential(nn.Conv2d(3, 4, 1))
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.inner(x).repeat(1, 2, 1, 1))
+
+
 def test_unknown_op_on_prunable_channels_raises_with_a_suggestion() -> None:
-    with pytest.raises(EdgeCompressError, match=r"getitem .*the model's forward.*ignore=\['inner.0'\]"):
-        analyze(ChannelSlice(), X)
-    graph = analyze(ChannelSlice(), X, ignore=["inner.0"])
+    with pytest.raises(EdgeCompressError, match=r"Tensor.repeat .*the model's forward.*ignore=\['inner.0'\]"):
+        analyze(Repeat(), X)
+    graph = analyze(Repeat(), X, ignore=["inner.0"])
     assert not graph.prunable_groups
+
+
+def test_literal_channel_slice_keeps_the_sliced_tensor() -> None:
+    graph = analyze(ChannelSlice(), X)
+    inner = [g for g in graph.groups if any(m.module == "inner.0" and m.role == Role.CONV_OUT for m in g.members)]
+    assert not graph.prunable_groups and inner
+    assert all("slice [:, None:4] in the model's forward hard-codes channel indices" == g.blocked_reason for g in inner)
 
 
 def test_bad_ignore_names_and_inputs_are_rejected() -> None:

@@ -79,9 +79,11 @@ def test_residual_add_depthwise_and_se_multiply_tie_channels() -> None:
     roles = {(m.module, m.role) for m in group.members}
     assert {("b", Role.CONV_OUT), ("bn_a", Role.BN), ("bn_b", Role.BN), ("dw", Role.DEPTHWISE), ("se", Role.CONV_OUT)} <= roles
     assert {("b", Role.CONV_IN), ("se", Role.CONV_IN)} <= roles
-    assert not group.prunable and "grouped conv 'grouped'" in group.blocked_reason
+    assert group.prunable and group.size == 4  # the grouped conv ties channel i of both its groups
+    assert member(group, "grouped", Role.CONV_IN).indices == tuple((i, i + 4) for i in range(4))
+    assert member(group, "bn_a", Role.BN).indices == tuple((i, i + 4) for i in range(4))
     grouped_out = group_of(graph, "grouped", Role.CONV_OUT)
-    assert not grouped_out.prunable
+    assert grouped_out.prunable and member(grouped_out, "out", Role.CONV_IN).indices == tuple((i, i + 4) for i in range(4))
 
 
 def test_ignored_modules_and_outputs_keep_their_channels() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from zoo_blocks import C2fNet, Conv1dNet, Decoder, EfficientNetSE, LayerNormHead, ResNeXt
 
 
 def conv_bn_relu(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1, kernel: int = 3) -> nn.Sequential:
@@ -189,8 +190,15 @@ ZOO = {
     "densenet": DenseNet,
     "fpn": FPN,
     "detector": TinyDetector,
+    "c2f": C2fNet,
+    "resnext": ResNeXt,
+    "efficientnet-se": EfficientNetSE,
+    "decoder": Decoder,
+    "layernorm-head": LayerNormHead,
+    "conv1d": Conv1dNet,
 }
-INPUT_SIZE = {"vgg-flatten": 16}
+INPUT_SHAPE = {"vgg-flatten": (3, 16, 16), "conv1d": (3, 32)}
+NOT_LOSSLESS = {"layernorm-head"}  # LayerNorm statistics span the removed features
 
 
 def build(name: str, seed: int = 0) -> nn.Module:
@@ -198,7 +206,7 @@ def build(name: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = ZOO[name]()
     for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.weight.data.uniform_(0.2, 1.5)
             module.bias.data.normal_(0, 0.2)
             module.running_mean.normal_(0, 0.2)
@@ -207,8 +215,7 @@ def build(name: str, seed: int = 0) -> nn.Module:
 
 
 def example_input(name: str, seed: int = 1) -> Tensor:
-    size = INPUT_SIZE.get(name, 32)
-    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    return torch.randn(2, *INPUT_SHAPE.get(name, (3, 32, 32)), generator=torch.Generator().manual_seed(seed))
 
 
 def outputs(model: nn.Module, x: Tensor) -> list[Tensor]:
