@@ -15,6 +15,7 @@ from ..artifacts import load_model
 from ..errors import EdgeCompressError
 from .classifiers import MobileNetV2, ResNetCifar, VGGBN
 from .detector import YoloMobileNetV2
+from .yolov8 import YoloV8
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ ZOO: dict[str, ZooEntry] = {
     "resnet56": ZooEntry(lambda num_classes=10: ResNetCifar(56, num_classes), "classify", 32, "ResNet-56 for 32 px images"),
     "vgg11-bn": ZooEntry(lambda num_classes=10: VGGBN(11, num_classes), "classify", 32, "VGG-11 with BatchNorm, width 0.5"),
     "mobilenetv2": ZooEntry(lambda num_classes=10: MobileNetV2(num_classes, width=0.5, stem_stride=1), "classify", 32, "MobileNetV2 width 0.5, stride-1 stem for 32 px"),
+    # Anchor-free: the pipeline's detection loss and decoding are anchor-based, so these serve the pruning engine and benchmarks.
+    "yolov8n": ZooEntry(lambda num_classes=80: YoloV8(num_classes, "n"), "detect-anchor-free", 640, "YOLOv8-n style: C2f, SPPF, PAN, decoupled anchor-free head"),
+    "yolov8s": ZooEntry(lambda num_classes=80: YoloV8(num_classes, "s"), "detect-anchor-free", 640, "YOLOv8-s style: C2f, SPPF, PAN, decoupled anchor-free head"),
 }
 DEFAULT_MODEL = "yolo-mbv2"
 
@@ -114,4 +118,4 @@ def resolve_model(spec: str, *, num_classes: int = 10, weights: str | Path | Non
     return load_weights(model, weights) if weights is not None else model
 
 
-__all__ = ["ZOO", "DEFAULT_MODEL", "ZooEntry", "build_model", "resolve_model", "load_weights", "YoloMobileNetV2", "ResNetCifar", "VGGBN", "MobileNetV2"]
+__all__ = ["ZOO", "DEFAULT_MODEL", "ZooEntry", "build_model", "resolve_model", "load_weights", "YoloMobileNetV2", "YoloV8", "ResNetCifar", "VGGBN", "MobileNetV2"]
