@@ -119,12 +119,13 @@ def qat(run: Run, folder: Path) -> StageOutcome:
     from .data.calib import calib_batches, load_calibration_images
     from .pipeline import DEFAULT_CALIB
     from .quant import calibrate, quantize_model
+    from .quant.placement import BACKEND_FOR_TARGET_KIND
 
     config = run.config
     if not run.target.int8:
         return StageOutcome(skipped=f"{run.target.name} has no int8 support in TensorRT {run.target.tensorrt}; deploying the pruned model in {run.target.precision}")
     model = load_model(run.artifact("finetune", "model"))
-    model = quantize_model(model, run.example_input(), skip=config.ignore)
+    model = quantize_model(model, run.example_input(), skip=config.ignore, backend=BACKEND_FOR_TARGET_KIND[run.target.kind])
     images = load_calibration_images(Path(config.calib) if config.calib else DEFAULT_CALIB, config.image_size, limit=config.calib_images)
     ranges = calibrate(model, calib_batches(images, config.batch_size), method=config.calib_method)
     ptq = _evaluate(run, model)
@@ -144,7 +145,7 @@ def export(run: Run, folder: Path) -> StageOutcome:
     outputs, metrics = {}, {}
     for label, (stage, file_name) in sources.items():
         model = load_model(run.artifact(stage, "model")).eval()
-        path = export_onnx(model, run.example_input(), folder / file_name)
+        path = export_onnx(model, run.example_input(), folder / file_name, int8=label == "int8")
         report = verify_onnx(model, path, tuple(run.example_input().shape))
         accuracy = run.task.evaluate(onnx_predict(path), model, run.data.val)
         metrics[label] = {"max_abs_error": report.max_abs_error, "max_rel_error": report.max_rel_error, "onnx": accuracy}

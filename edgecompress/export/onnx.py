@@ -1,11 +1,16 @@
 """Export a model (float or fake-quantized) to ONNX, simplify it without losing Q/DQ pairs, convert to fp16.
 
+Where the Q/DQ pairs sit is decided when the model is quantized, per backend (TensorRT or
+onnxruntime; see :mod:`edgecompress.quant.placement`); ``export_onnx(..., int8=True)`` checks that
+the model is calibrated and that every quantized conv kept its pairs.
+
 The TorchScript exporter (``dynamo=False``) turns ``torch.fake_quantize_*`` into
 QuantizeLinear/DequantizeLinear pairs: the explicit-quantization graph TensorRT builds int8
 engines from. onnxslim never constant-folds Q/DQ nodes (unlike onnx-simplifier, which folds weight
 DequantizeLinear back to float); export still checks that every quantized Conv kept its pairs.
 Weight QuantizeLinear nodes are then folded into int8 initializers (weight -> DequantizeLinear, as
-TensorRT and onnxruntime both accept), so an int8 file stores its weights in a quarter of the bytes.
+TensorRT and onnxruntime both accept), narrow range [-127, 127], so an int8 file stores its weights
+in a quarter of the bytes.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from torch import nn
 
 from ..artifacts import atomic_path
 from ..errors import EdgeCompressError
+from ..quant import QuantConv2d, QuantMode, quantizers
 from .qdq import qdq_summary_of
 
 
@@ -39,8 +45,15 @@ def export_onnx(
     input_names: Sequence[str] = ("images",),
     output_names: Sequence[str] | None = None,
     dynamic_batch: bool = True,
+    int8: bool = False,
 ) -> Path:
-    """Write ``model`` (in eval mode) to ``path`` as a checked ONNX file; outputs default to output0..N-1."""
+    """Write ``model`` (in eval mode) to ``path`` as a checked ONNX file; outputs default to output0..N-1.
+
+    ``int8=True`` requires a calibrated fake-quant model (quantize_model + calibrate) and checks that
+    every quantized conv kept DequantizeLinear input and per-channel weight in the written graph.
+    """
+    if int8:
+        _require_quantized(model)
     was_training = model.training
     model.eval()
     try:
@@ -51,6 +64,8 @@ def export_onnx(
                 _simplify_keeping_qdq(tmp)
             _store_weights_as_int8(tmp)
             onnx.checker.check_model(str(tmp))
+            if int8:
+                _require_int8_convs(tmp, expected=sum(isinstance(m, QuantConv2d) for m in model.modules()))
     finally:
         model.train(was_training)
     return Path(path)
@@ -66,6 +81,24 @@ def convert_fp16(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike) -> Pat
         onnx.save(half, str(tmp))
         onnx.checker.check_model(str(tmp))
     return Path(onnx_out)
+
+
+def _require_quantized(model: nn.Module) -> None:
+    found = quantizers(model)
+    if not found:
+        raise EdgeCompressError(f"{type(model).__name__} is not quantized; call quantize_model and calibrate before export_onnx(int8=True)")
+    idle = [name for name, quantizer in found.items() if quantizer.mode is not QuantMode.QUANTIZING]
+    if idle:
+        raise EdgeCompressError(f"quantizers {idle[:3]} are not calibrated; run calibrate(model, batches) before export_onnx(int8=True)")
+
+
+def _require_int8_convs(path: Path, expected: int) -> None:
+    summary = qdq_summary_of(onnx.load(str(path)))
+    if summary.conv_quantized < expected or not summary.weights_per_channel:
+        raise EdgeCompressError(
+            f"the export has {summary.conv_quantized} Convs with int8 per-channel input and weight, the model {expected}; "
+            "export with simplify=False, or report the model's layers that lost their Q/DQ"
+        )
 
 
 def _default_output_names(model: nn.Module, example_input: torch.Tensor) -> list[str]:
@@ -122,7 +155,8 @@ def _store_weights_as_int8(path: Path) -> None:
             shape[axis] = -1
         quantized = np.rint(weight / scale.reshape(shape)) + zero_point.reshape(shape if zero_point.ndim else [])
         info = np.iinfo(zero_point.dtype)
-        graph.initializer.append(numpy_helper.from_array(quantized.clip(info.min, info.max).astype(zero_point.dtype), node.output[0]))
+        low = -info.max if info.min < 0 else info.min  # int8 weights are narrow range [-127, 127], as TensorRT wants
+        graph.initializer.append(numpy_helper.from_array(quantized.clip(low, info.max).astype(zero_point.dtype), node.output[0]))
         folded.append(node)
     for node in folded:
         graph.node.remove(node)

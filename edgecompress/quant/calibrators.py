@@ -131,6 +131,8 @@ class EntropyCalibrator(HistogramCalibrator):
 
     def _choose_amax(self) -> float:
         counts = self.counts.astype(np.float64)
+        if len(counts) > 1:
+            counts[0] = counts[1]  # the spike of exact zeros after ReLU would dominate the divergence (as NVIDIA's calibrator does)
         stops = list(range(min(self.levels, len(counts)), len(counts) + 1, max(1, len(counts) // 512)))
         divergences = [self._divergence(counts, stop) for stop in stops]
         return float(self.edges()[stops[int(np.argmin(divergences))] - 1])

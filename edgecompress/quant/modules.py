@@ -2,7 +2,9 @@
 
 They subclass the torch layers, so state-dict keys, ``isinstance`` checks and pruning code keep
 working; the quantizers add ``input_quantizer.amax`` and ``weight_quantizer.amax`` buffers. The
-input is quantized per tensor, the weight per output channel (axis 0), as TensorRT expects.
+input is quantized per tensor, the weight per output channel (axis 0, narrow range [-127, 127]),
+as TensorRT expects. When the input tensor is quantized once for several consumers (see
+:mod:`.placement`), the layer's ``input_quantizer`` is ``nn.Identity`` and it reads the shared Q/DQ.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ class QuantConv2d(nn.Conv2d):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.input_quantizer = TensorQuantizer()
-        self.weight_quantizer = TensorQuantizer(axis=0, channels=self.out_channels)
+        self.weight_quantizer = TensorQuantizer(axis=0, channels=self.out_channels, narrow_range=True)
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d) -> "QuantConv2d":
@@ -42,7 +44,7 @@ class QuantLinear(nn.Linear):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.input_quantizer = TensorQuantizer()
-        self.weight_quantizer = TensorQuantizer(axis=0, channels=self.out_features)
+        self.weight_quantizer = TensorQuantizer(axis=0, channels=self.out_features, narrow_range=True)
 
     @classmethod
     def from_float(cls, linear: nn.Linear) -> "QuantLinear":

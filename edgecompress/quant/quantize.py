@@ -12,14 +12,28 @@ from ..errors import EdgeCompressError
 from .calibrators import MaxCalibrator, make_calibrator
 from .fold import fold_batchnorm
 from .modules import QUANT_MODULES
+from .placement import get_backend, place_activation_quantizers
 from .quantizer import TensorQuantizer
 
 
-def quantize_model(model: nn.Module, example_input: torch.Tensor, *, skip: Sequence[str] = (), fold: bool = True) -> nn.Module:
-    """A copy of ``model`` with BN folded and every Conv2d/Linear (except names in ``skip``) quantized.
+def quantize_model(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    skip: Sequence[str] = (),
+    fold: bool = True,
+    backend: str = "tensorrt",
+    learn_scales: bool = False,
+) -> nn.Module:
+    """A copy of ``model`` with BN folded, every Conv2d/Linear (except names in ``skip``) quantized and
+    activation quantizers placed for ``backend`` ("tensorrt" or "onnxruntime"; see :mod:`.placement`).
 
-    The quantizers start disabled; :func:`calibrate` sets their ranges and turns them on.
+    A model whose forward has adds, concats (or, for onnxruntime, pooling) to quantize comes back as a
+    ``torch.fx.GraphModule`` that keeps the model's buffers and attributes. ``learn_scales=True``
+    makes every activation range a Parameter that QAT trains (LSQ). The quantizers start disabled;
+    :func:`calibrate` sets their ranges and turns them on.
     """
+    get_backend(backend)
     modules = dict(model.named_modules())
     unknown = [name for name in skip if name not in modules]
     if unknown:
@@ -29,6 +43,11 @@ def quantize_model(model: nn.Module, example_input: torch.Tensor, *, skip: Seque
         quant_type = QUANT_MODULES.get(type(module))
         if quant_type is not None and name not in skip:
             quantized.set_submodule(name, quant_type.from_float(module))
+    quantized = place_activation_quantizers(quantized, backend)
+    if learn_scales:
+        for quantizer in quantizers(quantized).values():
+            if quantizer.axis is None:
+                quantizer.learn_amax()
     return quantized
 
 
@@ -44,7 +63,8 @@ def calibrate(
 
     Activations use ``method`` (see :data:`~edgecompress.quant.calibrators.CALIBRATORS`); weights
     always use the per-channel max of |w|. A batch may also be an (images, ...) tuple from a
-    DataLoader. Returns the input range (amax) of every quantized layer, by layer name.
+    DataLoader. Returns the range (amax) of every activation quantizer, by the name of the layer it
+    feeds (or of the quantizer, for one placed on an add/concat input).
     """
     found = quantizers(model)
     if not found:
@@ -61,7 +81,7 @@ def calibrate(
     for name, quantizer in found.items():
         amax = quantizer.end_calibration()
         if quantizer.axis is None:
-            ranges[name.rpartition(".")[0]] = float(amax)
+            ranges[name.removesuffix(".input_quantizer")] = float(amax.detach())
     return ranges
 
 

@@ -5,12 +5,24 @@ ONNX exporter writes QuantizeLinear/DequantizeLinear pairs, and autograd gets th
 straight-through estimator (gradient 1 inside the range, 0 outside).
 
 Scale is ``amax / 127`` with zero point 0 and the int8 range [-128, 127] that ONNX QuantizeLinear
-uses, so PyTorch and ONNX Runtime round and saturate alike. Weights are effectively narrow range
-[-127, 127]: their ``amax`` is the per-channel max of |w|, so no weight reaches -128.
+uses, so PyTorch and ONNX Runtime round and saturate alike. Weight quantizers are narrow range
+[-127, 127] (``narrow_range=True``): the weight is clipped to [-amax, amax] before rounding, so no
+weight reaches -128 even when QAT moves it past its calibrated range (the ONNX export stores the
+int8 weights clipped to [-127, 127] instead, the same values).
+
+An activation quantizer built with ``uint8=True`` (onnxruntime's scheme: its x86 kernels are
+uint8 x int8) stores uint8. Calibration picks zero point 0 and scale ``amax / 255`` when it saw no
+negative value (after ReLU: the zero point is then the range's minimum, so onnxruntime drops the
+ReLU and fuses the conv into QLinearConv), else zero point 128 and scale ``amax / 127``, the int8
+symmetric grid shifted by 128.
+
+:meth:`TensorQuantizer.learn_amax` turns a per-tensor ``amax`` into a Parameter trained with the
+LSQ gradient (Esser et al., 2020; gradient scaled by 1 / sqrt(numel * qmax)) during QAT.
 """
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from typing import Callable
 
@@ -19,6 +31,9 @@ from torch import Tensor, nn
 
 from ..errors import EdgeCompressError
 from .calibrators import INT8_BOUND, Calibrator
+
+UINT8_BOUND = 255
+UINT8_MIDDLE = 128  # zero point of a signed tensor stored as uint8
 
 MIN_AMAX = 1e-6  # floor for amax: an all-zero channel (e.g. pruned) still gets a valid positive scale
 
@@ -34,11 +49,22 @@ class QuantMode(str, Enum):
 class TensorQuantizer(nn.Module):
     """Quantizes a tensor to int8 and back; ``axis=0`` for per-output-channel weights, None for per-tensor."""
 
-    def __init__(self, axis: int | None = None, channels: int = 1):
+    # Class-level defaults, so quantizers pickled before these options existed (older run folders) still load and run.
+    narrow_range = False
+    uint8 = False
+    zero_point = 0
+
+    def __init__(self, axis: int | None = None, channels: int = 1, *, narrow_range: bool = False, uint8: bool = False):
         super().__init__()
         if axis is not None and channels < 1:
             raise EdgeCompressError(f"a per-channel quantizer needs channels >= 1, got {channels}")
+        if axis is not None and uint8:
+            raise EdgeCompressError("uint8 is for per-tensor activation quantizers; quantize weights per channel in int8")
         self.axis = axis
+        self.narrow_range = narrow_range
+        self.uint8 = uint8
+        self.zero_point = 0  # of a uint8 quantizer: 0 or UINT8_MIDDLE, chosen by calibration
+        self.observed_min = float("inf")
         self.mode = QuantMode.DISABLED
         self.calibrator: Calibrator | None = None
         self._mode_before_calibration = QuantMode.DISABLED
@@ -46,11 +72,12 @@ class TensorQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         granularity = "per-tensor" if self.axis is None else f"per-channel axis={self.axis}"
-        return f"int8 {granularity}, mode={self.mode.value}"
+        return f"{'uint8' if self.uint8 else 'int8'} {granularity}, mode={self.mode.value}"
 
     def begin_calibration(self, calibrator: Calibrator) -> None:
         """Pass tensors through unchanged while ``calibrator`` records them."""
         self.calibrator, self._mode_before_calibration = calibrator, self.mode
+        self.observed_min = float("inf")
         self.mode = QuantMode.CALIBRATING
 
     def abort_calibration(self) -> None:
@@ -62,27 +89,47 @@ class TensorQuantizer(nn.Module):
         if self.calibrator is None:
             raise EdgeCompressError("end_calibration called before begin_calibration; call begin_calibration first")
         self.set_amax(self.calibrator.compute_amax())
+        self.zero_point = UINT8_MIDDLE if self.uint8 and self.observed_min < 0.0 else 0
         self.calibrator = None
         return self.amax
 
+    @torch.no_grad()
     def set_amax(self, amax: Tensor) -> None:
         """Fix the clipping range (floored at MIN_AMAX) and switch to quantizing."""
         amax = torch.as_tensor(amax, dtype=torch.float32).reshape(self.amax.shape)
         self.amax.copy_(amax.clamp(min=MIN_AMAX).to(self.amax.device))
         self.mode = QuantMode.QUANTIZING
 
+    def learn_amax(self) -> None:
+        """Make ``amax`` a trainable Parameter (same state-dict key); only for per-tensor quantizers."""
+        if self.axis is not None:
+            raise EdgeCompressError("learnable amax is for per-tensor activation quantizers; weights keep their per-channel max")
+        if not isinstance(self.amax, nn.Parameter):
+            amax = self._buffers.pop("amax")
+            self.amax = nn.Parameter(amax.clone())
+
     def forward(self, x: Tensor) -> Tensor:
         return _FORWARD[self.mode](self, x)
 
     def _collect(self, x: Tensor) -> Tensor:
         self.calibrator.collect(x)
+        self.observed_min = min(self.observed_min, float(x.detach().min()))
         return x
 
     def _fake_quantize(self, x: Tensor) -> Tensor:
-        scale = self.amax / INT8_BOUND
         if self.axis is None:
             zero_point = torch.zeros((), dtype=torch.int32, device=x.device)
-            return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, -INT8_BOUND - 1, INT8_BOUND)
+            low, high = (0, UINT8_BOUND) if self.uint8 else (-INT8_BOUND - 1, INT8_BOUND)
+            scale = self.amax / (UINT8_BOUND if self.uint8 and self.zero_point == 0 else INT8_BOUND)
+            zero_point = zero_point + self.zero_point
+            if isinstance(self.amax, nn.Parameter) and torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export():
+                grad_factor = 1.0 / math.sqrt(x.numel() * high)
+                return torch._fake_quantize_learnable_per_tensor_affine(x, scale.reshape(1), zero_point.float().reshape(1), low, high, grad_factor)
+            return torch.fake_quantize_per_tensor_affine(x, scale.detach(), zero_point, low, high)
+        scale = self.amax / INT8_BOUND
+        if self.narrow_range and not torch.onnx.is_in_onnx_export():  # export clips the int8 weights instead
+            bound = self.amax.reshape([-1 if dim == self.axis else 1 for dim in range(x.dim())])
+            x = torch.maximum(torch.minimum(x, bound), -bound)
         zero_point = torch.zeros_like(scale, dtype=torch.int32)
         return torch.fake_quantize_per_channel_affine(x, scale, zero_point, self.axis, -INT8_BOUND - 1, INT8_BOUND)
 

@@ -1,0 +1,192 @@
+"""Int8 benchmark (issue #4): fp32 vs edgecompress PTQ and QAT vs onnxruntime's own quantize_static, side by side.
+
+For the bundled detector and a ResNet-20, in one run: accuracy of fp32, PTQ-only and QAT (PyTorch
+fake-quant and the int8 ONNX in onnxruntime), the peer (``onnxruntime.quantization.quantize_static``,
+QDQ, per-channel int8 weights, uint8 activations, the same calibration images, on the fp32 ONNX),
+ONNX file sizes, how many convs onnxruntime runs as QLinearConv, and onnxruntime CPU latency
+(median; every model profiled in a fresh process, interleaved over rounds) at batch 1 and a large batch.
+
+Reproduce::
+
+    make demo                                     # trains the detector: runs/yolo-mbv2-jetson-orin-nano/finetune/
+    sudo apt-get install -y dataset-fashion-mnist # the ResNet's data (see /work/shared/DATA.md)
+    .venv/bin/python bench/quant_bench.py         # ~10 minutes on 2 cores (25 when busy); prints the RESULTS.md tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gzip
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import torch
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from torch.utils.data import DataLoader, TensorDataset
+
+from edgecompress.artifacts import load_model
+from edgecompress.data.calib import calib_batches, load_calibration_images
+from edgecompress.errors import EdgeCompressError
+from edgecompress.export import export_onnx, ort_optimized_int8_ops
+from edgecompress.models import resolve_model
+from edgecompress.pipeline import DEFAULT_CALIB
+from edgecompress.profile import compare_models
+from edgecompress.quant import calibrate, quantize_model
+from edgecompress.tasks import get_task, onnx_predict, torch_predict
+from edgecompress.train.loop import TrainConfig, fit
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+DETECTOR_RUN = Path("runs/yolo-mbv2-jetson-orin-nano/finetune/model.pt")
+
+
+@dataclass
+class Case:
+    """One model to benchmark: its trained fp32 weights, data, metric and the shapes to time."""
+
+    name: str
+    model: torch.nn.Module
+    task: str
+    metric: str
+    train: DataLoader
+    val: DataLoader
+    calib: torch.Tensor
+    qat_epochs: int
+    qat_lr: float
+    batch_shapes: tuple[tuple[int, ...], ...]
+
+
+def detector_case() -> Case:
+    if not DETECTOR_RUN.is_file():
+        raise EdgeCompressError(f"{DETECTOR_RUN} not found; run `make demo` first (it trains the bundled detector)")
+    from edgecompress.data.digits import make_digits_detection
+
+    data_root = make_digits_detection(Path("runs/_data/digits-2000-400-128"), n_train=2000, n_val=400, image_size=128, seed=0)
+    data = get_task("detect").load(data_root, 128, 32)
+    calib = load_calibration_images(DEFAULT_CALIB, 128, limit=256)
+    return Case("yolo-mbv2 (pruned, fine-tuned; digits detection, 128 px)", load_model(DETECTOR_RUN).eval(), "detect", "map50",
+                data.train, data.val, calib, qat_epochs=1, qat_lr=1e-4, batch_shapes=((1, 3, 128, 128), (16, 3, 128, 128)))
+
+
+def _idx(name: str) -> np.ndarray:
+    with gzip.open(FASHION / name) as f:
+        raw = f.read()
+    return np.frombuffer(raw, np.uint8, offset=16 if "images" in name else 8)
+
+
+def resnet_case(train_images: int, epochs: int) -> Case:
+    if not FASHION.is_dir():
+        raise EdgeCompressError(f"{FASHION} not found; install it with `apt-get install -y dataset-fashion-mnist`")
+
+    def tensors(split: str, limit: int) -> TensorDataset:
+        images = torch.from_numpy(_idx(f"{split}-images-idx3-ubyte.gz").reshape(-1, 1, 28, 28)[:limit].copy()).float() / 255
+        labels = torch.from_numpy(_idx(f"{split}-labels-idx1-ubyte.gz")[:limit].astype(np.int64))
+        return TensorDataset(torch.nn.functional.pad(images, (2, 2, 2, 2)).expand(-1, 3, -1, -1).contiguous(), labels)
+
+    train_set, val_set = tensors("train", train_images), tensors("t10k", 2000)
+    train = DataLoader(train_set, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0))
+    val = DataLoader(val_set, batch_size=256)
+    torch.manual_seed(0)
+    model = resolve_model("resnet20", num_classes=10)
+    fit(model, train, get_task("classify").loss(model), TrainConfig(epochs, lr=0.05), description="resnet20 fp32")
+    return Case(f"resnet20 (Fashion-MNIST, {train_images} train / 2000 test, 32 px)", model.eval(), "classify", "top1", train, val,
+                train_set.tensors[0][:256], qat_epochs=1, qat_lr=5e-4, batch_shapes=((1, 3, 32, 32), (64, 3, 32, 32)))
+
+
+class _Reader(CalibrationDataReader):
+    """The calibration images, one batch of 32 at a time, for onnxruntime's quantize_static."""
+
+    def __init__(self, images: torch.Tensor, input_name: str):
+        self.batches = iter([{input_name: batch.numpy()} for batch in images.split(32)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def _conv_kernels(path: Path) -> str:
+    convs = sum(node.op_type == "Conv" for node in onnx.load(str(path)).graph.node)
+    return f"{ort_optimized_int8_ops(path).get('QLinearConv', 0)}/{convs}"
+
+
+def run_case(case: Case, folder: Path, runs: int, rounds: int, method: str) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    task = get_task(case.task)
+    example = case.calib[:1]
+    evaluate_torch: Callable = lambda m: task.evaluate(torch_predict(m), case.model, case.val)[case.metric]
+    evaluate_onnx: Callable = lambda p: task.evaluate(onnx_predict(p), case.model, case.val)[case.metric]
+    rows: dict[str, dict] = {}
+    paths = {"fp32": export_onnx(case.model, example, folder / "fp32.onnx")}
+    rows["fp32"] = {"torch": evaluate_torch(case.model)}
+
+    started = time.perf_counter()
+    ptq = quantize_model(case.model, example, backend="onnxruntime")
+    calibrate(ptq, calib_batches(case.calib, 32), method=method)
+    paths["PTQ int8"] = export_onnx(ptq, example, folder / "ptq.onnx", int8=True)
+    rows["PTQ int8"] = {"torch": evaluate_torch(ptq), "seconds": time.perf_counter() - started}
+
+    started = time.perf_counter()
+    qat = copy.deepcopy(ptq)
+    fit(qat, case.train, task.loss(qat), TrainConfig(case.qat_epochs, lr=case.qat_lr, warmup_steps=0), description="qat")
+    qat.eval()
+    paths["QAT int8"] = export_onnx(qat, example, folder / "qat.onnx", int8=True)
+    rows["QAT int8"] = {"torch": evaluate_torch(qat), "seconds": time.perf_counter() - started}
+
+    trt = quantize_model(case.model, example, backend="tensorrt")
+    calibrate(trt, calib_batches(case.calib, 32), method=method)
+    paths["PTQ int8, TensorRT layout"] = export_onnx(trt, example, folder / "ptq-tensorrt-layout.onnx", int8=True)
+    rows["PTQ int8, TensorRT layout"] = {"torch": evaluate_torch(trt)}
+
+    started = time.perf_counter()
+    quantize_static(str(paths["fp32"]), str(folder / "peer.onnx"), _Reader(case.calib, "images"), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    paths["peer: ORT quantize_static"] = folder / "peer.onnx"
+    rows["peer: ORT quantize_static"] = {"torch": float("nan"), "seconds": time.perf_counter() - started}
+
+    for label, path in paths.items():
+        rows[label].update(onnx=evaluate_onnx(path), mb=path.stat().st_size / 1e6, kernels=_conv_kernels(path))
+    for shape in case.batch_shapes:
+        stats = compare_models(paths, shape, runs=runs if shape[0] == 1 else max(runs // 10, 10), rounds=rounds)
+        for label, row in stats.items():
+            rows[label][f"b{shape[0]}_ms"] = row.median_ms
+            rows[label][f"b{shape[0]}_speedup"] = stats["fp32"].median_ms / row.median_ms
+    return rows
+
+
+def table(case: Case, rows: dict) -> str:
+    batches = [shape[0] for shape in case.batch_shapes]
+    head = (f"| {case.name} | {case.metric} torch | {case.metric} onnxruntime | ONNX MB | QLinearConv/Conv in ORT | "
+            + " | ".join(f"batch {b} median ms | speed-up" for b in batches) + " |")
+    lines = [head, "|" + "---|" * (5 + 2 * len(batches))]
+    for label, row in rows.items():
+        timing = " | ".join(f"{row[f'b{b}_ms']:.3f} | {row[f'b{b}_speedup']:.2f}x" for b in batches)
+        torch_metric = "-" if np.isnan(row["torch"]) else f"{row['torch']:.4f}"
+        lines.append(f"| {label} | {torch_metric} | {row['onnx']:.4f} | {row['mb']:.2f} | {row['kernels']} | {timing} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-quant"))
+    parser.add_argument("--runs", type=int, default=300, help="timed runs per model and round at batch 1 (a tenth at the large batch)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calib-method", default="percentile")
+    parser.add_argument("--resnet-train-images", type=int, default=6000)
+    parser.add_argument("--resnet-epochs", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    results = {}
+    for build in (detector_case, lambda: resnet_case(args.resnet_train_images, args.resnet_epochs)):
+        case = build()
+        rows = run_case(case, args.out / case.task, args.runs, args.rounds, args.calib_method)
+        results[case.name] = rows
+        print(table(case, rows), "\n", flush=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

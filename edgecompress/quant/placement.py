@@ -1,0 +1,247 @@
+"""Where activation quantizers go beyond conv/linear inputs, per deployment backend, placed with torch.fx.
+
+Both backends share these rules (TensorRT's explicit-quantization guide, "Q/DQ layer placement
+recommendations", and its QAT toolkits):
+
+- quantize the inputs of weighted layers (Conv, ConvTranspose, Gemm/MatMul): ``QuantConv2d`` and
+  ``QuantLinear`` do it; do not quantize their outputs for TensorRT (it fuses the output Q itself);
+- one quantizer per tensor: a tensor read by several quantized consumers gets one scale, so the
+  graph holds one Q and every consumer reads its DQ;
+- the inputs of a ``torch.cat`` share one scale: the concat then commutes with Q/DQ and runs in int8;
+- tensors that leave the model (a detector's raw maps, a classifier's logits) stay float, so the
+  head's sigmoid and box decoding run in higher precision.
+
+``tensorrt``: int8 symmetric, zero point 0. An add gets a quantizer on its residual input (the one
+not computed by a conv), so TensorRT fuses conv + add and the add reads int8; an add of two conv
+outputs quantizes both. Pooling and upsampling are left alone: TensorRT moves Q/DQ through them.
+
+``onnxruntime``: what its CPU QDQ fusions need to run QLinearConv/QLinearAdd/QLinearConcat/
+QLinearAveragePool/int8 Resize. Every input of an add, concat, pooling or upsampling layer is quantized too, so each conv
+output reaches a QuantizeLinear and DQ -> Conv -> Q fuses into QLinearConv. All activations are
+uint8 (onnxruntime fuses only when a node's quantized inputs and output share one type, and its x86
+kernels are uint8 x int8): zero point 0 for tensors calibration saw non-negative (after ReLU/ReLU6,
+images in [0, 1]), which makes the ReLU/Clip before the Q redundant so onnxruntime removes it, and
+zero point 128 (the symmetric int8 grid, shifted) for signed ones. Weights stay int8 per channel.
+"""
+
+from __future__ import annotations
+
+import operator
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.fx.graph_module import _USER_PRESERVED_ATTRIBUTES_KEY
+
+from ..errors import EdgeCompressError
+from .modules import QUANT_MODULES
+from .quantizer import TensorQuantizer
+
+ADD_OPS = {operator.add, torch.add, operator.iadd}
+CONCAT_OPS = {torch.cat, torch.concat}
+RESAMPLE_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Upsample)
+RESAMPLE_FUNCTIONS = {F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.interpolate}
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How a backend wants activations quantized."""
+
+    quantize_residual_only: bool  # add: quantize only the input no conv computed (TensorRT fuses the conv one)
+    quantize_resampling: bool
+    uint8_activations: bool  # uint8 activations (zero point 0 or 128), for x86 U8S8 kernels
+
+
+BACKENDS: dict[str, Backend] = {
+    "tensorrt": Backend(quantize_residual_only=True, quantize_resampling=False, uint8_activations=False),
+    "onnxruntime": Backend(quantize_residual_only=False, quantize_resampling=True, uint8_activations=True),
+}
+
+# Which scheme a deployment target's runtime wants (Target.kind of edgecompress.engine.targets).
+BACKEND_FOR_TARGET_KIND: dict[str, str] = {"cpu": "onnxruntime", "jetson": "tensorrt", "gpu": "tensorrt"}
+
+
+def get_backend(name: str) -> Backend:
+    """The :data:`BACKENDS` entry for ``name``, or a user-facing error."""
+    if name not in BACKENDS:
+        raise EdgeCompressError(f"unknown quantization backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return BACKENDS[name]
+
+
+class _QuantTracer(fx.Tracer):
+    """Keeps quantized layers and quantizers as leaves (fx would otherwise trace into them)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, (TensorQuantizer, *QUANT_MODULES.values())) or super().is_leaf_module(m, module_qualified_name)
+
+
+def place_activation_quantizers(model: nn.Module, backend_name: str) -> nn.Module:
+    """``model`` with one input quantizer per quantized tensor and the extra quantizers ``backend_name`` needs.
+
+    Changes ``model`` in place (:func:`~edgecompress.quant.quantize_model` passes it a copy).
+    Returns ``model`` itself when no node had to be inserted, else a ``torch.fx.GraphModule`` that
+    keeps the model's buffers and plain attributes (a detector's ``anchors``, ``strides``,
+    ``num_classes``) through deepcopy and save/load. A model fx cannot trace keeps only its conv/linear input
+    quantizers, with a warning.
+    """
+    backend = get_backend(backend_name)
+    modules = dict(model.named_modules())
+    for module in modules.values():
+        if isinstance(module, tuple(QUANT_MODULES.values())):
+            module.input_quantizer.uint8 = backend.uint8_activations
+    try:
+        graph = _trace(model)
+    except EdgeCompressError as error:
+        warnings.warn(f"{error}; its adds and concats stay float", stacklevel=3)
+        return model
+    edges = _quantized_edges(graph, modules, backend)
+    groups = _group_tensors(edges)
+    inserted = _assign_quantizers(model, graph, groups, edges, modules, backend)
+    if not inserted:
+        return model
+    graph.lint()
+    module = fx.GraphModule(model, graph)
+    attributes = {name: value for name, value in vars(model).items() if not name.startswith("_") and not hasattr(module, name)}
+    module.meta[_USER_PRESERVED_ATTRIBUTES_KEY] = attributes  # fx re-sets them on deepcopy
+    for name, value in attributes.items():
+        setattr(module, name, value)
+    for name, buffer in model.named_buffers(recurse=False):
+        if not hasattr(module, name):
+            module.register_buffer(name, buffer)
+    return module
+
+
+def _trace(model: nn.Module) -> fx.Graph:
+    try:
+        graph = _QuantTracer().trace(model)
+    except Exception as exc:  # fx raises many types for untraceable Python
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise EdgeCompressError(
+            f"torch.fx cannot trace {type(model).__name__} to place add/concat quantizers ({type(exc).__name__}: {first}); "
+            "remove data-dependent control flow from forward"
+        ) from None
+    for node in graph.nodes:
+        node.type = None  # string annotations (from __future__ import annotations) would make the GraphModule unpicklable
+    return graph
+
+
+# (consumer node, argument path, producer node): the tensor ``producer`` enters ``consumer`` quantized.
+Edge = tuple[fx.Node, tuple[int, ...], fx.Node]
+
+
+def _quantized_edges(graph: fx.Graph, modules: dict[str, nn.Module], backend: Backend) -> list[Edge]:
+    edges: list[Edge] = []
+    for node in graph.nodes:
+        for rule in _EDGE_RULES:
+            edges += rule(node, modules, backend)
+    return edges
+
+
+def _is_quant_layer(node: object, modules: dict[str, nn.Module]) -> bool:
+    return isinstance(node, fx.Node) and node.op == "call_module" and isinstance(modules[node.target], tuple(QUANT_MODULES.values()))
+
+
+def _conv_input(node: fx.Node, modules: dict[str, nn.Module], backend: Backend) -> list[Edge]:
+    if _is_quant_layer(node, modules) and isinstance(node.args[0], fx.Node):
+        return [(node, (0,), node.args[0])]
+    return []
+
+
+def _add_inputs(node: fx.Node, modules: dict[str, nn.Module], backend: Backend) -> list[Edge]:
+    if node.op != "call_function" or node.target not in ADD_OPS:
+        return []
+    inputs = [(i, arg) for i, arg in enumerate(node.args[:2]) if isinstance(arg, fx.Node)]
+    if len(inputs) < 2:
+        return []  # adding a constant: not a residual
+    residual = [(i, arg) for i, arg in inputs if not _is_quant_layer(arg, modules)]
+    chosen = residual if backend.quantize_residual_only and len(residual) == 1 else inputs
+    return [(node, (i,), arg) for i, arg in chosen]
+
+
+def _concat_inputs(node: fx.Node, modules: dict[str, nn.Module], backend: Backend) -> list[Edge]:
+    if node.op != "call_function" or node.target not in CONCAT_OPS:
+        return []
+    if not node.args or not isinstance(node.args[0], (list, tuple)):
+        raise EdgeCompressError(f"cannot quantize the inputs of {node.name}: pass torch.cat a list of tensors as its first argument")
+    return [(node, (0, i), arg) for i, arg in enumerate(node.args[0]) if isinstance(arg, fx.Node)]
+
+
+def _resample_input(node: fx.Node, modules: dict[str, nn.Module], backend: Backend) -> list[Edge]:
+    is_resample = (node.op == "call_module" and isinstance(modules[node.target], RESAMPLE_MODULES)) or (
+        node.op == "call_function" and node.target in RESAMPLE_FUNCTIONS
+    )
+    if backend.quantize_resampling and is_resample and node.args and isinstance(node.args[0], fx.Node):
+        return [(node, (0,), node.args[0])]
+    return []
+
+
+_EDGE_RULES: tuple[Callable[[fx.Node, dict[str, nn.Module], Backend], list[Edge]], ...] = (
+    _conv_input, _add_inputs, _concat_inputs, _resample_input,
+)
+
+
+def _group_tensors(edges: list[Edge]) -> dict[fx.Node, fx.Node]:
+    """Union-find over producers: the inputs of one concat share a group (and so a scale); maps producer -> root."""
+    parent: dict[fx.Node, fx.Node] = {producer: producer for _, _, producer in edges}
+
+    def root(node: fx.Node) -> fx.Node:
+        while parent[node] is not node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    by_concat: dict[fx.Node, list[fx.Node]] = {}
+    for consumer, path, producer in edges:
+        if len(path) == 2:
+            by_concat.setdefault(consumer, []).append(producer)
+    for producers in by_concat.values():
+        for other in producers[1:]:
+            parent[root(other)] = root(producers[0])
+    return {producer: root(producer) for producer in parent}
+
+
+def _assign_quantizers(
+    model: nn.Module, graph: fx.Graph, groups: dict[fx.Node, fx.Node], edges: list[Edge], modules: dict[str, nn.Module], backend: Backend
+) -> bool:
+    """One quantizer per group, called once per producer in the graph; returns whether nodes were inserted.
+
+    A tensor read only by one quantized layer keeps that layer's own input quantizer. Otherwise the
+    quantizer becomes a graph node whose output every consumer reads (a quantized layer's own input
+    quantizer turns into ``nn.Identity``), so the ONNX graph holds exactly one Q per tensor, as
+    onnxruntime's fusions need and TensorRT recommends.
+    """
+    by_group: dict[fx.Node, list[Edge]] = {}
+    for edge in edges:
+        by_group.setdefault(groups[edge[2]], []).append(edge)
+    inserted = False
+    for group, group_edges in by_group.items():
+        if len(group_edges) == 1 and _is_quant_layer(group_edges[0][0], modules):
+            continue
+        name = f"{group.name}_quantizer"
+        if hasattr(model, name):
+            raise EdgeCompressError(f"the model already has an attribute {name!r}; rename it so a quantizer can be placed there")
+        model.add_module(name, TensorQuantizer(uint8=backend.uint8_activations))
+        quantized: dict[fx.Node, fx.Node] = {}
+        for consumer, path, producer in group_edges:
+            if producer not in quantized:
+                with graph.inserting_after(producer):
+                    quantized[producer] = graph.call_module(name, (producer,))
+            if _is_quant_layer(consumer, modules):
+                modules[consumer.target].input_quantizer = nn.Identity()
+            _replace_argument(consumer, path, quantized[producer])
+        inserted = True
+    return inserted
+
+
+def _replace_argument(node: fx.Node, path: tuple[int, ...], new: fx.Node) -> None:
+    args = list(node.args)
+    if len(path) == 1:
+        args[path[0]] = new
+    else:
+        inner = list(args[path[0]])
+        inner[path[1]] = new
+        args[path[0]] = type(node.args[path[0]])(inner)
+    node.args = tuple(args)

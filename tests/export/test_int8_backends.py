@@ -1,0 +1,123 @@
+"""Int8 ONNX per backend: TensorRT's Q/DQ layout, onnxruntime's int8 kernels, agreement with the fake-quant model.
+
+Bounds. With onnxruntime's graph optimisations off, the int8 ONNX computes the fake-quant model's
+arithmetic: same scales and zero points, round half to even, same saturation; only the float
+accumulation order of each conv differs (~1e-6 relative), which moves a value across a rounding
+boundary rarely; the tolerance (1e-3 of the largest output, a fraction of one output LSB) allows
+that. With optimisations on, onnxruntime requantizes inside its integer kernels (QLinearConv: int32
+accumulator times one fixed-point multiplier), which rounds differently by at most one LSB per layer;
+those steps propagate, so the fused model is held to 5% of the largest output, well below the int8
+quantization noise itself (fake-quant vs float: 1-14% on these models).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from edgecompress.errors import EdgeCompressError
+from edgecompress.export import export_onnx, ort_optimized_int8_ops, qdq_summary, verify_onnx
+from edgecompress.models import YoloMobileNetV2
+from edgecompress.quant import calibrate, quantize_model
+
+from export_models import randomise_batchnorm
+
+UNFUSED_REL_BOUND = 1e-3
+FUSED_REL_BOUND = 0.05
+
+
+def _quantized_export(model: nn.Module, size: int, path, backend: str):
+    example = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(10))
+    quantized = quantize_model(model, example, backend=backend)
+    generator = torch.Generator().manual_seed(11)
+    calibrate(quantized, [torch.rand(4, 3, size, size, generator=generator) for _ in range(3)])
+    return quantized, export_onnx(quantized, example, path, int8=True)
+
+
+def _unfused_max_rel_error(model: nn.Module, path, size: int) -> float:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        output = model(images)
+    expected = [output] if isinstance(output, torch.Tensor) else list(output)
+    actual = session.run(None, {"images": images.numpy()})
+    return max(float(np.abs(got - want.numpy()).max() / np.abs(want.numpy()).max()) for got, want in zip(actual, expected))
+
+
+def _head_convs(path) -> int:
+    graph = onnx.load(str(path)).graph
+    outputs = {o.name for o in graph.output}
+    return sum(node.op_type == "Conv" and node.output[0] in outputs for node in graph.node)
+
+
+@pytest.mark.parametrize("backend", ["tensorrt", "onnxruntime"])
+def test_int8_export_per_backend(small_model, backend, tmp_path):
+    name, model, size = small_model
+    quantized, path = _quantized_export(model, size, tmp_path / f"{name}-{backend}.onnx", backend)
+    summary = qdq_summary(path)
+    assert summary.conv == summary.conv_quantized == sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    assert summary.weights_per_channel
+    assert summary.zero_points_zero or backend == "onnxruntime"  # onnxruntime stores signed activations as uint8, zero point 128
+    assert _unfused_max_rel_error(quantized, path, size) < UNFUSED_REL_BOUND
+    assert verify_onnx(quantized, path, (1, 3, size, size), trials=2).max_rel_error < FUSED_REL_BOUND
+    if backend == "onnxruntime":  # every conv not producing a model output runs as an integer kernel
+        int8_ops = ort_optimized_int8_ops(path)
+        assert int8_ops.get("QLinearConv", 0) == summary.conv - _head_convs(path), int8_ops
+
+
+def test_tensorrt_layout_is_symmetric_int8(small_model, tmp_path):
+    name, model, size = small_model
+    _, path = _quantized_export(model, size, tmp_path / f"{name}.onnx", "tensorrt")
+    assert qdq_summary(path).fully_quantized  # zero points all 0, weights per channel on axis 0
+    graph = onnx.load(str(path)).graph
+    int8_weights = [i for i in graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
+    assert int8_weights and all(onnx.numpy_helper.to_array(w).min() >= -127 for w in int8_weights)  # narrow range
+
+
+def test_onnxruntime_scheme_fuses_residual_adds_and_concats(small_model, tmp_path):
+    name, model, size = small_model
+    _, path = _quantized_export(model, size, tmp_path / f"{name}.onnx", "onnxruntime")
+    int8_ops = ort_optimized_int8_ops(path)
+    graph = onnx.load(str(path)).graph
+    assert int8_ops.get("QLinearAdd", 0) == sum(n.op_type == "Add" for n in graph.node)
+    assert int8_ops.get("QLinearConcat", 0) == sum(n.op_type == "Concat" for n in graph.node)
+    uint8_zero_points = [i for i in graph.initializer if i.data_type == onnx.TensorProto.UINT8]
+    constants = [n for n in graph.node if n.op_type == "Constant" and n.attribute[0].t.data_type == onnx.TensorProto.UINT8]
+    assert uint8_zero_points or constants  # activations are uint8
+
+
+def test_bundled_detector_runs_int8_kernels_in_onnxruntime(tmp_path):
+    torch.manual_seed(0)
+    model = randomise_batchnorm(YoloMobileNetV2(num_classes=2, width=0.25, image_size=64))
+    quantized, path = _quantized_export(model, 64, tmp_path / "yolo.onnx", "onnxruntime")
+    summary = qdq_summary(path)
+    int8_ops = ort_optimized_int8_ops(path)
+    assert int8_ops["QLinearConv"] == summary.conv - 3  # all but the three prediction convs
+    assert int8_ops["QLinearAdd"] >= 1 and int8_ops["QLinearConcat"] == 2
+    assert _unfused_max_rel_error(quantized, path, 64) < UNFUSED_REL_BOUND
+    assert verify_onnx(quantized, path, (1, 3, 64, 64), trials=2).max_rel_error < FUSED_REL_BOUND
+
+
+def test_onnx_simplifier_keeps_the_pairs(small_model, tmp_path):
+    onnxsim = pytest.importorskip("onnxsim", reason="onnx-simplifier is not a dependency; edgecompress simplifies with onnxslim")
+    name, model, size = small_model
+    _, path = _quantized_export(model, size, tmp_path / f"{name}.onnx", "tensorrt")
+    simplified, ok = onnxsim.simplify(onnx.load(str(path)))
+    onnx.save(simplified, str(tmp_path / "sim.onnx"))
+    assert ok and qdq_summary(tmp_path / "sim.onnx").conv_quantized == qdq_summary(path).conv_quantized
+
+
+def test_int8_export_requires_a_calibrated_model(tmp_path):
+    model = randomise_batchnorm(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()))
+    example = torch.rand(1, 3, 8, 8)
+    with pytest.raises(EdgeCompressError, match="not quantized"):
+        export_onnx(model, example, tmp_path / "float.onnx", int8=True)
+    with pytest.raises(EdgeCompressError, match="not calibrated"):
+        export_onnx(quantize_model(model, example), example, tmp_path / "idle.onnx", int8=True)
+    assert not (tmp_path / "float.onnx").exists() and not (tmp_path / "idle.onnx").exists()
