@@ -3,9 +3,12 @@
 Python API (the CLI is a thin layer over it)::
 
     import edgecompress as ec
-    run_dir = ec.build(target="jetson-orin-nano")          # the whole pipeline
-    small = ec.prune(model, example_input, ratio=0.5)      # structural channel pruning
-    ec.model_stats(small, example_input)                   # params and MACs
+    run_dir = ec.build(target="jetson-orin-nano")            # the whole pipeline
+    small = ec.prune(model, example_input, ratio=0.5)        # structural channel pruning
+    small = ec.prune(model, example_input, target_macs=0.5)  # ... or half the MACs
+    ec.model_stats(small, example_input)                     # params and MACs
+    int8 = ec.quantize(small, calib_loader, method="percentile")
+    ec.export_onnx(int8, example_input, "model.onnx", int8=True)
     ec.save_model(small, "pruned.pt"); ec.load_model("pruned.pt")
 """
 
@@ -13,7 +16,13 @@ from importlib import import_module
 
 from .errors import EdgeCompressError
 
-# Public name -> module defining it; modules load on first use so `import edgecompress` stays fast.
+# `prune` and `quantize` are both a subpackage and a function. Importing the function here, once,
+# binds the name to the function for good: Python sets a package attribute to its subpackage only
+# when the subpackage is first loaded, which happens on this line.
+from .prune import prune  # noqa: E402  (after the errors module it depends on)
+from .quant import quantize  # noqa: E402
+
+# Other public names -> module defining them; they load on first use.
 _API = {
     "build": ".pipeline",
     "BuildConfig": ".pipeline",
@@ -21,11 +30,10 @@ _API = {
     "save_model": ".artifacts",
     "model_stats": ".stats",
     "ModelStats": ".stats",
-    "prune": ".prune",
     "export_onnx": ".export",
 }
 
-__all__ = ["EdgeCompressError", *_API]
+__all__ = ["EdgeCompressError", "prune", "quantize", *_API]
 
 
 def __getattr__(name: str):

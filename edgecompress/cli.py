@@ -81,6 +81,77 @@ def targets() -> None:
     console.print(table)
 
 
+@app.command()
+def check(
+    onnx_file: Path = typer.Argument(..., metavar="MODEL.onnx", help="ONNX file to lint (an int8 Q/DQ export, or a float one)."),
+    target: str = typer.Option(..., help="Deployment target or an unambiguous alias (orin-nano, agx-orin, 4090); `edgecompress targets` lists them."),
+    as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON instead of a table."),
+) -> None:
+    """Lint a Q/DQ ONNX graph against the target's TensorRT rules, without TensorRT. Exit 1 on errors."""
+    import json
+
+    from rich.console import Console
+
+    from .export.lint import check_onnx
+
+    try:
+        report = check_onnx(onnx_file, target)
+    except EdgeCompressError as error:
+        _fail(error)
+    out = Console(soft_wrap=True)
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+    else:
+        table = Table(title=f"{onnx_file.name} for {report.target} (TensorRT {report.tensorrt or '-'}, opset {report.opset})")
+        for column in ("severity", "rule", "node", "op", "problem", "fix"):
+            table.add_column(column, overflow="fold")
+        colours = {"error": "red", "warning": "yellow", "info": "cyan"}
+        for f in report.findings:
+            table.add_row(f"[{colours[f.severity]}]{f.severity}[/]", f.rule, f.node, f.op, f.message, f.fix)
+        if report.findings:
+            out.print(table)
+        verdict = "[bold red]errors found[/]" if report.errors else "[bold green]ok[/]"
+        out.print(f"{verdict}: {len(report.errors)} errors, {len(report.warnings)} warnings, {len(report.findings) - len(report.errors) - len(report.warnings)} notes")
+    raise typer.Exit(1 if report.errors else 0)
+
+
+@app.command()
+def quantize(
+    model: str = typer.Argument(..., help="Zoo name, path/to/file.py:callable, package.module:callable or a torch.save(model) file."),
+    data: Path = typer.Option(..., help="Validation/training data: a YOLO data.yaml (detect) or an ImageFolder root with train/ and val/ (classify)."),
+    out: Path = typer.Option(..., help="Folder for model.pt, model.onnx, manifest.json and sensitivity.json/.md."),
+    task: str = typer.Option("detect", help="detect or classify: which metric sensitivity and QAT use."),
+    calib: Optional[Path] = typer.Option(None, help="Folder of calibration images. Default: the bundled calib_data/."),
+    weights: Optional[Path] = typer.Option(None, help="State dict to load into MODEL."),
+    image_size: Optional[int] = typer.Option(None, help="Square input size; defaults to the zoo model's."),
+    batch_size: int = typer.Option(16),
+    calib_images: int = typer.Option(256, help="Calibration images used (spread over the folder)."),
+    limit: Optional[int] = typer.Option(None, help="Use at most this many training images (validation: fewer); for quick runs."),
+    method: str = typer.Option("entropy", help="Activation calibrator: max, percentile, mse or entropy."),
+    backend: str = typer.Option("tensorrt", help="Q/DQ layout: tensorrt (int8 symmetric) or onnxruntime."),
+    sensitivity: bool = typer.Option(False, "--sensitivity", help="Measure each layer's accuracy drop and keep the worst layers in float."),
+    max_drop: float = typer.Option(0.01, help="With --sensitivity: largest allowed metric drop of the int8 model (absolute, e.g. 0.01 mAP)."),
+    qat_epochs: int = typer.Option(0, help="Quantization-aware training epochs after calibration."),
+    lr: float = typer.Option(1e-4, help="QAT learning rate."),
+    skip: list[str] = typer.Option([], help="Module names kept in float (repeatable)."),
+) -> None:
+    """Quantize a model to int8: calibrate, optionally pick mixed precision by sensitivity and fine-tune (QAT), export ONNX."""
+    from .quant.api import QuantizeJob, run_quantize_job
+
+    job = QuantizeJob(
+        model=model, data=data, out=out, task=task, calib=calib, weights=weights, image_size=image_size, batch_size=batch_size,
+        calib_images=calib_images, limit=limit, method=method, backend=backend, sensitivity=sensitivity, max_drop=max_drop,
+        qat_epochs=qat_epochs, lr=lr, skip=tuple(skip),
+    )
+    try:
+        outputs = run_quantize_job(job)
+    except EdgeCompressError as error:
+        _fail(error)
+    for name, path in outputs.items():
+        console.print(f"  {name}: {path}", highlight=False)
+    console.print(f"[bold green]done:[/] {out}; lint it with `edgecompress check {outputs['onnx']} --target TARGET`")
+
+
 def main() -> None:
     app()
 

@@ -71,7 +71,122 @@ def test_malformed_label_exits_2_naming_file_and_line(tmp_path):
 
 
 def test_bad_settings_fail_before_any_stage_runs(tmp_path):
-    for option, value, message in [("--prune-ratio", "1.5", "ratio"), ("--calib-method", "foo", "calib-method"), ("--criterion", "taylor", "criterion")]:
+    for option, value, message in [("--prune-ratio", "1.5", "ratio"), ("--calib-method", "foo", "calib-method"), ("--criterion", "entropy", "criterion")]:
         result = runner.invoke(app, ["build", option, value, "--runs-dir", str(tmp_path / "runs")])
         assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def _int8_onnx(tmp_path, *, skip=()):
+    import torch
+    from torch import nn
+
+    from edgecompress.export import export_onnx
+    from edgecompress.quant import calibrate, quantize_model
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1)).eval()
+    x = torch.rand(1, 3, 8, 8)
+    quantized = quantize_model(model, x, skip=skip)
+    calibrate(quantized, [torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))], method="max")
+    return export_onnx(quantized, x, tmp_path / "int8.onnx")
+
+
+def test_check_clean_export_exits_0_and_json_lists_findings(tmp_path):
+    import json
+
+    path = _int8_onnx(tmp_path)
+    result = runner.invoke(app, ["check", str(path), "--target", "jetson-orin-nano"])
+    assert result.exit_code == 0, result.output
+    assert "ok: 0 errors" in result.output
+    result = runner.invoke(app, ["check", str(path), "--target", "jetson-nano", "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["target"] == "jetson-nano" and {f["rule"] for f in report["findings"]} >= {"no-int8"}
+
+
+def test_check_errors_exit_1_with_a_table(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    path = _int8_onnx(tmp_path)
+    model = onnx.load(str(path))
+    for init in model.graph.initializer:  # make every activation zero point non-zero: asymmetric, which TensorRT rejects
+        if init.data_type == onnx.TensorProto.INT8 and not init.dims:
+            init.CopyFrom(numpy_helper.from_array(np.array(5, np.int8), init.name))
+    onnx.save(model, str(tmp_path / "asym.onnx"))
+    result = runner.invoke(app, ["check", str(tmp_path / "asym.onnx"), "--target", "agx-orin"])
+    assert result.exit_code == 1
+    assert "zero-point" in result.output and "errors found" in result.output
+
+
+def test_check_bad_input_exits_2(tmp_path):
+    (tmp_path / "junk.onnx").write_text("not a model at all")
+    path = _int8_onnx(tmp_path)
+    for args, message in [
+        ([str(tmp_path / "missing.onnx"), "--target", "cpu"], "not found"),
+        ([str(tmp_path / "junk.onnx"), "--target", "cpu"], "junk.onnx"),
+        ([str(path), "--target", "jetson-banana"], "unknown target"),
+        ([str(path), "--target", "orin"], "ambiguous"),
+    ]:
+        result = runner.invoke(app, ["check", *args])
+        assert result.exit_code == 2 and message in result.output, result.output
+
+
+def _tiny_imagefolder(root):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("val", 4)):
+        for label, colour in enumerate((40, 210)):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = np.clip(rng.normal(colour, 30, (16, 16, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+TINY_MODEL = (
+    "import torch.nn as nn\n"
+    "def tiny(num_classes=10):\n"
+    "    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),\n"
+    "                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))\n"
+)
+
+
+def test_quantize_end_to_end_with_sensitivity_and_qat(tmp_path):
+    import json
+
+    data = _tiny_imagefolder(tmp_path / "data")
+    (tmp_path / "tiny.py").write_text(TINY_MODEL)
+    out = tmp_path / "out"
+    result = runner.invoke(app, [
+        "quantize", f"{tmp_path / 'tiny.py'}:tiny", "--data", str(data), "--task", "classify", "--calib", str(data / "train"),
+        "--image-size", "16", "--batch-size", "4", "--sensitivity", "--max-drop", "0.0", "--qat-epochs", "1", "--method", "max", "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == {"model.pt", "model.onnx", "manifest.json", "sensitivity.json", "sensitivity.md"}
+    report = json.loads((out / "sensitivity.json").read_text())
+    assert {row["layer"] for row in report["layers"]} == {"0", "3", "7"} and report["metric_name"] == "top1"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["metrics"]) == {"float", "int8", "mixed", "kept_float", "qat"}
+    lint = runner.invoke(app, ["check", str(out / "model.onnx"), "--target", "cpu"])
+    assert lint.exit_code == 0, lint.output
+
+
+def test_quantize_bad_input_exits_2_and_writes_nothing(tmp_path):
+    data = _tiny_imagefolder(tmp_path / "data")
+    for args, message in [
+        (["resnet20", "--data", str(tmp_path / "nope"), "--task", "classify"], "nope"),
+        (["resnet20", "--data", str(data), "--task", "segment"], "segment"),
+        ([str(tmp_path / "model.pt"), "--data", str(data), "--task", "classify", "--image-size", "16"], "model.pt"),
+        (["resnet20", "--data", str(data), "--task", "classify", "--qat-epochs", "-1"], "qat-epochs"),
+        (["resnet20", "--data", str(data), "--task", "classify", "--calib", str(tmp_path / "empty")], "empty"),
+        (["resnet20", "--data", str(data), "--task", "classify", "--method", "median"], "median"),
+    ]:
+        result = runner.invoke(app, ["quantize", *args, "--out", str(tmp_path / "out")])
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,162 @@
+"""Q/DQ lint: each rule fires on a small hand-built graph, and a real int8 export passes clean."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from edgecompress.errors import EdgeCompressError
+from edgecompress.export import export_onnx
+from edgecompress.export.lint import check_onnx, resolve_target
+from edgecompress.quant import calibrate, quantize_model
+
+
+def _qdq_conv_model(
+    *, zero_point: int = 0, zp_type=np.int8, weight_scales: int = 4, weight_axis: int = 0, quantize_input: bool = True,
+    opset: int = 17, tail: str | None = None,
+) -> onnx.ModelProto:
+    """x -> Q -> DQ -> Conv(int8 weight -> DQ) -> [tail op] -> y; the keyword arguments break one rule each."""
+    rng = np.random.default_rng(0)
+    weight = rng.integers(-127, 128, size=(4, 3, 3, 3)).astype(np.int8)
+    initializers = [
+        numpy_helper.from_array(weight, "w_q"),
+        numpy_helper.from_array(np.full(weight_scales, 0.02, np.float32) if weight_scales > 1 else np.array(0.02, np.float32), "w_scale"),
+        numpy_helper.from_array(np.zeros(weight_scales, np.int8) if weight_scales > 1 else np.array(0, np.int8), "w_zp"),
+        numpy_helper.from_array(np.array(0.05, np.float32), "x_scale"),
+        numpy_helper.from_array(np.array(zero_point, zp_type), "x_zp"),
+    ]
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["w"], name="dq_w", axis=weight_axis)]
+    conv_input = "x"
+    if quantize_input:
+        nodes += [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["x_q"], name="q_x"),
+                  helper.make_node("DequantizeLinear", ["x_q", "x_scale", "x_zp"], ["x_dq"], name="dq_x")]
+        conv_input = "x_dq"
+    nodes.append(helper.make_node("Conv", [conv_input, "w"], ["conv" if tail else "y"], name="conv0", pads=[1, 1, 1, 1]))
+    if tail == "softmax":
+        nodes += [helper.make_node("QuantizeLinear", ["conv", "x_scale", "x_zp"], ["c_q"], name="q_c"),
+                  helper.make_node("DequantizeLinear", ["c_q", "x_scale", "x_zp"], ["c_dq"], name="dq_c"),
+                  helper.make_node("Softmax", ["c_dq"], ["y"], name="softmax0", axis=1)]
+    elif tail == "residual":
+        nodes += [helper.make_node("QuantizeLinear", ["conv", "x_scale", "x_zp"], ["c_q"], name="q_c"),
+                  helper.make_node("DequantizeLinear", ["c_q", "x_scale", "x_zp"], ["c_dq"], name="dq_c"),
+                  helper.make_node("Relu", ["conv"], ["r"], name="relu0"),
+                  helper.make_node("Add", ["c_dq", "r"], ["y"], name="add0")]
+    elif tail == "concat":  # two Q/DQ pairs on the same tensor with different scales, then Concat
+        initializers.append(numpy_helper.from_array(np.array(0.1, np.float32), "c_scale"))
+        nodes += [helper.make_node("QuantizeLinear", ["conv", "x_scale", "x_zp"], ["a_q"], name="q_a"),
+                  helper.make_node("DequantizeLinear", ["a_q", "x_scale", "x_zp"], ["a_dq"], name="dq_a"),
+                  helper.make_node("QuantizeLinear", ["conv", "c_scale", "x_zp"], ["b_q"], name="q_b"),
+                  helper.make_node("DequantizeLinear", ["b_q", "c_scale", "x_zp"], ["b_dq"], name="dq_b"),
+                  helper.make_node("Concat", ["a_dq", "b_dq"], ["y"], name="concat0", axis=1)]
+    elif tail == "dynamic-scale":  # the activation scale is computed by a node, not stored as a constant
+        nodes.insert(0, helper.make_node("Abs", ["x_scale"], ["x_scale_run_time"], name="abs_scale"))
+        for node in nodes[1:]:
+            node.input[:] = ["x_scale_run_time" if name == "x_scale" else name for name in node.input]
+        nodes.append(helper.make_node("Relu", ["conv"], ["y"], name="relu0"))
+    elif tail == "bitshift":  # an op no TensorRT version imports
+        nodes.append(helper.make_node("BitShift", ["conv", "conv"], ["y"], name="bitshift0", direction="LEFT"))
+    graph = helper.make_graph(nodes, "lint", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "h", "w"])], initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _rules(model: onnx.ModelProto, tmp_path, target: str = "jetson-orin-nano") -> dict[str, str]:
+    path = tmp_path / "model.onnx"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return {f.rule: f.severity for f in check_onnx(path, target).findings}
+
+
+def test_clean_hand_built_graph_has_no_findings(tmp_path):
+    assert _rules(_qdq_conv_model(), tmp_path) == {}
+
+
+@pytest.mark.parametrize(
+    "kwargs, rule, severity",
+    [
+        ({"zero_point": 3}, "zero-point", "error"),
+        ({"weight_scales": 1}, "per-tensor-weight", "warning"),
+        ({"weight_axis": 1}, "weight-axis", "error"),
+        ({"quantize_input": False}, "partial-quant", "warning"),
+        ({"opset": 19}, "opset", "error"),
+        ({"tail": "softmax"}, "reformat", "warning"),
+        ({"tail": "residual"}, "residual-add", "warning"),
+        ({"tail": "bitshift"}, "unsupported-op", "error"),
+        ({"tail": "concat"}, "concat-scales", "warning"),
+        ({"tail": "dynamic-scale"}, "dynamic-scale", "error"),
+    ],
+)
+def test_each_rule_fires(tmp_path, kwargs, rule, severity):
+    target = "jetson-xavier-nx" if rule == "opset" else "jetson-orin-nano"  # TensorRT 8.5 parses opset <= 17
+    assert _rules(_qdq_conv_model(**kwargs), tmp_path, target).get(rule) == severity
+
+
+def test_uint8_zero_point_is_flagged_as_wrong_type(tmp_path):
+    rules = _rules(_qdq_conv_model(zp_type=np.uint8, zero_point=0), tmp_path)
+    assert rules == {"int8-type": "error"}
+
+
+def test_version_dependent_op_and_opset(tmp_path):
+    model = _qdq_conv_model(opset=17)
+    trilu = helper.make_node("Trilu", ["y"], ["z"], name="trilu0")
+    model.graph.node.append(trilu)
+    model.graph.output[0].name = "z"
+    assert _rules(model, tmp_path, "jetson-nano") == {"opset": "error", "unsupported-op": "error", "no-int8": "error"}
+    assert _rules(model, tmp_path, "jetson-orin-nano") == {}
+
+
+def test_cpu_target_skips_tensorrt_only_rules(tmp_path):
+    assert _rules(_qdq_conv_model(zero_point=3, zp_type=np.uint8, opset=21), tmp_path, "cpu") == {}
+    assert _rules(_qdq_conv_model(quantize_input=False), tmp_path, "cpu") == {"partial-quant": "warning"}
+
+
+def _tiny_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+
+
+def test_real_int8_export_is_clean_and_float_layer_is_reported(tmp_path):
+    x = torch.randn(2, 3, 16, 16)
+    batches = [torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    clean = quantize_model(_tiny_cnn(), x)
+    calibrate(clean, batches, method="max")
+    report = check_onnx(export_onnx(clean, x, tmp_path / "int8.onnx"), "jetson-agx-orin")
+    assert report.ok and not report.warnings, report.findings
+    mixed = quantize_model(_tiny_cnn(), x, skip=("3",))
+    calibrate(mixed, batches, method="max")
+    report = check_onnx(export_onnx(mixed, x, tmp_path / "mixed.onnx"), "orin-nano")
+    assert report.ok and [(f.rule, f.severity) for f in report.findings] == [("float-layer", "info")]
+    assert "no-int8" in {f.rule for f in check_onnx(tmp_path / "int8.onnx", "jetson-nano").errors}
+    assert report.to_dict()["ok"] is True
+
+
+def test_target_aliases():
+    assert resolve_target("orin-nano").name == "jetson-orin-nano"
+    assert resolve_target("4090").name == "rtx-4090"
+    with pytest.raises(EdgeCompressError, match="ambiguous: jetson-orin-nano, jetson-agx-orin"):
+        resolve_target("orin")
+    with pytest.raises(EdgeCompressError, match="unknown target 'banana'"):
+        resolve_target("banana")
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(EdgeCompressError, match="not found"):
+        check_onnx(tmp_path / "missing.onnx", "cpu")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x01 definitely not a model \xff\xfe")
+    with pytest.raises(EdgeCompressError, match="not an ONNX model|no ONNX graph"):
+        check_onnx(junk, "cpu")
+
+
+def test_onnxruntime_backend_export_passes_for_cpu_but_not_tensorrt(tmp_path):
+    x = torch.rand(2, 3, 16, 16)
+    model = quantize_model(_tiny_cnn(), x, backend="onnxruntime")
+    calibrate(model, [torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(3))], method="max")
+    path = export_onnx(model, x, tmp_path / "ort.onnx")
+    assert check_onnx(path, "cpu").ok
+    assert "int8-type" in {f.rule for f in check_onnx(path, "jetson-orin-nano").errors}  # uint8 activations: onnxruntime only
