@@ -39,12 +39,15 @@ def build(
     sparse_epochs: int = typer.Option(DEFAULTS["sparse_epochs"], help="Sparse-training epochs."),
     sparsity_lambda: float = typer.Option(DEFAULTS["sparsity_lambda"], help="L1 weight on BN gammas during sparse training."),
     prune_ratio: float = typer.Option(DEFAULTS["prune_ratio"], help="Fraction of prunable channels removed (global threshold)."),
-    criterion: str = typer.Option(DEFAULTS["criterion"], help="Channel importance: bn-gamma or l1."),
+    target_macs: Optional[float] = typer.Option(None, help="Fraction of MACs to remove (0.5 halves them); replaces --prune-ratio."),
+    prune_layers: int = typer.Option(DEFAULTS["prune_layers"], help="Residual blocks (x + f(x)) to replace by identity before channel pruning."),
+    criterion: str = typer.Option(DEFAULTS["criterion"], help="Channel importance: bn-gamma, l1, fpgm or taylor."),
     min_channels: int = typer.Option(DEFAULTS["min_channels"], help="Channels every layer keeps at least."),
     round_to: int = typer.Option(DEFAULTS["round_to"], help="Kept channels are rounded up to a multiple of this."),
     ignore: list[str] = typer.Option([], help="Module names never pruned nor quantized (repeatable)."),
     finetune_epochs: int = typer.Option(DEFAULTS["finetune_epochs"]),
     qat_epochs: int = typer.Option(DEFAULTS["qat_epochs"]),
+    max_drop: Optional[float] = typer.Option(None, help="Keep the most quantization-sensitive layers in float until int8 is within this metric drop (e.g. 0.01)."),
     calib_method: str = typer.Option(DEFAULTS["calib_method"], help="Activation calibrator: max, percentile, mse or entropy."),
     profile_runs: int = typer.Option(DEFAULTS["profile_runs"], help="Timed onnxruntime runs per model and round."),
     profile_rounds: int = typer.Option(DEFAULTS["profile_rounds"], help="Interleaved profiling rounds (each model once per round)."),
@@ -56,8 +59,8 @@ def build(
     config = BuildConfig(
         target=target, model=model, weights=str(weights) if weights else None, task=task, data=str(data) if data else None,
         calib=str(calib) if calib else None, name=name, runs_dir=str(runs_dir), image_size=image_size, batch_size=batch_size,
-        lr=lr, epochs=epochs, sparse_epochs=sparse_epochs, sparsity_lambda=sparsity_lambda, prune_ratio=prune_ratio, criterion=criterion,
-        min_channels=min_channels, round_to=round_to, ignore=tuple(ignore), finetune_epochs=finetune_epochs, qat_epochs=qat_epochs,
+        lr=lr, epochs=epochs, sparse_epochs=sparse_epochs, sparsity_lambda=sparsity_lambda, prune_ratio=prune_ratio, target_macs=target_macs, prune_layers=prune_layers, criterion=criterion,
+        min_channels=min_channels, round_to=round_to, ignore=tuple(ignore), finetune_epochs=finetune_epochs, qat_epochs=qat_epochs, max_drop=max_drop,
         calib_method=calib_method, profile_runs=profile_runs, profile_rounds=profile_rounds, seed=seed, quick=quick, from_stage=from_stage,
     )
     try:

@@ -47,12 +47,15 @@ class BuildConfig:
     sparse_epochs: int = 8
     sparsity_lambda: float = 1e-3
     prune_ratio: float = 0.6
+    target_macs: float | None = None  # fraction of MACs to remove; replaces prune_ratio when set
+    prune_layers: int = 0  # residual blocks replaced by identity before channel pruning
     criterion: str = "bn-gamma"
     min_channels: int = 8
     round_to: int = 8
     ignore: tuple[str, ...] = ()
     finetune_epochs: int = 8
     qat_epochs: int = 2
+    max_drop: float | None = None  # with a value, sensitivity analysis keeps the worst layers in float
     calib_method: str = "percentile"
     calib_images: int = 256
     train_images: int = 2000
@@ -232,6 +235,12 @@ def _check_settings(config: BuildConfig) -> None:
     from .quant.calibrators import CALIBRATORS
 
     check_arguments(config.prune_ratio, config.criterion, config.min_channels, config.round_to)
+    if config.target_macs is not None and not 0 < config.target_macs < 1:
+        raise EdgeCompressError(f"--target-macs must be in (0, 1), got {config.target_macs}; 0.5 removes half the MACs")
+    if config.max_drop is not None and config.max_drop < 0:
+        raise EdgeCompressError(f"--max-drop must be >= 0, got {config.max_drop}; 0.01 allows one point of the metric")
+    if config.prune_layers < 0:
+        raise EdgeCompressError(f"--prune-layers must be >= 0, got {config.prune_layers}")
     if config.calib_method not in CALIBRATORS:
         raise EdgeCompressError(f"unknown --calib-method {config.calib_method!r}; choose one of {', '.join(CALIBRATORS)}")
     positive = ("profile_runs", "profile_rounds", "batch_size", "image_size")

@@ -122,10 +122,17 @@ def _stage_note(name: str, manifest: dict[str, Any]) -> str:
         return f"BN gammas < 0.01: {metrics['gamma_before']['fraction_below_0.01']:.1%} -> {metrics['gamma_after']['fraction_below_0.01']:.1%}"
     if name == "prune":
         plan = metrics["plan"]
-        return f"removed {plan['channels_removed']} of {plan['channels_total']} prunable channels; before fine-tune: " + ", ".join(
+        blocks = metrics.get("removed_blocks") or []
+        note = f"replaced {len(blocks)} residual blocks by identity; " if blocks else ""
+        goal = f"MAC target {plan['target_macs']:.0%} removed; " if plan.get("target_macs") is not None else ""
+        return note + goal + f"removed {plan['channels_removed']} of {plan['channels_total']} prunable channels; before fine-tune: " + ", ".join(
             f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
     if name == "qat":
-        return "after calibration (PTQ): " + ", ".join(f"{k} {v:.4f}" for k, v in metrics["ptq"].items()) + f"; {metrics['calibration_images']} calibration images"
+        note = f"{metrics['backend']} Q/DQ layout; " if "backend" in metrics else ""
+        if "kept_float" in metrics:
+            kept = metrics["kept_float"]
+            note += f"sensitivity analysis kept {len(kept)} layers in float ({', '.join(kept) or 'none'}); "
+        return note + "after calibration (PTQ): " + ", ".join(f"{k} {v:.4f}" for k, v in metrics["ptq"].items()) + f"; {metrics['calibration_images']} calibration images"
     if name == "engine":
         return f"{metrics['kind']} at {metrics['precision']}"
     if name == "export":

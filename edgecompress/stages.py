@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .artifacts import load_model, save_model
+from .artifacts import load_model, save_model, write_json, write_text
 from .pipeline import Run, Stage, StageOutcome
 from .progress import console
 from .stats import model_stats
@@ -18,11 +19,12 @@ from .train.loop import TrainConfig, fit
 BASELINE_SETTINGS = ("task", "data", "image_size", "train_images", "val_images", "seed", "batch_size", "lr")
 
 
-def _evaluate(run: Run, model: nn.Module) -> dict[str, float]:
+def _evaluate(run: Run, model: nn.Module, quiet: bool = False) -> dict[str, float]:
     from .tasks import torch_predict
 
     metrics = run.task.evaluate(torch_predict(model), model, run.data.val)
-    console.print("  " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if not quiet:
+        console.print("  " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return metrics
 
 
@@ -92,17 +94,35 @@ def sparse(run: Run, folder: Path) -> StageOutcome:
     return StageOutcome(outputs={"model": "model.pt", "gamma_plot": "gamma_histogram.png"}, metrics=metrics)
 
 
+def _accumulate_gradients(run: Run, model: nn.Module, batches: int = 8) -> None:
+    """Sum the task loss's gradients over a few training batches, for the ``taylor`` criterion."""
+    loss_fn = run.task.loss(model)
+    model.train()
+    model.zero_grad(set_to_none=True)
+    for images, targets in itertools.islice(run.data.train, batches):
+        loss_fn(model(images), targets).backward()
+
+
 def prune_stage(run: Run, folder: Path) -> StageOutcome:
-    """Remove the channels with the smallest BN gammas (global threshold), physically."""
-    from .prune import apply_plan, plan_pruning
+    """Optionally drop the weakest residual blocks, then remove the least important channels, physically."""
+    from .prune import LAYER_CRITERIA, apply_plan, plan_pruning, prune_layers
 
     config = run.config
     model = load_model(run.artifact("sparse", "model"))
     example = run.example_input()
-    plan = plan_pruning(model, example, ratio=config.prune_ratio, criterion=config.criterion, ignore=config.ignore,
+    removed_blocks: list[str] = []
+    if config.prune_layers:
+        layer_criterion = config.criterion if config.criterion in LAYER_CRITERIA else "bn-gamma"
+        removed_blocks = prune_layers(model, example, n=config.prune_layers, criterion=layer_criterion, ignore=config.ignore)
+        console.print(f"  replaced {len(removed_blocks)} residual blocks by identity: {', '.join(removed_blocks)}")
+    if config.criterion == "taylor":
+        _accumulate_gradients(run, model)
+    goal = {"target_macs": config.target_macs} if config.target_macs is not None else {"ratio": config.prune_ratio}
+    plan = plan_pruning(model, example, **goal, criterion=config.criterion, ignore=config.ignore,
                         min_channels=config.min_channels, round_to=config.round_to)
     model = apply_plan(model, plan)
-    metrics = {**_evaluate(run, model), **_size_metrics(run, model), "plan": plan.summary()}
+    model.zero_grad(set_to_none=True)
+    metrics = {**_evaluate(run, model), **_size_metrics(run, model), "plan": plan.summary(), "removed_blocks": removed_blocks}
     return _save(model, folder, metrics)
 
 
@@ -115,23 +135,44 @@ def finetune(run: Run, folder: Path) -> StageOutcome:
 
 
 def qat(run: Run, folder: Path) -> StageOutcome:
-    """Fold BN, insert int8 fake-quant, calibrate on the calibration images, then train a few epochs."""
+    """Fold BN, insert int8 fake-quant, calibrate on the calibration images, then train a few epochs.
+
+    With ``max_drop`` set, a sensitivity analysis first keeps the layers whose int8 version costs
+    most accuracy in float until the calibrated model is within ``max_drop`` of the float one.
+    """
     from .data.calib import calib_batches, load_calibration_images
     from .pipeline import DEFAULT_CALIB
     from .quant import calibrate, quantize_model
     from .quant.placement import BACKEND_FOR_TARGET_KIND
+    from .quant.sensitivity import analyze_sensitivity
 
     config = run.config
     if not run.target.int8:
         return StageOutcome(skipped=f"{run.target.name} has no int8 support in TensorRT {run.target.tensorrt}; deploying the pruned model in {run.target.precision}")
     model = load_model(run.artifact("finetune", "model"))
-    model = quantize_model(model, run.example_input(), skip=config.ignore, backend=BACKEND_FOR_TARGET_KIND[run.target.kind])
+    backend = BACKEND_FOR_TARGET_KIND[run.target.kind]
     images = load_calibration_images(Path(config.calib) if config.calib else DEFAULT_CALIB, config.image_size, limit=config.calib_images)
-    ranges = calibrate(model, calib_batches(images, config.batch_size), method=config.calib_method)
+    outputs, extra = {"model": "model.pt"}, {}
+    if config.max_drop is None:
+        model = quantize_model(model, run.example_input(), skip=config.ignore, backend=backend)
+        ranges = calibrate(model, calib_batches(images, config.batch_size), method=config.calib_method)
+        extra["activation_ranges"] = ranges
+    else:
+        metric = run.task.primary_metric
+        model, sensitivity = analyze_sensitivity(
+            model, calib_batches(images, config.batch_size), lambda candidate: _evaluate(run, candidate, quiet=True)[metric],
+            max_drop=config.max_drop, method=config.calib_method, skip=config.ignore, backend=backend,
+            example_input=run.example_input(), metric_name=metric,
+        )
+        write_text(folder / "sensitivity.md", sensitivity.to_markdown())
+        write_json(folder / "sensitivity.json", sensitivity.to_dict())
+        outputs.update(sensitivity="sensitivity.md", sensitivity_json="sensitivity.json")
+        extra["kept_float"] = sensitivity.skip
     ptq = _evaluate(run, model)
     losses = _train(run, model, folder, TrainConfig(config.qat_epochs, lr=config.lr / 100, warmup_steps=0), "qat")
-    metrics = {**_evaluate(run, model), "ptq": ptq, "calibration_images": int(images.shape[0]), "activation_ranges": ranges, "train_loss": losses}
-    return _save(model, folder, metrics)
+    metrics = {**_evaluate(run, model), "ptq": ptq, "backend": backend, "calibration_images": int(images.shape[0]), **extra, "train_loss": losses}
+    save_model(model, folder / "model.pt")
+    return StageOutcome(outputs=outputs, metrics=metrics)
 
 
 def export(run: Run, folder: Path) -> StageOutcome:
@@ -185,9 +226,9 @@ def report(run: Run, folder: Path) -> StageOutcome:
 STAGES: tuple[Stage, ...] = (
     Stage("baseline", baseline, BASELINE_SETTINGS + ("model", "weights", "epochs")),
     Stage("sparse", sparse, ("sparse_epochs", "sparsity_lambda", "ignore")),
-    Stage("prune", prune_stage, ("prune_ratio", "criterion", "min_channels", "round_to", "ignore")),
+    Stage("prune", prune_stage, ("prune_ratio", "target_macs", "prune_layers", "criterion", "min_channels", "round_to", "ignore")),
     Stage("finetune", finetune, ("finetune_epochs",)),
-    Stage("qat", qat, ("target", "calib", "calib_method", "calib_images", "qat_epochs")),
+    Stage("qat", qat, ("target", "calib", "calib_method", "calib_images", "max_drop", "qat_epochs")),
     Stage("export", export, ()),
     Stage("engine", engine, ("target",)),
     Stage("report", report, ("profile_runs", "profile_rounds")),

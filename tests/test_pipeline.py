@@ -87,3 +87,18 @@ def test_jetson_nano_plan_skips_qat_and_bundles_fp16(cpu_run):
     assert not (run_dir / "export" / "int8.onnx").exists()
     script = next((run_dir / "engine").rglob("build_engine.sh"))
     assert os.access(script, os.X_OK)
+
+
+def test_mac_target_layer_pruning_and_taylor_scores(cpu_run):
+    """The prune stage's options: drop the weakest residual block, then remove half the MACs by taylor scores."""
+    import shutil
+
+    runs, run_dir = cpu_run
+    shutil.copytree(run_dir, runs / "options")  # reuse the trained baseline and sparse stages
+    config = BuildConfig(target="cpu", quick=True, runs_dir=str(runs), name="options", target_macs=0.5, prune_layers=1, criterion="taylor")
+    manifests = _manifests(ec.build(config))
+    assert manifests["sparse"]["fingerprint"] == _manifests(run_dir)["sparse"]["fingerprint"]
+    prune = manifests["prune"]["metrics"]
+    assert len(prune["removed_blocks"]) == 1 and prune["plan"]["target_macs"] == 0.5
+    assert prune["macs"] <= 0.55 * manifests["baseline"]["metrics"]["macs"]
+    assert manifests["export"]["metrics"]["pruned"]["max_rel_error"] < 1e-3

@@ -65,7 +65,7 @@ def export_onnx(
             _store_weights_as_int8(tmp)
             onnx.checker.check_model(str(tmp))
             if int8:
-                _require_int8_convs(tmp, expected=sum(isinstance(m, QuantConv2d) for m in model.modules()))
+                _require_int8_convs(tmp, expected=_expected_int8_convs(model))
     finally:
         model.train(was_training)
     return Path(path)
@@ -84,12 +84,23 @@ def convert_fp16(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike) -> Pat
 
 
 def _require_quantized(model: nn.Module) -> None:
+    """A calibrated fake-quant model: some quantizers on, none mid-calibration (off ones are layers kept in float)."""
     found = quantizers(model)
     if not found:
         raise EdgeCompressError(f"{type(model).__name__} is not quantized; call quantize_model and calibrate before export_onnx(int8=True)")
-    idle = [name for name, quantizer in found.items() if quantizer.mode is not QuantMode.QUANTIZING]
-    if idle:
-        raise EdgeCompressError(f"quantizers {idle[:3]} are not calibrated; run calibrate(model, batches) before export_onnx(int8=True)")
+    if all(quantizer.mode is QuantMode.DISABLED for quantizer in found.values()):
+        raise EdgeCompressError(f"no quantizer of {type(model).__name__} is enabled; run calibrate(model, batches) before export_onnx(int8=True)")
+    calibrating = [name for name, quantizer in found.items() if quantizer.mode is QuantMode.CALIBRATING]
+    if calibrating:
+        raise EdgeCompressError(f"quantizers {calibrating[:3]} are still calibrating; finish calibrate(model, batches) before export_onnx(int8=True)")
+
+
+def _expected_int8_convs(model: nn.Module) -> int:
+    """QuantConv2d layers the export must show with int8 input and weight. With layers kept in float
+    (mixed precision) a conv may read a disabled shared quantizer, so only one is required then."""
+    if any(quantizer.mode is QuantMode.DISABLED for quantizer in quantizers(model).values()):
+        return 1
+    return sum(isinstance(module, QuantConv2d) for module in model.modules())
 
 
 def _require_int8_convs(path: Path, expected: int) -> None:

@@ -23,6 +23,7 @@ from edgecompress.errors import EdgeCompressError
 from edgecompress.export import export_onnx, ort_optimized_int8_ops, qdq_summary, verify_onnx
 from edgecompress.models import YoloMobileNetV2
 from edgecompress.quant import calibrate, quantize_model
+from edgecompress.quant.quantizer import QuantMode
 
 from export_models import randomise_batchnorm
 
@@ -118,6 +119,19 @@ def test_int8_export_requires_a_calibrated_model(tmp_path):
     example = torch.rand(1, 3, 8, 8)
     with pytest.raises(EdgeCompressError, match="not quantized"):
         export_onnx(model, example, tmp_path / "float.onnx", int8=True)
-    with pytest.raises(EdgeCompressError, match="not calibrated"):
+    with pytest.raises(EdgeCompressError, match="run calibrate"):
         export_onnx(quantize_model(model, example), example, tmp_path / "idle.onnx", int8=True)
     assert not (tmp_path / "float.onnx").exists() and not (tmp_path / "idle.onnx").exists()
+
+
+def test_int8_export_keeps_layers_turned_back_to_float(tmp_path):
+    """Mixed precision: a layer whose quantizers are off exports as a float Conv beside the int8 ones."""
+    model = randomise_batchnorm(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3)))
+    example = torch.rand(1, 3, 12, 12)
+    quantized = quantize_model(model, example)
+    calibrate(quantized, [torch.rand(4, 3, 12, 12) for _ in range(2)])
+    for quantizer in (quantized[3].input_quantizer, quantized[3].weight_quantizer):
+        quantizer.mode = QuantMode.DISABLED
+    path = export_onnx(quantized, example, tmp_path / "mixed.onnx", int8=True)
+    summary = qdq_summary(path)
+    assert summary.conv == 2 and summary.conv_quantized == 1
