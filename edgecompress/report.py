@@ -10,7 +10,17 @@ import numpy as np
 
 from .artifacts import atomic_path, write_json, write_text
 
-MODEL_ROWS = {"baseline": "baseline", "pruned": "finetune", "int8": "qat"}
+MODEL_ROWS = {"baseline": "baseline", "pruned": "finetune", "fp16": "finetune", "int8": "qat"}
+
+
+INT8_NOTES = {
+    "tensorrt": "The int8 row runs the Q/DQ model in TensorRT's layout (int8 symmetric, Q/DQ on conv inputs). "
+    "onnxruntime's CPU provider fuses a Q/DQ conv into an integer kernel only when its output feeds a "
+    "QuantizeLinear, so on this CPU that row measures mostly float convs plus the quantize/dequantize cost, "
+    "not the target's int8 speed.",
+    "onnxruntime": "The int8 row runs the Q/DQ model in onnxruntime's layout (uint8 activations, every conv "
+    "output quantized), which its CPU provider runs as QLinearConv/QLinearAdd/QLinearConcat integer kernels.",
+}
 
 
 def plot_gamma_distribution(before: np.ndarray, after: np.ndarray, path: Path) -> Path:
@@ -43,7 +53,7 @@ def _row(run, label: str, latency: dict[str, dict]) -> dict[str, Any]:
     manifests = run.manifests
     stage = MODEL_ROWS[label]
     torch_metrics = manifests[stage]["metrics"]
-    size_source = manifests["finetune" if label == "int8" else stage]["metrics"]
+    size_source = manifests["finetune" if label in ("int8", "fp16") else stage]["metrics"]
     export = manifests["export"]["metrics"].get(label, {})
     lat = latency.get(label, {})
     return {
@@ -80,14 +90,13 @@ def _markdown(run, rows: list[dict[str, Any]]) -> str:
             f"| {row['params']:,} | {row['macs'] / 1e6:.1f} M | {_fmt(row['file_size_bytes'] and row['file_size_bytes'] / 1e6, '.2f')} MB "
             f"| {_fmt(row['latency_median_ms'], '.2f')} ms | {_fmt(row['latency_p90_ms'], '.2f')} ms | {_fmt(speedup, '.2f')}x | {_fmt(row['peak_memory_mb'], '.1f')} MB |"
         )
-    if "int8" in {row["model"] for row in rows}:
-        lines += [
-            "",
-            "The int8 row runs the Q/DQ model that TensorRT builds from. onnxruntime's CPU provider fuses a "
-            "Q/DQ conv into an integer kernel only when its output feeds a QuantizeLinear directly, not after a "
-            "ReLU/ReLU6 with symmetric int8, so on this CPU that row measures mostly float convs plus the "
-            "quantize/dequantize cost, not the target's int8 speed.",
-        ]
+    labels = {row["model"] for row in rows}
+    if "int8" in labels:
+        lines += ["", INT8_NOTES.get(run.manifests["qat"]["metrics"].get("backend", "tensorrt"), "")]
+    if "fp16" in labels:
+        lines += ["", "The fp16 row is the pruned model converted to fp16 (inputs and outputs stay fp32), the ONNX a "
+                  "strongly typed TensorRT network builds in fp16; onnxruntime's CPU provider has few fp16 kernels, "
+                  "so its latency here says nothing about the GPU."]
     lines += ["", "## Stages", "", "| stage | status | wall time | notes |", "|---|---|---|---|"]
     for name, manifest in run.manifests.items():
         lines.append(f"| {name} | {manifest['status']} | {manifest['wall_s']:.1f} s | {_stage_note(name, manifest)} |")

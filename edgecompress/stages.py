@@ -176,17 +176,23 @@ def qat(run: Run, folder: Path) -> StageOutcome:
 
 
 def export(run: Run, folder: Path) -> StageOutcome:
-    """ONNX of the baseline, the pruned model and (for int8 targets) the Q/DQ model, each checked in onnxruntime."""
-    from .export import export_onnx, qdq_summary, verify_onnx
+    """ONNX of the baseline, the pruned model and the deployed one (the int8 Q/DQ model, or an fp16
+    conversion of the pruned model for fp16 targets), each checked against PyTorch in onnxruntime."""
+    from .export import convert_fp16, export_onnx, qdq_summary, verify_onnx
     from .tasks import onnx_predict
 
     sources = {"baseline": ("baseline", "baseline.onnx"), "pruned": ("finetune", "pruned.onnx")}
     if run.manifests["qat"]["status"] == "done":
         sources["int8"] = ("qat", "int8.onnx")
+    elif run.target.precision == "fp16":
+        sources["fp16"] = ("finetune", "pruned_fp16.onnx")
     outputs, metrics = {}, {}
     for label, (stage, file_name) in sources.items():
         model = load_model(run.artifact(stage, "model")).eval()
-        path = export_onnx(model, run.example_input(), folder / file_name, int8=label == "int8")
+        if label == "fp16":
+            path = convert_fp16(folder / outputs["pruned"], folder / file_name)
+        else:
+            path = export_onnx(model, run.example_input(), folder / file_name, int8=label == "int8")
         report = verify_onnx(model, path, tuple(run.example_input().shape))
         accuracy = run.task.evaluate(onnx_predict(path), model, run.data.val)
         metrics[label] = {"max_abs_error": report.max_abs_error, "max_rel_error": report.max_rel_error, "onnx": accuracy}
@@ -202,7 +208,9 @@ def engine(run: Run, folder: Path) -> StageOutcome:
     from .engine import build_engine
 
     precision = "int8" if run.manifests["qat"]["status"] == "done" else run.target.precision
-    onnx_path = run.artifact("export", "int8" if precision == "int8" else "pruned")
+    # TensorRT 11 networks are strongly typed: fp16 comes from the fp16 ONNX; older versions take --fp16 on the float one.
+    fp16_onnx = precision == "fp16" and run.target.strongly_typed and "fp16" in run.manifests["export"]["outputs"]
+    onnx_path = run.artifact("export", "int8" if precision == "int8" else "fp16" if fp16_onnx else "pruned")
     result = build_engine(run.target, onnx_path, folder, precision=precision)
     outputs = {name: str(Path(path).relative_to(folder)) for name, path in result.paths.items()}
     console.print(f"  {result.kind}: {', '.join(outputs.values())}")

@@ -85,6 +85,9 @@ def test_jetson_nano_plan_skips_qat_and_bundles_fp16(cpu_run):
     assert engine["kind"] == "bundle" and engine["precision"] == "fp16"
     assert "--fp16" in engine["command"] and "--int8" not in engine["command"]
     assert not (run_dir / "export" / "int8.onnx").exists()
+    fp16 = manifests["export"]["metrics"]["fp16"]  # the fp16 ONNX a TensorRT 11 (strongly typed) build would take
+    assert fp16["max_rel_error"] < 1e-2 and (run_dir / "export" / "pruned_fp16.onnx").is_file()
+    assert "| fp16 |" in (run_dir / "report.md").read_text()
     script = next((run_dir / "engine").rglob("build_engine.sh"))
     assert os.access(script, os.X_OK)
 

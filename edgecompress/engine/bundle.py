@@ -12,6 +12,8 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+import onnx
+
 from ..artifacts import atomic_path, write_text
 from .targets import Target
 from .trtexec import autocast_command, autocast_path, profile_command, recipe_for, static_shapes, trtexec_command
@@ -27,12 +29,20 @@ def _shell_line(command: list[str]) -> str:
     return shlex.join(command)
 
 
-def bundle_steps(target: Target, precision: str, dla_core: int | None = None, shapes: str | None = None) -> list[list[str]]:
-    """Commands run on the device, in order: (AutoCast on TensorRT 11 fp16), build, profile."""
+def is_fp16_onnx(onnx_path: Path) -> bool:
+    """Whether the ONNX already stores fp16 weights (an fp16 export needs no AutoCast on the device)."""
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
+
+
+def bundle_steps(
+    target: Target, precision: str, dla_core: int | None = None, shapes: str | None = None, fp16_onnx: bool = False
+) -> list[list[str]]:
+    """Commands run on the device, in order: (AutoCast on TensorRT 11 fp16 from a float ONNX), build, profile."""
     steps = []
-    if precision == "fp16" and recipe_for(target).fp16_needs_autocast:
+    if precision == "fp16" and recipe_for(target).fp16_needs_autocast and not fp16_onnx:
         steps.append(autocast_command(ONNX_NAME, autocast_path(ONNX_NAME)))
-    steps.append(trtexec_command(target, ONNX_NAME, ENGINE_NAME, precision=precision, dla_core=dla_core, shapes=shapes))
+    steps.append(trtexec_command(target, ONNX_NAME, ENGINE_NAME, precision=precision, dla_core=dla_core, shapes=shapes, fp16_onnx=fp16_onnx))
     steps.append(profile_command(ENGINE_NAME))
     return steps
 
@@ -99,7 +109,7 @@ def write_bundle(
     target: Target, onnx_path: Path, out_dir: Path, *, precision: str, reason: str, dla_core: int | None = None
 ) -> tuple[dict[str, Path], list[str]]:
     """Write the bundle folder; return the paths written and the trtexec build command."""
-    steps = bundle_steps(target, precision, dla_core, static_shapes(onnx_path))
+    steps = bundle_steps(target, precision, dla_core, static_shapes(onnx_path), fp16_onnx=is_fp16_onnx(onnx_path))
     build_command = next(step for step in steps if step[0] == "trtexec")
     onnx_copy = out_dir / ONNX_NAME
     with atomic_path(onnx_copy) as tmp:

@@ -100,16 +100,19 @@ def trtexec_command(
     workspace_mib: int = DEFAULT_WORKSPACE_MIB,
     dla_core: int | None = None,
     shapes: str | None = None,
+    fp16_onnx: bool = False,
 ) -> list[str]:
     """The exact trtexec build command for this target's TensorRT version.
 
     ``shapes`` (``name:1x3x128x128,...``, see :func:`static_shapes`) pins the optimisation profile of
     an ONNX with a dynamic batch dimension instead of leaving trtexec to guess it.
-    On TensorRT 11 with fp16 the ONNX named here is the AutoCast output (see :func:`autocast_command`).
+    On TensorRT 11 with fp16 the ONNX named here is the AutoCast output (see :func:`autocast_command`),
+    unless ``fp16_onnx`` says ``onnx_path`` already is an fp16 export.
     """
     check_precision(target, precision)
     recipe = recipe_for(target)
-    source = autocast_path(onnx_path) if precision == "fp16" and recipe.fp16_needs_autocast else Path(onnx_path)
+    autocast = precision == "fp16" and recipe.fp16_needs_autocast and not fp16_onnx
+    source = autocast_path(onnx_path) if autocast else Path(onnx_path)
     command = ["trtexec", f"--onnx={source}", f"--saveEngine={engine_path}", *recipe.precision_flags[precision]]
     command.append(recipe.workspace_flag(workspace_mib))
     if shapes:

@@ -112,3 +112,18 @@ def test_tensorrt_11_fp16_bundle_autocasts_first(float_onnx: Path, tmp_path: Pat
     autocast = next(i for i, line in enumerate(lines) if "modelopt.onnx.autocast" in line)
     build = next(i for i, line in enumerate(lines) if "--saveEngine=" in line)
     assert autocast < build and "--onnx=model_fp16.onnx" in lines[build] and "--fp16" not in lines[build]
+
+
+def test_tensorrt_11_fp16_bundle_builds_an_fp16_onnx_without_autocast(float_onnx: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from edgecompress.export import convert_fp16
+
+    target = dataclasses.replace(get_target("h100"), tensorrt="11.4")
+    if why_not_local(target) is None:
+        pytest.skip("this machine could build the TensorRT 11 engine itself")
+    fp16_onnx = convert_fp16(float_onnx, tmp_path / "model_fp16.onnx")
+    result = build_engine(target, fp16_onnx, tmp_path / "bundle", precision="fp16")
+    script = result.paths["script"].read_text()
+    assert "modelopt.onnx.autocast" not in script
+    assert "--onnx=model.onnx" in script and "--fp16" not in script
