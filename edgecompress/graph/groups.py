@@ -8,7 +8,7 @@ from typing import Iterable
 
 import torch
 
-from .context import AnalysisContext, Role
+from .context import AnalysisContext, LayerDim, Role
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class ChannelGraph:
     output_shapes: tuple[tuple[int, ...], ...]
     notes: tuple[str, ...]  # ops handled conservatively (their channels kept)
     layer_macs: dict[str, int] = field(default_factory=dict)  # conv/linear module -> MACs on the example input
+    ignored: frozenset[str] = frozenset()  # the modules the analysis was told to keep whole
 
     @property
     def prunable_groups(self) -> list[ChannelGroup]:
@@ -62,25 +63,25 @@ class ChannelGraph:
 def build_groups(ctx: AnalysisContext, module_order: dict[str, int]) -> tuple[ChannelGroup, ...]:
     """Collect atoms into groups: atoms touching the same layer dimensions (and equally blocked)
     form one group, ordered by their index in the group's first member."""
-    touched: dict[int, dict[tuple[str, Role], list[int]]] = defaultdict(lambda: defaultdict(list))
-    for (module, role, index), atom in ctx.members.items():
-        touched[ctx.find(atom)][(module, role)].append(index)
+    root_of = ctx.roots()
+    touched: dict[int, dict[LayerDim, list[int]]] = defaultdict(dict)  # root -> layer dim -> its indices, ascending
+    for dim, atoms in ctx.members.items():
+        for index, atom in enumerate(atoms):
+            touched[root_of[atom]].setdefault(dim, []).append(index)
+    reason_of = {root: ctx.blocked_reason(root) for root in touched}
     buckets: dict[tuple[frozenset, bool], list[int]] = defaultdict(list)
     for root, dims in touched.items():
-        buckets[(frozenset(dims), ctx.blocked_reason(root) is not None)].append(root)
+        buckets[(frozenset(dims), reason_of[root] is not None)].append(root)
 
-    def layer_order(key: tuple[str, Role]) -> tuple[int, str]:
+    def layer_order(key: LayerDim) -> tuple[int, str]:
         return module_order[key[0]], key[1].value
 
     groups: list[ChannelGroup] = []
     for (dims, _), roots in sorted(buckets.items(), key=lambda item: min(map(layer_order, item[0][0]))):
         keys = sorted(dims, key=layer_order)
-        roots.sort(key=lambda root: min(touched[root][keys[0]]))
-        members = tuple(
-            ChannelMember(module, role, tuple(tuple(sorted(touched[root][(module, role)])) for root in roots))
-            for module, role in keys
-        )
-        reason = next((ctx.blocked_reason(root) for root in roots if ctx.blocked_reason(root)), "")
+        roots.sort(key=lambda root: touched[root][keys[0]][0])
+        members = tuple(ChannelMember(module, role, tuple(tuple(touched[root][(module, role)]) for root in roots)) for module, role in keys)
+        reason = next((reason_of[root] for root in roots if reason_of[root]), "")
         if not reason and not any(role.produces for _, role in keys):
             reason = "no conv or linear layer produces these channels"
         groups.append(ChannelGroup(len(groups), len(roots), members, reason))

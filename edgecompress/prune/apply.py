@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from ..errors import EdgeCompressError
-from ..graph import Role, analyze
+from ..graph import ChannelGraph, Role
 from ..graph.trace import evaluating, tensor_shapes
-from .plan import LayerCut, PrunePlan, RatioSpec, plan_pruning
+from .plan import LayerCut, PrunePlan, RatioSpec, analysis_for, plan_pruning
 from .surgery import dimension_size, surgery_for
 
 
@@ -93,8 +93,11 @@ def prune(
     return apply_plan(model, plan)
 
 
-def prunable_batchnorms(model: nn.Module, example_input: torch.Tensor, ignore: Sequence[str] = ()) -> list[tuple[str, nn.Module]]:
-    """BatchNorms in at least one prunable channel group: sparse training puts its L1 penalty on their gammas."""
-    graph = analyze(model, example_input, ignore)
+def prunable_batchnorms(
+    model: nn.Module, example_input: torch.Tensor, ignore: Sequence[str] = (), graph: ChannelGraph | None = None
+) -> list[tuple[str, nn.Module]]:
+    """BatchNorms in at least one prunable channel group: sparse training puts its L1 penalty on their
+    gammas. ``graph`` reuses an analysis of ``model`` (see :func:`plan_pruning`)."""
+    graph = analysis_for(model, example_input, ignore, graph)
     names = {member.module for group in graph.prunable_groups for member in group.members_with(Role.BN)}
     return [(name, module) for name, module in model.named_modules() if name in names]

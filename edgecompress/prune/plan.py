@@ -13,9 +13,10 @@ from torch import nn
 
 from ..errors import EdgeCompressError
 from ..graph import ChannelGraph, ChannelGroup, analyze
+from ..graph.analyze import collector_paused
 from .budget import CostModel, bisect_ratio
 from .criteria import CRITERIA
-from .selection import removal_order, select_channels, select_per_group
+from .selection import rank_channels, select_channels, select_per_group
 from .surgery import dimension_size
 
 
@@ -161,6 +162,7 @@ def plan_pruning(
     ignore: Sequence[str] = (),
     min_channels: int = 1,
     round_to: int = 1,
+    graph: ChannelGraph | None = None,
 ) -> PrunePlan:
     """Decide which channels to remove; the model is not modified. Give exactly one goal:
 
@@ -173,12 +175,52 @@ def plan_pruning(
 
     Every group keeps at least max(min_channels, 1) channels; every layer keeps a multiple of
     ``round_to`` channels (see :func:`group_rounding`) unless it keeps them all.
+
+    ``graph``: reuse ``analyze(model, example_input, ignore)`` made earlier for this architecture
+    (weights may have changed since; channel counts, input shape and ``ignore`` may not) instead of
+    analysing again.
     """
     _check_one_goal(ratio, target_macs, target_params)
     per_layer = isinstance(ratio, Mapping) or callable(ratio)
     check_arguments(0.0 if per_layer or ratio is None else ratio, criterion, min_channels, round_to)
-    graph = analyze(model, example_input, ignore)
+    with collector_paused():
+        graph = analysis_for(model, example_input, ignore, graph)
+        return _plan(model, graph, dict(model.named_modules()), ratio, target_macs, target_params, criterion, min_channels, round_to)
+
+
+def analysis_for(model: nn.Module, example_input: torch.Tensor, ignore: Sequence[str], graph: ChannelGraph | None) -> ChannelGraph:
+    """``graph`` when given and it fits ``model``, else a fresh analysis.
+
+    A reused analysis must come from this input shape and a model whose prunable layers are all
+    still there, each at least as wide as the analysis saw (it catches a graph reused after pruning).
+    """
+    if graph is None:
+        return analyze(model, example_input, ignore)
     modules = dict(model.named_modules())
+    if not isinstance(graph, ChannelGraph):
+        raise EdgeCompressError(f"graph must be the ChannelGraph that edgecompress.graph.analyze returns, got {type(graph).__name__}")
+    if frozenset([ignore] if isinstance(ignore, str) else ignore) != graph.ignored:
+        raise EdgeCompressError(f"graph was analysed with ignore={sorted(graph.ignored)}, not {list(ignore)}; pass the same ignore or analyse again")
+    if tuple(example_input.shape) != graph.input_shape:
+        raise EdgeCompressError(f"graph was analysed on an input of shape {graph.input_shape}, not {tuple(example_input.shape)}; analyse again")
+    for member in (member for group in graph.prunable_groups for member in group.members):
+        if member.module not in modules or max(map(max, member.indices)) >= dimension_size(modules[member.module], member.role.dims[0]):
+            raise EdgeCompressError(f"graph does not fit the model at {member.module!r} (pruned or changed since?); analyse the model again")
+    return graph
+
+
+def _plan(
+    model: nn.Module,
+    graph: ChannelGraph,
+    modules: dict[str, nn.Module],
+    ratio: RatioSpec | None,
+    target_macs: float | None,
+    target_params: float | None,
+    criterion: str,
+    min_channels: int,
+    round_to: int,
+) -> PrunePlan:
+    per_layer = isinstance(ratio, Mapping) or callable(ratio)
     groups = graph.prunable_groups
     scores = [CRITERIA[criterion](group, modules) for group in groups]
     multiples = np.array([group_rounding(group, round_to) for group in groups], dtype=int)
@@ -188,7 +230,7 @@ def plan_pruning(
     else:
         if ratio is None:
             goal = ("macs", target_macs) if target_macs is not None else ("params", target_params)
-            ratio = _ratio_for_target(model, graph, scores, goal, min_channels, multiples)
+            ratio = _ratio_for_target(model, modules, graph, scores, goal, min_channels, multiples)
         selection = select_channels(scores, ratio, min_channels, multiples)
     group_plans = tuple(
         GroupPlan(group.id, group.size, group.size - len(channels), tuple(sorted(channels)))
@@ -213,6 +255,7 @@ def plan_pruning(
 
 def _ratio_for_target(
     model: nn.Module,
+    modules: dict[str, nn.Module],
     graph: ChannelGraph,
     scores: list[torch.Tensor],
     goal: tuple[str, float],
@@ -222,14 +265,13 @@ def _ratio_for_target(
     """Bisect the global ratio until the estimated MACs (of convs and linears, which dominate) or
     parameters removed reach the goal's fraction."""
     metric, target = goal
-    modules = dict(model.named_modules())
-    orders = [removal_order(score) for score in scores]
+    ranking = rank_channels(scores)
     total = sum(graph.layer_macs.values()) if metric == "macs" else sum(p.numel() for p in model.parameters())
-    cost = CostModel(metric, total, graph, graph.prunable_groups, orders, modules)
+    cost = CostModel(metric, total, graph, graph.prunable_groups, ranking.in_group, modules)
 
     def removed_at(ratio: float) -> float:
-        selection = select_channels(scores, ratio, min_channels, multiples)
-        return cost.removed_fraction([len(channels) for channels in selection.removed])
+        counts, _ = ranking.removed_counts(ratio, min_channels, multiples)
+        return cost.removed_fraction(counts.tolist())
 
     reachable = removed_at(0.999)
     if reachable < target:

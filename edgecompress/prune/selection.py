@@ -21,34 +21,54 @@ def _kept(total: np.ndarray, candidates: np.ndarray, floor: int, round_to: int) 
     return np.minimum(-(-kept // round_to) * round_to, total)
 
 
-def select_channels(scores: list[torch.Tensor], ratio: float, min_channels: int, round_to: int | np.ndarray) -> Selection:
-    """Choose the channels to remove from each group (``round_to``: one multiple, or one per group).
+@dataclass(frozen=True)
+class Ranking:
+    """Every prunable channel in global removal order; made once per set of scores, so the bisection
+    of a MACs target can select at many ratios without sorting again."""
 
-    Channels are ranked by score; ties (e.g. the equal gammas of a fresh model) are broken by the
+    totals: np.ndarray  # channels per group
+    in_group: list[torch.Tensor]  # per group, its channels in removal order
+    ranked: np.ndarray  # scores, group after group, each in removal order
+    group: np.ndarray  # the group of each entry of ``ranked``
+    order: np.ndarray  # entries of ``ranked`` in global removal order
+
+    def removed_counts(self, ratio: float, min_channels: int, round_to: int | np.ndarray) -> tuple[np.ndarray, int]:
+        """Channels removed per group, and how many globally ranked channels that cut reached."""
+        total, floor, target = self.totals, max(min_channels, 1), int(ratio * self.totals.sum())
+
+        def removed_at(k: int) -> np.ndarray:
+            candidates = np.bincount(self.group[self.order[:k]], minlength=len(total))
+            return total - _kept(total, candidates, floor, round_to)
+
+        low, high = 0, int(total.sum())
+        while low < high:  # largest k whose constrained removal stays within the target
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if removed_at(middle).sum() <= target else (low, middle - 1)
+        return removed_at(low), low
+
+
+def rank_channels(scores: list[torch.Tensor]) -> Ranking:
+    """Rank channels by score; ties (e.g. the equal gammas of a fresh model) are broken by the
     channel's rank within its group relative to the group size, so equal scores prune every group
-    at the same rate. A group's removed channels are always its lowest-scoring ones.
-    """
+    at the same rate."""
     if not scores:
-        return Selection([], 0.0)
+        return Ranking(np.zeros(0, dtype=int), [], np.zeros(0), np.zeros(0, dtype=int), np.zeros(0, dtype=int))
     total = np.array([len(score) for score in scores])
     in_group = [removal_order(score) for score in scores]
     ranked = np.concatenate([score[order].numpy() for score, order in zip(scores, in_group)])
     fraction = np.concatenate([(np.arange(n) + 1) / n for n in total])
     group = np.repeat(np.arange(len(total)), total)
-    order = np.lexsort((group, fraction, ranked))
-    floor, target = max(min_channels, 1), int(ratio * total.sum())
+    return Ranking(total, in_group, ranked, group, np.lexsort((group, fraction, ranked)))
 
-    def removed_at(k: int) -> np.ndarray:
-        candidates = np.bincount(group[order[:k]], minlength=len(total))
-        return total - _kept(total, candidates, floor, round_to)
 
-    low, high = 0, int(total.sum())
-    while low < high:  # largest k whose constrained removal stays within the target
-        middle = (low + high + 1) // 2
-        low, high = (middle, high) if removed_at(middle).sum() <= target else (low, middle - 1)
-    counts = removed_at(low)
-    threshold = float(ranked[order[low - 1]]) if low else 0.0
-    return Selection([order_g[:count].tolist() for order_g, count in zip(in_group, counts)], threshold)
+def select_channels(scores: list[torch.Tensor], ratio: float, min_channels: int, round_to: int | np.ndarray) -> Selection:
+    """Choose the channels to remove from each group (``round_to``: one multiple, or one per group)
+    by one global ranking (see :func:`rank_channels`). A group's removed channels are always its
+    lowest-scoring ones."""
+    ranking = rank_channels(scores)
+    counts, reached = ranking.removed_counts(ratio, min_channels, round_to)
+    threshold = float(ranking.ranked[ranking.order[reached - 1]]) if reached else 0.0
+    return Selection([order_g[:count].tolist() for order_g, count in zip(ranking.in_group, counts)], threshold)
 
 
 def removal_order(score: torch.Tensor) -> torch.Tensor:
