@@ -5,12 +5,15 @@ fake-quant and the int8 ONNX in onnxruntime), the peer (``onnxruntime.quantizati
 QDQ, per-channel int8 weights, uint8 activations, the same calibration images, on the fp32 ONNX),
 ONNX file sizes, how many convs onnxruntime runs as QLinearConv, and onnxruntime CPU latency
 (median; every model profiled in a fresh process, interleaved over rounds) at batch 1 and a large batch.
+A PTQ row with entropy (KL) calibration shows the accuracy of that method; its graph is the PTQ
+row's, so it is not timed.
 
 Reproduce::
 
     make demo                                     # trains the detector: runs/yolo-mbv2-jetson-orin-nano/finetune/
     sudo apt-get install -y dataset-fashion-mnist # the ResNet's data (see /work/shared/DATA.md)
     .venv/bin/python bench/quant_bench.py         # ~10 minutes on 2 cores (25 when busy); prints the RESULTS.md tables
+    .venv/bin/python bench/quant_bench.py --calibration-sweep  # detector PTQ accuracy per calibration method and backend, entropy diagnosis (~5 min)
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ from edgecompress.data.calib import calib_batches, load_calibration_images
 from edgecompress.errors import EdgeCompressError
 from edgecompress.export import export_onnx, ort_optimized_int8_ops
 from edgecompress.models import resolve_model
-from edgecompress.pipeline import DEFAULT_CALIB
+from edgecompress.pipeline import DEFAULT_CALIB, BuildConfig
 from edgecompress.profile import compare_models
-from edgecompress.quant import calibrate, quantize_model
+from edgecompress.quant import BACKENDS, CALIBRATORS, EntropyCalibrator, MaxCalibrator, calibrate, quantize_model, quantizers
 from edgecompress.tasks import get_task, onnx_predict, torch_predict
 from edgecompress.train.loop import TrainConfig, fit
 
@@ -70,7 +73,7 @@ def detector_case() -> Case:
     data = get_task("detect").load(data_root, 128, 32)
     calib = load_calibration_images(DEFAULT_CALIB, 128, limit=256)
     return Case("yolo-mbv2 (pruned, fine-tuned; digits detection, 128 px)", load_model(DETECTOR_RUN).eval(), "detect", "map50",
-                data.train, data.val, calib, qat_epochs=1, qat_lr=1e-4, batch_shapes=((1, 3, 128, 128), (16, 3, 128, 128)))
+                data.train, data.val, calib, qat_epochs=BuildConfig.qat_epochs, qat_lr=BuildConfig.lr / 100, batch_shapes=((1, 3, 128, 128), (16, 3, 128, 128)))
 
 
 def _idx(name: str) -> np.ndarray:
@@ -136,6 +139,11 @@ def run_case(case: Case, folder: Path, runs: int, rounds: int, method: str) -> d
     paths["QAT int8"] = export_onnx(qat, example, folder / "qat.onnx", int8=True)
     rows["QAT int8"] = {"torch": evaluate_torch(qat), "seconds": time.perf_counter() - started}
 
+    entropy = quantize_model(case.model, example, backend="onnxruntime")
+    calibrate(entropy, calib_batches(case.calib, 32), method="entropy")
+    untimed = {"PTQ int8, entropy calibration": export_onnx(entropy, example, folder / "ptq-entropy.onnx", int8=True)}
+    rows["PTQ int8, entropy calibration"] = {"torch": evaluate_torch(entropy)}
+
     trt = quantize_model(case.model, example, backend="tensorrt")
     calibrate(trt, calib_batches(case.calib, 32), method=method)
     paths["PTQ int8, TensorRT layout"] = export_onnx(trt, example, folder / "ptq-tensorrt-layout.onnx", int8=True)
@@ -147,7 +155,7 @@ def run_case(case: Case, folder: Path, runs: int, rounds: int, method: str) -> d
     paths["peer: ORT quantize_static"] = folder / "peer.onnx"
     rows["peer: ORT quantize_static"] = {"torch": float("nan"), "seconds": time.perf_counter() - started}
 
-    for label, path in paths.items():
+    for label, path in {**paths, **untimed}.items():
         rows[label].update(onnx=evaluate_onnx(path), mb=path.stat().st_size / 1e6, kernels=_conv_kernels(path))
     for shape in case.batch_shapes:
         stats = compare_models(paths, shape, runs=runs if shape[0] == 1 else max(runs // 10, 10), rounds=rounds)
@@ -163,9 +171,60 @@ def table(case: Case, rows: dict) -> str:
             + " | ".join(f"batch {b} median ms | speed-up" for b in batches) + " |")
     lines = [head, "|" + "---|" * (5 + 2 * len(batches))]
     for label, row in rows.items():
-        timing = " | ".join(f"{row[f'b{b}_ms']:.3f} | {row[f'b{b}_speedup']:.2f}x" for b in batches)
+        timing = " | ".join(f"{row[f'b{b}_ms']:.3f} | {row[f'b{b}_speedup']:.2f}x" if f"b{b}_ms" in row else "- | -" for b in batches)
         torch_metric = "-" if np.isnan(row["torch"]) else f"{row['torch']:.4f}"
         lines.append(f"| {label} | {torch_metric} | {row['onnx']:.4f} | {row['mb']:.2f} | {row['kernels']} | {timing} |")
+    return "\n".join(lines)
+
+
+def calibration_sweep(case: Case, folder: Path) -> str:
+    """PTQ accuracy (PyTorch fake-quant and onnxruntime) for every calibration method and backend, as a table."""
+    folder.mkdir(parents=True, exist_ok=True)
+    task = get_task(case.task)
+    example = case.calib[:1]
+    lines = [f"| PTQ, {case.name} | " + " | ".join(f"{b}: {case.metric} torch | {b}: {case.metric} onnxruntime" for b in BACKENDS) + " |",
+             "|" + "---|" * (1 + 2 * len(BACKENDS))]
+    for method in CALIBRATORS:
+        cells = []
+        for backend in BACKENDS:
+            model = quantize_model(case.model, example, backend=backend)
+            calibrate(model, calib_batches(case.calib, 32), method=method)
+            path = export_onnx(model, example, folder / f"{backend}-{method}.onnx", int8=True)
+            cells += [task.evaluate(predict, case.model, case.val)[case.metric] for predict in (torch_predict(model), onnx_predict(path))]
+        lines.append(f"| {method} | " + " | ".join(f"{cell:.4f}" for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def _entropy_ptq(case: Case, bins: int) -> torch.nn.Module:
+    """PTQ (onnxruntime scheme) with entropy calibration on a ``bins``-bin histogram."""
+    model = quantize_model(case.model, case.calib[:1], backend="onnxruntime").eval()
+    for quantizer in quantizers(model).values():
+        quantizer.begin_calibration(EntropyCalibrator(bins) if quantizer.axis is None else MaxCalibrator(quantizer.axis))
+    with torch.no_grad():
+        for batch in calib_batches(case.calib, 32):
+            model(batch)
+    for quantizer in quantizers(model).values():
+        quantizer.end_calibration()
+    return model
+
+
+def entropy_diagnosis(case: Case) -> str:
+    """Entropy PTQ with other histogram resolutions, and with the tensors KL clips hardest given the percentile range."""
+    task = get_task(case.task)
+    evaluate: Callable = lambda m: task.evaluate(torch_predict(m), case.model, case.val)[case.metric]
+    models = {bins: _entropy_ptq(case, bins) for bins in (512, 2048, 8192)}  # KL's first candidate, bin 128: max/4, /16, /64
+    lines = [f"entropy, {bins} bins: {case.metric} torch {evaluate(model):.4f}" for bins, model in models.items()]
+    model = models[2048]  # the default resolution
+    percentile = quantize_model(case.model, case.calib[:1], backend="onnxruntime")
+    calibrate(percentile, calib_batches(case.calib, 32), method="percentile")
+    reference = quantizers(percentile)
+    hardest = [name for name, q in quantizers(model).items() if q.axis is None and float(q.amax) < 0.5 * float(reference[name].amax)]
+    for name in hardest:
+        quantizer = quantizers(model)[name]
+        quantizer.zero_point = reference[name].zero_point
+        quantizer.set_amax(reference[name].amax)
+    lines.append(f"entropy, 2048 bins, the {len(hardest)} tensors with amax < half the percentile amax at the percentile range: "
+                 f"{case.metric} torch {evaluate(model):.4f} ({', '.join(hardest)})")
     return "\n".join(lines)
 
 
@@ -177,8 +236,13 @@ def main() -> None:
     parser.add_argument("--calib-method", default="percentile")
     parser.add_argument("--resnet-train-images", type=int, default=6000)
     parser.add_argument("--resnet-epochs", type=int, default=3)
+    parser.add_argument("--calibration-sweep", action="store_true", help="only the detector's PTQ accuracy per calibration method, and the entropy diagnosis")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    if args.calibration_sweep:
+        case = detector_case()
+        print(calibration_sweep(case, args.out / "calibration"), "\n", entropy_diagnosis(case), sep="\n")
+        return
     results = {}
     for build in (detector_case, lambda: resnet_case(args.resnet_train_images, args.resnet_epochs)):
         case = build()

@@ -130,7 +130,7 @@ def quantize(
     batch_size: int = typer.Option(16),
     calib_images: int = typer.Option(256, help="Calibration images used (spread over the folder)."),
     limit: Optional[int] = typer.Option(None, help="Use at most this many training images (validation: fewer); for quick runs."),
-    method: str = typer.Option("entropy", help="Activation calibrator: max, percentile, mse or entropy."),
+    method: str = typer.Option("mse", help="Activation calibrator: mse (default), max, percentile or entropy (KL; clips ReLU6 detectors hard)."),
     backend: str = typer.Option("tensorrt", help="Q/DQ layout: tensorrt (int8 symmetric) or onnxruntime."),
     sensitivity: bool = typer.Option(False, "--sensitivity", help="Measure each layer's accuracy drop and keep the worst layers in float."),
     max_drop: float = typer.Option(0.01, help="With --sensitivity: largest allowed metric drop of the int8 model (absolute, e.g. 0.01 mAP)."),

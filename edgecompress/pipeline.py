@@ -56,7 +56,7 @@ class BuildConfig:
     finetune_epochs: int = 8
     qat_epochs: int = 2
     max_drop: float | None = None  # with a value, sensitivity analysis keeps the worst layers in float
-    calib_method: str = "percentile"
+    calib_method: str = "mse"
     calib_images: int = 256
     train_images: int = 2000
     val_images: int = 400

@@ -25,7 +25,7 @@ def _images(batch: object) -> Tensor:
 
 
 def calibrated_model(
-    model: nn.Module, calib_loader: Iterable, *, method: str = "entropy", skip: Sequence[str] = (), backend: str = "tensorrt",
+    model: nn.Module, calib_loader: Iterable, *, method: str = "mse", skip: Sequence[str] = (), backend: str = "tensorrt",
     example_input: Tensor | None = None, percentile: float = 99.99,
 ) -> nn.Module:
     """A quantized copy of ``model`` (BN folded, layers swapped) calibrated on ``calib_loader``; ``model`` is untouched."""
@@ -53,7 +53,7 @@ def quantize(
     model: nn.Module,
     calib_loader: Iterable,
     *,
-    method: str = "entropy",
+    method: str = "mse",
     qat_epochs: int = 0,
     skip: Sequence[str] = (),
     backend: str = "tensorrt",
@@ -92,7 +92,7 @@ class QuantizeJob:
     batch_size: int = 16
     calib_images: int = 256
     limit: int | None = None
-    method: str = "entropy"
+    method: str = "mse"
     backend: str = "tensorrt"
     sensitivity: bool = False
     max_drop: float = 0.01

@@ -4,6 +4,13 @@
 histogram calibrators keep a histogram of |x| with a fixed bin width that grows with the data (as
 NVIDIA pytorch-quantization does) and pick ``amax`` by percentile, by least expected squared
 quantization error (``mse``) or by least KL divergence (``entropy``, TensorRT's legacy calibrator).
+
+``compute_amax(unsigned=True)`` is for a quantizer that stores a non-negative tensor on 256 levels
+(uint8, zero point 0): ``mse`` and ``entropy`` then model a 255-step grid instead of int8's 127.
+KL divergence compares the shapes of two distributions, not the size of the values it clips: on
+activations with a sharp peak near zero and a long tail (ReLU6 after a depthwise conv) it clips a
+few percent of the mass to a fraction of the range, exactly as NVIDIA's reference does; prefer
+``percentile`` or ``mse`` for such networks (see bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from torch import Tensor
 from ..errors import EdgeCompressError
 
 INT8_BOUND = 127  # largest int8 magnitude of a symmetric quantizer: scale = amax / 127
+UINT8_BOUND = 255  # largest uint8 level: scale = amax / 255 for a non-negative tensor with zero point 0
 HISTOGRAM_BINS = 2048
 MAX_BINS_FACTOR = 8  # the histogram may grow to 8x its initial bins before its resolution is halved
 
@@ -28,7 +36,7 @@ class Calibrator(Protocol):
 
     def collect(self, x: Tensor) -> None: ...
 
-    def compute_amax(self) -> Tensor: ...
+    def compute_amax(self, *, unsigned: bool = False) -> Tensor: ...
 
 
 class MaxCalibrator:
@@ -48,7 +56,7 @@ class MaxCalibrator:
             batch_max = x.transpose(0, self.axis).reshape(x.shape[self.axis], -1).max(dim=1).values
         self._amax = batch_max if self._amax is None else torch.maximum(self._amax, batch_max)
 
-    def compute_amax(self) -> Tensor:
+    def compute_amax(self, *, unsigned: bool = False) -> Tensor:
         if self._amax is None:
             raise EdgeCompressError("calibrator saw no data; run at least one batch through the model before computing amax")
         return self._amax.cpu()
@@ -87,12 +95,13 @@ class HistogramCalibrator:
         """Upper edge of every bin: the candidate values of ``amax``."""
         return (np.arange(len(self.counts)) + 1) * self.width
 
-    def compute_amax(self) -> Tensor:
+    def compute_amax(self, *, unsigned: bool = False) -> Tensor:
+        """The chosen amax; ``unsigned``: the quantizer stores the (non-negative) tensor on 256 levels."""
         if self.counts is None or self.counts.sum() == 0:
             raise EdgeCompressError("calibrator saw no data; run at least one batch through the model before computing amax")
-        return torch.tensor(float(self._choose_amax()))
+        return torch.tensor(float(self._choose_amax(unsigned)))
 
-    def _choose_amax(self) -> float:
+    def _choose_amax(self, unsigned: bool) -> float:
         """The histogram's range; subclasses choose a tighter clip."""
         return float(self.edges()[-1])
 
@@ -106,7 +115,7 @@ class PercentileCalibrator(HistogramCalibrator):
         super().__init__(num_bins)
         self.percentile = percentile
 
-    def _choose_amax(self) -> float:
+    def _choose_amax(self, unsigned: bool) -> float:
         cdf = np.cumsum(self.counts) / self.counts.sum()
         index = int(np.searchsorted(cdf, self.percentile / 100.0))
         return float(self.edges()[min(index, len(cdf) - 1)])
@@ -115,42 +124,54 @@ class PercentileCalibrator(HistogramCalibrator):
 class MseCalibrator(HistogramCalibrator):
     """amax minimising the expected squared error of fake-quantizing the histogram (bin centres)."""
 
-    def _choose_amax(self) -> float:
+    def _choose_amax(self, unsigned: bool) -> float:
+        bound = UINT8_BOUND if unsigned else INT8_BOUND
         centers = (np.arange(len(self.counts)) + 0.5) * self.width
         candidates = self.edges()[min(INT8_BOUND, len(self.counts) - 1)::max(1, len(self.counts) // 512)]
-        scales = candidates[:, None] / INT8_BOUND
-        quantized = np.clip(np.round(centers[None, :] / scales), -INT8_BOUND - 1, INT8_BOUND) * scales
+        scales = candidates[:, None] / bound
+        quantized = np.clip(np.round(centers[None, :] / scales), 0, bound) * scales  # centres are >= 0
         errors = ((centers[None, :] - quantized) ** 2 * self.counts[None, :]).sum(axis=1)
         return float(candidates[int(np.argmin(errors))])
 
 
 class EntropyCalibrator(HistogramCalibrator):
-    """amax minimising KL(P || Q) between the clipped histogram and its 128-level quantization."""
+    """amax minimising KL(P || Q), P the histogram clipped at amax, Q its quantization to the int8 (or uint8) levels.
 
-    levels = INT8_BOUND + 1
+    Follows NVIDIA pytorch-quantization's ``_compute_amax_entropy``: the zero bin takes its
+    neighbour's count (the ReLU zero spike would dominate), candidates run from bin 128 to the end
+    (every ``len / 512``-th bin), the clipped mass is folded into P's last bin, Q spreads each
+    level's mass evenly over that level's non-empty bins, a candidate whose Q misses part of P's
+    support diverges, and the last of equal minima wins (the widest range).
+    """
 
-    def _choose_amax(self) -> float:
+    start_bin = 128
+
+    def _choose_amax(self, unsigned: bool) -> float:
         counts = self.counts.astype(np.float64)
         if len(counts) > 1:
-            counts[0] = counts[1]  # the spike of exact zeros after ReLU would dominate the divergence (as NVIDIA's calibrator does)
-        stops = list(range(min(self.levels, len(counts)), len(counts) + 1, max(1, len(counts) // 512)))
-        divergences = [self._divergence(counts, stop) for stop in stops]
-        return float(self.edges()[stops[int(np.argmin(divergences))] - 1])
+            counts[0] = counts[1]
+        levels = UINT8_BOUND + 1 if unsigned else INT8_BOUND + 1
+        stops = np.arange(min(self.start_bin, len(counts)), len(counts) + 1, max(1, len(counts) // 512))
+        divergences = np.array([_kl_divergence(counts, int(stop), levels) for stop in stops])
+        last_best = len(divergences) - 1 - int(np.argmin(divergences[::-1]))
+        return float(stops[last_best] * self.width)
 
-    def _divergence(self, counts: np.ndarray, stop: int) -> float:
-        reference = counts[:stop].copy()
-        reference[-1] += counts[stop:].sum()  # outliers are clipped into the last bin
-        groups = np.array_split(np.arange(stop), self.levels)
-        candidate = np.zeros(stop)
-        for group in groups:
-            nonzero = counts[group] > 0
-            if nonzero.any():
-                candidate[group[nonzero]] = counts[group].sum() / nonzero.sum()
-        p = reference / reference.sum()
-        q = candidate / max(candidate.sum(), 1e-12)
-        support = p > 0
-        q_support = np.where(q[support] > 0, q[support], 1e-12)
-        return float(np.sum(p[support] * np.log(p[support] / q_support)))
+
+def _kl_divergence(counts: np.ndarray, stop: int, levels: int) -> float:
+    """KL(P || Q) for clipping ``counts`` at bin ``stop`` and quantizing bins [0, stop) to ``levels`` levels."""
+    kept = counts[:stop]
+    reference = kept.copy()
+    reference[-1] += counts[stop:].sum()  # outliers are clipped into the last bin
+    level = np.arange(stop) * levels // stop
+    nonzero = kept > 0
+    level_mass = np.bincount(level, weights=kept, minlength=levels)
+    level_bins = np.bincount(level, weights=nonzero.astype(np.float64), minlength=levels)
+    candidate = np.where(nonzero, level_mass[level] / np.maximum(level_bins[level], 1.0), 0.0)
+    p, q = reference / reference.sum(), candidate / max(candidate.sum(), 1e-300)
+    support = p > 0
+    if np.any(q[support] == 0):
+        return float("inf")
+    return float(np.sum(p[support] * np.log(p[support] / q[support])))
 
 
 CALIBRATORS: dict[str, Callable[[float], Calibrator]] = {

@@ -20,8 +20,9 @@ QLinearAveragePool/int8 Resize. Every input of an add, concat, pooling or upsamp
 output reaches a QuantizeLinear and DQ -> Conv -> Q fuses into QLinearConv. All activations are
 uint8 (onnxruntime fuses only when a node's quantized inputs and output share one type, and its x86
 kernels are uint8 x int8): zero point 0 for tensors calibration saw non-negative (after ReLU/ReLU6,
-images in [0, 1]), which makes the ReLU/Clip before the Q redundant so onnxruntime removes it, and
-zero point 128 (the symmetric int8 grid, shifted) for signed ones. Weights stay int8 per channel.
+images in [0, 1]), which makes the ReLU/Clip before the Q redundant so onnxruntime removes it, and an
+asymmetric range (zero point from the calibrated min and max, as onnxruntime's quantize_static sets
+it) for tensors that go negative. Weights stay int8 per channel.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Backend:
 
     quantize_residual_only: bool  # add: quantize only the input no conv computed (TensorRT fuses the conv one)
     quantize_resampling: bool
-    uint8_activations: bool  # uint8 activations (zero point 0 or 128), for x86 U8S8 kernels
+    uint8_activations: bool  # uint8 activations (zero point 0, or asymmetric when signed), for x86 U8S8 kernels
 
 
 BACKENDS: dict[str, Backend] = {

@@ -11,10 +11,12 @@ weight reaches -128 even when QAT moves it past its calibrated range (the ONNX e
 int8 weights clipped to [-127, 127] instead, the same values).
 
 An activation quantizer built with ``uint8=True`` (onnxruntime's scheme: its x86 kernels are
-uint8 x int8) stores uint8. Calibration picks zero point 0 and scale ``amax / 255`` when it saw no
-negative value (after ReLU: the zero point is then the range's minimum, so onnxruntime drops the
-ReLU and fuses the conv into QLinearConv), else zero point 128 and scale ``amax / 127``, the int8
-symmetric grid shifted by 128.
+uint8 x int8) stores uint8, and ``amax`` is the top of its range: scale ``amax / (255 - zero_point)``.
+A tensor calibration saw non-negative (after ReLU) gets zero point 0 and scale ``amax / 255``: the
+zero point is the range's minimum, so onnxruntime drops the ReLU and fuses the conv into
+QLinearConv. A tensor that went negative is asymmetric, as onnxruntime's own quantizer does it: the
+range is the observed [min, max], each end clipped to the calibrated magnitude ``amax``, and the
+zero point is where 0 falls on the 256 levels.
 
 :meth:`TensorQuantizer.learn_amax` turns a per-tensor ``amax`` into a Parameter trained with the
 LSQ gradient (Esser et al., 2020; gradient scaled by 1 / sqrt(numel * qmax)) during QAT.
@@ -30,10 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import EdgeCompressError
-from .calibrators import INT8_BOUND, Calibrator
-
-UINT8_BOUND = 255
-UINT8_MIDDLE = 128  # zero point of a signed tensor stored as uint8
+from .calibrators import INT8_BOUND, UINT8_BOUND, Calibrator
 
 MIN_AMAX = 1e-6  # floor for amax: an all-zero channel (e.g. pruned) still gets a valid positive scale
 
@@ -63,8 +62,8 @@ class TensorQuantizer(nn.Module):
         self.axis = axis
         self.narrow_range = narrow_range
         self.uint8 = uint8
-        self.zero_point = 0  # of a uint8 quantizer: 0 or UINT8_MIDDLE, chosen by calibration
-        self.observed_min = float("inf")
+        self.zero_point = 0  # of a uint8 quantizer, chosen by calibration
+        self.observed_min, self.observed_max = float("inf"), float("-inf")
         self.mode = QuantMode.DISABLED
         self.calibrator: Calibrator | None = None
         self._mode_before_calibration = QuantMode.DISABLED
@@ -77,7 +76,7 @@ class TensorQuantizer(nn.Module):
     def begin_calibration(self, calibrator: Calibrator) -> None:
         """Pass tensors through unchanged while ``calibrator`` records them."""
         self.calibrator, self._mode_before_calibration = calibrator, self.mode
-        self.observed_min = float("inf")
+        self.observed_min, self.observed_max = float("inf"), float("-inf")
         self.mode = QuantMode.CALIBRATING
 
     def abort_calibration(self) -> None:
@@ -88,10 +87,21 @@ class TensorQuantizer(nn.Module):
         """Store the calibrator's amax, drop the calibrator and start fake-quantizing; returns amax."""
         if self.calibrator is None:
             raise EdgeCompressError("end_calibration called before begin_calibration; call begin_calibration first")
-        self.set_amax(self.calibrator.compute_amax())
-        self.zero_point = UINT8_MIDDLE if self.uint8 and self.observed_min < 0.0 else 0
+        signed = self.observed_min < 0.0
+        amax = self.calibrator.compute_amax(unsigned=self.uint8 and not signed)
+        self.zero_point = 0
+        if self.uint8 and signed:
+            amax = self._set_asymmetric_range(float(amax))
+        self.set_amax(amax)
         self.calibrator = None
         return self.amax
+
+    def _set_asymmetric_range(self, amax: float) -> float:
+        """Zero point for the observed [min, max] clipped to [-amax, amax]; returns the new top of the range."""
+        low, high = max(self.observed_min, -amax), max(min(self.observed_max, amax), 0.0)
+        scale = max(high - low, MIN_AMAX) / UINT8_BOUND
+        self.zero_point = min(round(-low / scale), UINT8_BOUND - 1)  # at least one level above zero
+        return (UINT8_BOUND - self.zero_point) * scale
 
     @torch.no_grad()
     def set_amax(self, amax: Tensor) -> None:
@@ -113,14 +123,15 @@ class TensorQuantizer(nn.Module):
 
     def _collect(self, x: Tensor) -> Tensor:
         self.calibrator.collect(x)
-        self.observed_min = min(self.observed_min, float(x.detach().min()))
+        low, high = torch.aminmax(x.detach())
+        self.observed_min, self.observed_max = min(self.observed_min, float(low)), max(self.observed_max, float(high))
         return x
 
     def _fake_quantize(self, x: Tensor) -> Tensor:
         if self.axis is None:
             zero_point = torch.zeros((), dtype=torch.int32, device=x.device)
             low, high = (0, UINT8_BOUND) if self.uint8 else (-INT8_BOUND - 1, INT8_BOUND)
-            scale = self.amax / (UINT8_BOUND if self.uint8 and self.zero_point == 0 else INT8_BOUND)
+            scale = self.amax / (UINT8_BOUND - self.zero_point if self.uint8 else INT8_BOUND)
             zero_point = zero_point + self.zero_point
             if isinstance(self.amax, nn.Parameter) and torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export():
                 grad_factor = 1.0 / math.sqrt(x.numel() * high)

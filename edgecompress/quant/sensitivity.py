@@ -100,7 +100,7 @@ def analyze_sensitivity(
     evaluate: Evaluate,
     *,
     max_drop: float = 0.01,
-    method: str = "entropy",
+    method: str = "mse",
     skip: Sequence[str] = (),
     backend: str = "tensorrt",
     example_input: Tensor | None = None,

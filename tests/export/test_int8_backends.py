@@ -22,7 +22,7 @@ from torch import nn
 from edgecompress.errors import EdgeCompressError
 from edgecompress.export import export_onnx, ort_optimized_int8_ops, qdq_summary, verify_onnx
 from edgecompress.models import YoloMobileNetV2
-from edgecompress.quant import calibrate, quantize_model
+from edgecompress.quant import calibrate, quantize_model, quantizers
 from edgecompress.quant.quantizer import QuantMode
 
 from export_models import randomise_batchnorm
@@ -64,7 +64,7 @@ def test_int8_export_per_backend(small_model, backend, tmp_path):
     summary = qdq_summary(path)
     assert summary.conv == summary.conv_quantized == sum(isinstance(m, nn.Conv2d) for m in model.modules())
     assert summary.weights_per_channel
-    assert summary.zero_points_zero or backend == "onnxruntime"  # onnxruntime stores signed activations as uint8, zero point 128
+    assert summary.zero_points_zero or backend == "onnxruntime"  # onnxruntime: signed activations are asymmetric uint8
     assert _unfused_max_rel_error(quantized, path, size) < UNFUSED_REL_BOUND
     assert verify_onnx(quantized, path, (1, 3, size, size), trials=2).max_rel_error < FUSED_REL_BOUND
     if backend == "onnxruntime":  # every conv not producing a model output runs as an integer kernel
@@ -101,8 +101,18 @@ def test_bundled_detector_runs_int8_kernels_in_onnxruntime(tmp_path):
     int8_ops = ort_optimized_int8_ops(path)
     assert int8_ops["QLinearConv"] == summary.conv - 3  # all but the three prediction convs
     assert int8_ops["QLinearAdd"] >= 1 and int8_ops["QLinearConcat"] == 2
+    calibrated = {q.zero_point for q in quantizers(quantized).values() if q.axis is None}
+    assert _activation_zero_points(path) == calibrated and calibrated - {0}  # signed tensors: zero point from min and max
     assert _unfused_max_rel_error(quantized, path, 64) < UNFUSED_REL_BOUND
     assert verify_onnx(quantized, path, (1, 3, 64, 64), trials=2).max_rel_error < FUSED_REL_BOUND
+
+
+def _activation_zero_points(path) -> set[int]:
+    """Zero points of the QuantizeLinear nodes left in the graph (weights are stored already quantized)."""
+    graph = onnx.load(str(path)).graph
+    constants = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    constants |= {n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"}
+    return {int(constants[n.input[2]]) for n in graph.node if n.op_type == "QuantizeLinear"}
 
 
 def test_onnx_simplifier_keeps_the_pairs(small_model, tmp_path):

@@ -12,7 +12,7 @@ from torch import fx, nn
 from edgecompress.artifacts import load_model, save_model
 from edgecompress.errors import EdgeCompressError
 from edgecompress.models import YoloMobileNetV2
-from edgecompress.quant import QuantConv2d, TensorQuantizer, calibrate, quantize_model, quantizers
+from edgecompress.quant import PercentileCalibrator, QuantConv2d, TensorQuantizer, calibrate, quantize_model, quantizers
 
 
 def _unit(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -86,7 +86,8 @@ def test_onnxruntime_activations_are_uint8_with_zero_point_from_calibration():
     found = quantizers(model)
     activations = {name: q for name, q in found.items() if q.axis is None}
     assert all(q.uint8 for q in activations.values())
-    assert activations["stem.0.input_quantizer"].zero_point == 128  # signed input: the int8 grid shifted
+    images = activations["stem.0.input_quantizer"]
+    assert 0 < images.zero_point < 255  # signed input: asymmetric, zero point from the calibrated min and max
     relu_output = next(q for name, q in activations.items() if name.startswith("stem_1"))
     assert relu_output.zero_point == 0  # after ReLU: zero point at the range minimum, so ORT drops the ReLU
     assert all(not q.uint8 for q in found.values() if q.axis is not None)  # weights stay int8 per channel
@@ -101,10 +102,29 @@ def test_uint8_fake_quantization_grid():
     assert torch.allclose(quantizer(x), torch.tensor([0.0, 0.0, 0.01, 1.0, 2.55]))  # scale 2.55 / 255
     signed = TensorQuantizer(uint8=True)
     signed.begin_calibration(_max_calibrator())
-    signed(torch.tensor([-1.27, 0.5]))
+    signed(torch.tensor([-0.51, 2.04]))  # range 2.55 over 255 steps: scale 0.01, zero point 51
     signed.end_calibration()
-    assert signed.zero_point == 128
-    assert torch.allclose(signed(torch.tensor([-2.0, -0.006, 0.5, 2.0])), torch.tensor([-1.28, -0.01, 0.5, 1.27]))
+    assert signed.zero_point == 51 and float(signed.amax) == pytest.approx(2.04)
+    got = signed(torch.tensor([-2.0, -0.006, 0.5, 3.0]))
+    assert torch.allclose(got, torch.tensor([-0.51, -0.01, 0.5, 2.04]), atol=1e-6)
+
+
+def test_asymmetric_range_is_clipped_to_the_calibrated_magnitude():
+    signed = TensorQuantizer(uint8=True)
+    signed.begin_calibration(PercentileCalibrator(99.0))
+    x = torch.randn(20000, generator=torch.Generator().manual_seed(3)).abs() * 2 - 0.5  # mostly positive, long upper tail
+    signed(x)
+    signed.end_calibration()
+    scale = float(signed.amax) / (255 - signed.zero_point)
+    top, bottom = float(signed.amax), -signed.zero_point * scale
+    assert top == pytest.approx(float(x.abs().quantile(0.99)), rel=0.02) and top < float(x.max())
+    assert bottom == pytest.approx(float(x.min()), abs=scale)  # the small negative end is kept whole
+
+
+def test_tensorrt_activations_stay_symmetric_int8():
+    model = quantize_model(Residual(), _example(), backend="tensorrt")
+    calibrate(model, [torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(2))])
+    assert all(not q.uint8 and q.zero_point == 0 for q in quantizers(model).values())
 
 
 def _max_calibrator():
