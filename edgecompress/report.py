@@ -145,7 +145,8 @@ def _stage_note(name: str, manifest: dict[str, Any]) -> str:
     if name == "engine":
         return f"{metrics['kind']} at {metrics['precision']}"
     if name == "export":
-        return "; ".join(f"{label} max abs error {m['max_abs_error']:.2e}" for label, m in metrics.items())
+        errors = "; ".join(f"{label} max abs error {m['max_abs_error']:.2e}" for label, m in metrics.items() if isinstance(m, dict))
+        return f"opset {metrics['opset']}; {errors}" if "opset" in metrics else errors
     return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
 
 

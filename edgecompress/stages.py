@@ -179,8 +179,10 @@ def export(run: Run, folder: Path) -> StageOutcome:
     """ONNX of the baseline, the pruned model and the deployed one (the int8 Q/DQ model, or an fp16
     conversion of the pruned model for fp16 targets), each checked against PyTorch in onnxruntime."""
     from .export import convert_fp16, export_onnx, qdq_summary, verify_onnx
+    from .export.lint_rules import max_onnx_opset
     from .tasks import onnx_predict
 
+    opset = min(17, max_onnx_opset(run.target) or 17)  # what the target's TensorRT parses (13 on JetPack 4)
     sources = {"baseline": ("baseline", "baseline.onnx"), "pruned": ("finetune", "pruned.onnx")}
     if run.manifests["qat"]["status"] == "done":
         sources["int8"] = ("qat", "int8.onnx")
@@ -192,7 +194,7 @@ def export(run: Run, folder: Path) -> StageOutcome:
         if label == "fp16":
             path = convert_fp16(folder / outputs["pruned"], folder / file_name)
         else:
-            path = export_onnx(model, run.example_input(), folder / file_name, int8=label == "int8")
+            path = export_onnx(model, run.example_input(), folder / file_name, int8=label == "int8", opset=opset)
         report = verify_onnx(model, path, tuple(run.example_input().shape))
         accuracy = run.task.evaluate(onnx_predict(path), model, run.data.val)
         metrics[label] = {"max_abs_error": report.max_abs_error, "max_rel_error": report.max_rel_error, "onnx": accuracy}
@@ -200,7 +202,7 @@ def export(run: Run, folder: Path) -> StageOutcome:
             metrics[label]["qdq"] = asdict(qdq_summary(path))
         console.print(f"  {file_name}: max |onnxruntime - torch| {report.max_abs_error:.2e}, " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
         outputs[label] = file_name
-    return StageOutcome(outputs=outputs, metrics=metrics)
+    return StageOutcome(outputs=outputs, metrics={**metrics, "opset": opset})
 
 
 def engine(run: Run, folder: Path) -> StageOutcome:

@@ -7,6 +7,7 @@ import onnx
 import pytest
 
 import edgecompress as ec
+from edgecompress.export.lint import check_onnx
 from edgecompress.pipeline import BuildConfig
 
 os.environ.setdefault("EDGECOMPRESS_QUIET", "1")
@@ -88,6 +89,9 @@ def test_jetson_nano_plan_skips_qat_and_bundles_fp16(cpu_run):
     fp16 = manifests["export"]["metrics"]["fp16"]  # the fp16 ONNX a TensorRT 11 (strongly typed) build would take
     assert fp16["max_rel_error"] < 1e-2 and (run_dir / "export" / "pruned_fp16.onnx").is_file()
     assert "| fp16 |" in (run_dir / "report.md").read_text()
+    assert manifests["export"]["metrics"]["opset"] == 13  # TensorRT 8.2 (JetPack 4) parses opsets up to 13
+    assert onnx.load(str(run_dir / "export" / "pruned.onnx")).opset_import[0].version == 13
+    assert check_onnx(run_dir / "export" / "pruned.onnx", "jetson-nano").errors == []
     script = next((run_dir / "engine").rglob("build_engine.sh"))
     assert os.access(script, os.X_OK)
 

@@ -102,9 +102,16 @@ def _version(text: str) -> tuple[int, int]:
     return int(major), int(minor.split(".")[0] or 0)
 
 
-def check_opset(graph: Graph, target: Target) -> list[Finding]:
+def max_onnx_opset(target: Target) -> int | None:
+    """Highest ONNX opset the target's TensorRT parses; None for targets without TensorRT (onnxruntime)."""
+    if not target.tensorrt:
+        return None
     trt = _version(target.tensorrt)
-    limit = max((opset for version, opset in MAX_OPSET if version <= trt), default=13)
+    return max((opset for version, opset in MAX_OPSET if version <= trt), default=13)
+
+
+def check_opset(graph: Graph, target: Target) -> list[Finding]:
+    limit = max_onnx_opset(target) or graph.opset
     if graph.opset <= limit:
         return []
     return [Finding("error", "opset", "<model>", "-", f"opset {graph.opset} is newer than TensorRT {target.tensorrt} parses (max {limit})",
