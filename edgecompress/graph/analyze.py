@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import math
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import fx, nn
@@ -15,13 +15,15 @@ from .context import AnalysisContext
 from .groups import ChannelGraph, build_groups
 from .registry import rule_for
 from .trace import check_ignore, propagate_shapes, trace_model
+from .trace_export import ExportedSubmodule, export_untraceable
 
 
 def analyze(model: nn.Module, example_input: torch.Tensor, ignore: Sequence[str] = ()) -> ChannelGraph:
     """Trace ``model`` with torch.fx, run the shape pass on ``example_input`` and group coupled channels.
 
-    Channels reaching a model output, or read or written by a module in ``ignore`` or one fx cannot
-    trace (kept whole, with a note), are blocked (kept). An op without a channel rule raises
+    A submodule fx cannot trace is analysed on its torch.export graph (graph/trace_export.py). Channels
+    reaching a model output, or read or written by a module in ``ignore`` or one neither fx nor
+    torch.export can analyse (kept whole, with a note), are blocked (kept). An op without a channel rule raises
     EdgeCompressError naming it, unless it clearly keeps the channel dim: then its channels are kept
     and ``notes`` says so.
     """
@@ -49,10 +51,11 @@ def _analyze(model: nn.Module, example_input: torch.Tensor, ignored: frozenset[s
     traced, opaque = trace_model(model, ignored)
     output_shapes = propagate_shapes(traced, model, example_input)
     modules = dict(model.named_modules())
+    exported = export_untraceable(traced, modules, opaque, ignored)
     ctx = AnalysisContext(modules, ignored, opaque)
     ctx.notes.extend(opaque.values())
     for node in traced.graph.nodes:
-        layout = rule_for(ctx, node)(ctx, node)
+        layout = exported[node].rule(ctx, node) if node in exported else rule_for(ctx, node)(ctx, node)
         if layout is not None:
             ctx.layouts[node] = layout
     order = {name: position for position, name in enumerate(modules)}
@@ -62,15 +65,19 @@ def _analyze(model: nn.Module, example_input: torch.Tensor, ignored: frozenset[s
         input_dtype=example_input.dtype,
         output_shapes=output_shapes,
         notes=tuple(ctx.notes),
-        layer_macs=layer_macs(traced, modules),
+        layer_macs=layer_macs(traced, modules, exported.values()),
         ignored=ignored,
     )
 
 
-def layer_macs(traced: fx.GraphModule, modules: dict[str, nn.Module]) -> dict[str, int]:
+def layer_macs(traced: fx.GraphModule, modules: dict[str, nn.Module], exported: Iterable[ExportedSubmodule] = ()) -> dict[str, int]:
     """MACs of every conv, transposed conv and linear call, from the shape pass: weight size times the
-    positions it is applied at (output positions; input positions for a transposed conv)."""
+    positions it is applied at (output positions; input positions for a transposed conv), plus those
+    inside submodules analysed on their torch.export graph."""
     macs: dict[str, int] = {}
+    for call in exported:
+        for name, count in call.macs().items():
+            macs[name] = macs.get(name, 0) + count
     for node in traced.graph.nodes:
         layer = modules.get(str(node.target)) if node.op == "call_module" else None
         meta = node.meta.get("tensor_meta")

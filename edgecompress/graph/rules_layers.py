@@ -28,10 +28,14 @@ def _has_batched_rank(ctx: AnalysisContext, node: Node, spatial_dims: int) -> bo
 @register_module_rule(*CONVS, *TRANSPOSED_CONVS)
 def conv(ctx: AnalysisContext, node: Node) -> Layout | None:
     """Dense conv: new output channels; depthwise: out channel i is in channel i; grouped: groups stay equal."""
-    layer, name = ctx.module(node), str(node.target)
+    layer = ctx.module(node)
     if not _has_batched_rank(ctx, node, len(layer.kernel_size)):
         return unknown_op(ctx, node)  # unbatched input: dim 1 is not the channel dim
-    inputs = ctx.channels(node.args[0])
+    return conv_layout(ctx, layer, str(node.target), ctx.channels(node.args[0]))
+
+
+def conv_layout(ctx: AnalysisContext, layer: nn.Module, name: str, inputs: Layout) -> Layout:
+    """Record conv ``name``'s members for the input ``inputs`` and return its output layout."""
     groups = layer.groups
     if groups > 1 and groups == layer.in_channels == layer.out_channels:
         ctx.add_members(inputs, name, Role.DEPTHWISE)

@@ -13,6 +13,8 @@ from ..errors import EdgeCompressError
 from .registry import MODULE_RULES
 from .rules_split import piece_count
 
+KEPT_WHOLE = ", so it is kept whole"  # ends the note of a submodule neither torch.fx nor torch.export can analyse
+
 
 class _PiecesProxy(fx.Proxy):
     """Result of a chunk/split with a literal piece count: ``len`` and ``list`` work (fx alone only
@@ -86,7 +88,7 @@ def trace_model(model: nn.Module, ignore: frozenset[str]) -> tuple[fx.GraphModul
                     f"torch.fx cannot trace the model's forward ({detail}); make it traceable "
                     "(no data-dependent control flow on tensors)"
                 ) from None
-            opaque[tracer.failed_in] = f"torch.fx cannot trace {tracer.failed_in!r} ({detail}), so it is kept whole"
+            opaque[tracer.failed_in] = f"torch.fx cannot trace {tracer.failed_in!r} ({detail}){KEPT_WHOLE}"
 
 
 @contextmanager
