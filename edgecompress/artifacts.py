@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from .errors import EdgeCompressError
+from .errors import EdgeCompressError, describe
 
 
 @contextmanager
@@ -62,7 +62,7 @@ def load_model(path: str | os.PathLike) -> nn.Module:
         model = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
         raise EdgeCompressError(
-            f"cannot load model from {path} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            f"cannot load model from {path} ({describe(exc)}); "
             "pass a file written by torch.save(model) or edgecompress.save_model"
         ) from None
     if not isinstance(model, nn.Module):

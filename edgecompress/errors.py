@@ -6,3 +6,9 @@ class EdgeCompressError(Exception):
 
     The CLI prints it without a traceback and exits with status 2.
     """
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: first line of its message``: how a wrapped library exception appears in a one-line error."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message.splitlines()[0] if message else ''}"

@@ -30,7 +30,7 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 from torch import nn
 
 from ..artifacts import atomic_path
-from ..errors import EdgeCompressError
+from ..errors import EdgeCompressError, describe
 from ..quant import QuantConv2d, QuantMode, quantizers
 from .qdq import qdq_summary_of
 
@@ -133,9 +133,8 @@ def _torch_export(
                 input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
             )
     except Exception as exc:  # the exporter raises many types for unsupported operators
-        first = str(exc).splitlines()[0] if str(exc) else ""
         raise EdgeCompressError(
-            f"ONNX export of {type(model).__name__} failed ({type(exc).__name__}: {first}); "
+            f"ONNX export of {type(model).__name__} failed ({describe(exc)}); "
             "try a newer --opset or replace the unsupported operator"
         ) from None
 

@@ -9,7 +9,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ..errors import EdgeCompressError
+from ..errors import EdgeCompressError, describe
 from .registry import MODULE_RULES
 from .rules_split import piece_count
 
@@ -82,7 +82,7 @@ def trace_model(model: nn.Module, ignore: frozenset[str]) -> tuple[fx.GraphModul
         try:
             return fx.GraphModule(model, tracer.trace(model)), opaque
         except Exception as exc:
-            detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            detail = describe(exc)
             if not tracer.failed_in or tracer.failed_in in opaque:
                 raise EdgeCompressError(
                     f"torch.fx cannot trace the model's forward ({detail}); make it traceable "
@@ -123,6 +123,6 @@ def propagate_shapes(module: fx.GraphModule, model: nn.Module, example_input: to
     except Exception as exc:
         raise EdgeCompressError(
             f"running the model on an example input of shape {tuple(example_input.shape)} failed "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); pass an input the model accepts"
+            f"({describe(exc)}); pass an input the model accepts"
         ) from None
     return tensor_shapes(output)

@@ -34,6 +34,7 @@ from torch.fx import Node
 from torch.fx.passes.shape_prop import TensorMetadata
 from torch.overrides import TorchFunctionMode
 
+from ..errors import describe
 from .context import AnalysisContext
 from .index_mapping import Layout
 from .rules_aten import OWNER, UnsupportedOp, aten, aten_rule_for
@@ -194,7 +195,7 @@ def export_untraceable(traced: fx.GraphModule, modules: dict[str, nn.Module], op
         try:
             found.update((node, _export(node, modules, ignored)) for node in nodes)
         except Exception as exc:  # export or analysis failed: the leaf stays opaque, as before
-            detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            detail = describe(exc)
             opaque[name] = f"{opaque[name].removesuffix(KEPT_WHOLE)} and torch.export cannot analyse it ({detail}){KEPT_WHOLE}"
             for node in nodes:
                 found.pop(node, None)

@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..errors import EdgeCompressError
+from ..errors import EdgeCompressError, describe
 from ..graph import ChannelGraph, Role
 from ..graph.trace import evaluating, tensor_shapes
 from .plan import LayerCut, PrunePlan, RatioSpec, analysis_for, plan_pruning
@@ -35,8 +35,7 @@ def _verify(model: nn.Module, plan: PrunePlan) -> None:
             shapes = tensor_shapes(model(torch.zeros(plan.input_shape, dtype=plan.input_dtype, device=device)))
     except Exception as exc:
         raise EdgeCompressError(
-            f"the pruned model fails on an input of shape {plan.input_shape} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); its forward may hard-code channel counts: "
+            f"the pruned model fails on an input of shape {plan.input_shape} ({describe(exc)}); its forward may hard-code channel counts: "
             "list that module in ignore"
         ) from None
     if shapes != plan.output_shapes:

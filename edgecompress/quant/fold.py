@@ -12,7 +12,7 @@ import copy
 import torch
 from torch import fx, nn
 
-from ..errors import EdgeCompressError
+from ..errors import EdgeCompressError, describe
 
 FOLD_TOLERANCE = 1e-3  # relative; folding is exact up to float32 rounding
 
@@ -22,9 +22,8 @@ def trace(model: nn.Module) -> fx.GraphModule:
     try:
         return fx.symbolic_trace(model)
     except Exception as exc:  # fx raises many types for untraceable Python
-        first = str(exc).splitlines()[0] if str(exc) else ""
         raise EdgeCompressError(
-            f"torch.fx cannot trace {type(model).__name__} ({type(exc).__name__}: {first}); "
+            f"torch.fx cannot trace {type(model).__name__} ({describe(exc)}); "
             "remove data-dependent control flow from forward, or quantize without folding (quantize_model(fold=False))"
         ) from None
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.graph_module import _USER_PRESERVED_ATTRIBUTES_KEY
 
-from ..errors import EdgeCompressError
+from ..errors import EdgeCompressError, describe
 from .modules import QUANT_MODULES
 from .quantizer import TensorQuantizer
 
@@ -119,9 +119,8 @@ def _trace(model: nn.Module) -> fx.Graph:
     try:
         graph = _QuantTracer().trace(model)
     except Exception as exc:  # fx raises many types for untraceable Python
-        first = str(exc).splitlines()[0] if str(exc) else ""
         raise EdgeCompressError(
-            f"torch.fx cannot trace {type(model).__name__} to place add/concat quantizers ({type(exc).__name__}: {first}); "
+            f"torch.fx cannot trace {type(model).__name__} to place add/concat quantizers ({describe(exc)}); "
             "remove data-dependent control flow from forward"
         ) from None
     for node in graph.nodes:
