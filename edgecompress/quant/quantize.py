@@ -25,8 +25,13 @@ def quantize_model(
     backend: str = "tensorrt",
     learn_scales: bool = False,
 ) -> nn.Module:
-    """A copy of ``model`` with BN folded, every Conv2d/Linear (except names in ``skip``) quantized and
-    activation quantizers placed for ``backend`` ("tensorrt" or "onnxruntime"; see :mod:`.placement`).
+    """A copy of ``model`` with BN folded, every Conv2d/Linear quantized and activation quantizers placed
+    for ``backend`` ("tensorrt" or "onnxruntime"; see :mod:`.placement`).
+
+    ``skip`` names layers (or whole submodules) to keep in float, and may also name quantizers placed
+    on add/concat inputs (``add_1_quantizer``), as a sensitivity report lists them. Quantizers are
+    placed as if every layer were quantized, then skipped layers get their float module back and
+    skipped placed quantizers stay off for good, so a report's list reproduces the model it measured.
 
     A model whose forward has adds, concats (or, for onnxruntime, pooling) to quantize comes back as a
     ``torch.fx.GraphModule`` that keeps the model's buffers and attributes. ``learn_scales=True``
@@ -34,21 +39,39 @@ def quantize_model(
     :func:`calibrate` sets their ranges and turns them on.
     """
     get_backend(backend)
-    modules = dict(model.named_modules())
-    unknown = [name for name in skip if name not in modules]
-    if unknown:
-        raise EdgeCompressError(f"skip names {unknown} are not modules of the model; use names from model.named_modules()")
     quantized = fold_batchnorm(model, example_input) if fold else copy.deepcopy(model)
+    float_layers = {}
     for name, module in list(quantized.named_modules()):
         quant_type = QUANT_MODULES.get(type(module))
-        if quant_type is not None and name not in skip:
+        if quant_type is not None:
+            float_layers[name] = module
             quantized.set_submodule(name, quant_type.from_float(module))
     quantized = place_activation_quantizers(quantized, backend)
+    _keep_float(quantized, skip, dict(model.named_modules()), float_layers)
     if learn_scales:
         for quantizer in quantizers(quantized).values():
             if quantizer.axis is None:
                 quantizer.learn_amax()
     return quantized
+
+
+def _keep_float(quantized: nn.Module, skip: Sequence[str], original: dict[str, nn.Module], float_layers: dict[str, nn.Module]) -> None:
+    """Put the float layers named in ``skip`` (or under a named submodule) back, and keep the named placed quantizers off."""
+    placed = quantizers(quantized)
+    unknown = [name for name in skip if name not in original and name not in placed]
+    if unknown:
+        raise EdgeCompressError(f"skip names {unknown} are neither modules of the model nor placed quantizers; "
+                                "use names from model.named_modules() or from a sensitivity report")
+
+    def skipped(name: str) -> bool:
+        return any(name == prefix or name.startswith(prefix + ".") for prefix in skip)
+
+    for name, layer in float_layers.items():
+        if skipped(name):
+            quantized.set_submodule(name, layer)
+    for name in skip:
+        if name in placed:
+            placed[name].keep_float()
 
 
 def quantizers(model: nn.Module) -> dict[str, TensorQuantizer]:
@@ -59,16 +82,17 @@ def quantizers(model: nn.Module) -> dict[str, TensorQuantizer]:
 def calibrate(
     model: nn.Module, batches: Iterable[torch.Tensor], *, method: str = "max", percentile: float = 99.99
 ) -> dict[str, float]:
-    """Collect ranges on ``batches``, then switch every quantizer to fake quantization.
+    """Collect ranges on ``batches``, then switch every quantizer (but those kept in float) to fake quantization.
 
     Activations use ``method`` (see :data:`~edgecompress.quant.calibrators.CALIBRATORS`); weights
     always use the per-channel max of |w|. A batch may also be an (images, ...) tuple from a
     DataLoader. Returns the range (amax) of every activation quantizer, by the name of the layer it
     feeds (or of the quantizer, for one placed on an add/concat input).
     """
-    found = quantizers(model)
-    if not found:
+    every = quantizers(model)
+    if not every:
         raise EdgeCompressError("the model has no quantizers; call quantize_model(model, example_input) before calibrate")
+    found = {name: quantizer for name, quantizer in every.items() if not quantizer.kept_float}
     for quantizer in found.values():
         quantizer.begin_calibration(make_calibrator(method, percentile=percentile) if quantizer.axis is None else MaxCalibrator(quantizer.axis))
     try:

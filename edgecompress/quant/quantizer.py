@@ -52,6 +52,7 @@ class TensorQuantizer(nn.Module):
     narrow_range = False
     uint8 = False
     zero_point = 0
+    kept_float = False  # set by keep_float(): calibration leaves it disabled
 
     def __init__(self, axis: int | None = None, channels: int = 1, *, narrow_range: bool = False, uint8: bool = False):
         super().__init__()
@@ -72,6 +73,10 @@ class TensorQuantizer(nn.Module):
     def extra_repr(self) -> str:
         granularity = "per-tensor" if self.axis is None else f"per-channel axis={self.axis}"
         return f"{'uint8' if self.uint8 else 'int8'} {granularity}, mode={self.mode.value}"
+
+    def keep_float(self) -> None:
+        """Disable this quantizer for good: :func:`~edgecompress.quant.calibrate` no longer turns it on."""
+        self.kept_float, self.mode = True, QuantMode.DISABLED
 
     def begin_calibration(self, calibrator: Calibrator) -> None:
         """Pass tensors through unchanged while ``calibrator`` records them."""

@@ -4,7 +4,8 @@ The model is quantized and calibrated once; every measurement then only switches
 off (:class:`~edgecompress.quant.quantizer.QuantMode`), so N layers cost N + 2 evaluations and no
 re-calibration. Sensitivity of a layer = metric(float) - metric(only that layer int8). Mixed
 precision starts from the fully int8 model and returns the worst layers to float, one at a time,
-until the drop is within ``max_drop`` (or no quantized layer is left).
+until the drop is within ``max_drop`` (or no quantized layer is left); their quantizers are then
+kept float for good, and passing the report's ``skip`` to ``quantize_model`` rebuilds the same model.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def analyze_sensitivity(
         raise EdgeCompressError(f"max_drop must be >= 0, got {max_drop}; pass e.g. 0.01 for one point of the metric")
     float_metric = float(evaluate(model))
     quantized = calibrated_model(model, calib_loader, method=method, skip=skip, backend=backend, example_input=example_input)
-    groups = layer_quantizers(quantized)
+    groups = {layer: group for layer, group in layer_quantizers(quantized).items() if not all(q.kept_float for q in group)}
     with _EvaluationProgress("sensitivity", len(groups) + 1) as step:
         int8_metric = float(evaluate(quantized))
         step()
@@ -145,6 +146,9 @@ def _mixed_precision(
         _set_enabled(groups, [layer for layer in groups if layer not in kept_float])
         metric = float(evaluate(model))
         console.print(f"  keep {row.layer} in float: {metric:.4f} (drop {float_metric - metric:.4f})", highlight=False)
+    for layer in kept_float:
+        for quantizer in groups[layer]:
+            quantizer.keep_float()
     return kept_float, metric
 
 

@@ -116,7 +116,7 @@ def _activation_zero_points(path) -> set[int]:
 
 
 def test_onnx_simplifier_keeps_the_pairs(small_model, tmp_path):
-    onnxsim = pytest.importorskip("onnxsim", reason="onnx-simplifier is not a dependency; edgecompress simplifies with onnxslim")
+    onnxsim = pytest.importorskip("onnxsim", reason="onnx-simplifier (the dev extra) is not installed")
     name, model, size = small_model
     _, path = _quantized_export(model, size, tmp_path / f"{name}.onnx", "tensorrt")
     simplified, ok = onnxsim.simplify(onnx.load(str(path)))

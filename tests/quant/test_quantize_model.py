@@ -77,7 +77,7 @@ def test_quantize_model_swaps_layers_and_keeps_state_dict_keys():
 
 
 def test_unknown_skip_name_is_a_user_error():
-    with pytest.raises(EdgeCompressError, match="not modules"):
+    with pytest.raises(EdgeCompressError, match="neither modules"):
         quantize_model(_stack(), torch.randn(1, 3, 8, 8), skip=["backbone.conv9"])
 
 

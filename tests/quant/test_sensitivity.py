@@ -11,7 +11,8 @@ from torch import nn
 from edgecompress.errors import EdgeCompressError
 from edgecompress.export import export_onnx
 from edgecompress.export.lint import check_onnx
-from edgecompress.quant import QuantMode
+from edgecompress.quant import QuantMode, calibrate, quantizers
+from edgecompress.quant.api import calibrated_model
 from edgecompress.quant.sensitivity import analyze_sensitivity, layer_quantizers
 
 
@@ -83,3 +84,31 @@ def test_report_serialises_to_json_and_markdown():
 def test_negative_budget_is_an_error():
     with pytest.raises(EdgeCompressError, match="max_drop"):
         analyze_sensitivity(_outlier_model(), _calibration(), lambda m: 0.0, max_drop=-0.1)
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.body = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        return x + self.body(x)
+
+
+def test_kept_float_names_of_placed_quantizers_are_valid_skip_names():
+    """A report's skip list names quantizers placed on add inputs; re-quantizing with it rebuilds the mixed model."""
+    torch.manual_seed(0)
+    model = Residual().eval()
+    mixed, report = analyze_sensitivity(model, _calibration(), Fidelity(model), max_drop=0.0, method="max")
+    assert "relu_quantizer" in report.skip  # placed on the add's residual input, not a module of the model
+    requantized = calibrated_model(model, _calibration(), method="max", skip=report.skip)
+    x = torch.rand(2, 3, 10, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(requantized(x), mixed(x))
+    only_add = calibrated_model(model, _calibration(), method="max", skip=["relu_quantizer"])
+    found = quantizers(only_add)
+    assert found["relu_quantizer"].mode == QuantMode.DISABLED
+    assert all(q.mode == QuantMode.QUANTIZING for name, q in found.items() if name != "relu_quantizer")
+    calibrate(only_add, _calibration(), method="max")  # recalibrating keeps it off
+    assert found["relu_quantizer"].mode == QuantMode.DISABLED
