@@ -6,19 +6,23 @@
 Part 1 times single layers (depthwise 3x3 or pointwise 1x1 conv, then ReLU and a 1x1 conv) at several
 channel counts, fp32 vs the same graph quantized by onnxruntime's own ``quantize_static`` (QDQ, per-channel
 int8 weights, uint8 activations). Part 2 quantizes the run's baseline (unpruned) and fine-tuned (pruned)
-detectors with ``edgecompress.quantize(backend="onnxruntime")`` and times both against fp32. Every table
-interleaves its variants over ``--rounds`` rounds in one process and reports medians, so the ratios hold
-even while the VM's speed drifts.
+detectors with ``edgecompress.quantize(backend="onnxruntime")`` and times both against fp32. Part 3
+splits the pruned detector's kernel time (onnxruntime's profiler, after its graph optimisations) into
+depthwise convs, other convs and the rest, fp32 vs int8. Every table interleaves its variants over
+``--rounds`` rounds in one process and reports medians, so the ratios hold even while the VM's speed drifts.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -91,6 +95,40 @@ def detector_table(folder: Path, args: argparse.Namespace) -> None:
         for stage, label in (("baseline", "baseline (unpruned)"), ("finetune", "pruned 60%, fine-tuned")):
             fp32, int8 = times[f"{stage} fp32"], times[f"{stage} int8"]
             print(f"| {label} | {widths[stage]:.0f} | {batch} | {fp32:.3f} | {int8:.3f} | {fp32 / int8:.2f}x |")
+    breakdown_table(folder, {"fp32": paths["finetune fp32"], "int8": paths["finetune int8"]}, args)
+
+
+def kernel_microseconds(path: Path, folder: Path, shape: tuple[int, ...], runs: int, threads: int) -> Counter:
+    """Mean kernel time per run (us) of ``path``'s optimised graph, by depthwise conv / other conv / other op."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.enable_profiling = True
+    options.profile_file_prefix = str(folder / path.stem)
+    options.optimized_model_filepath = str(folder / f"{path.stem}_optimized.onnx")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    depthwise = {node.name for node in onnx.load(options.optimized_model_filepath).graph.node
+                 if any(a.name == "group" and a.i > 1 for a in node.attribute)}
+    x = {session.get_inputs()[0].name: np.random.rand(*shape).astype(np.float32)}
+    for _ in range(runs):
+        session.run(None, x)
+    totals: Counter = Counter()
+    for event in json.loads(Path(session.end_profiling()).read_text()):
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            node, op = event["name"].removesuffix("_kernel_time"), event["args"]["op_name"]
+            kind = "depthwise conv" if node in depthwise else "other conv" if "Conv" in op else "other ops"
+            totals[kind] += event["dur"] / runs  # includes warm-up: the first run's share is 1/runs
+    return totals
+
+
+def breakdown_table(folder: Path, paths: dict[str, Path], args: argparse.Namespace) -> None:
+    shape = (1, 3, args.image_size, args.image_size)
+    times = {label: kernel_microseconds(path, folder, shape, args.runs, args.threads) for label, path in paths.items()}
+    print("\n| pruned detector, batch 1 | fp32 us/run | int8 us/run | int8 speed-up |\n|---|---|---|---|")
+    for kind in ("depthwise conv", "other conv", "other ops"):
+        fp32, int8 = times["fp32"][kind], times["int8"][kind]
+        print(f"| {kind} | {fp32:.0f} | {int8:.0f} | {fp32 / int8:.2f}x |")
+    fp32, int8 = sum(times["fp32"].values()), sum(times["int8"].values())
+    print(f"| all kernels | {fp32:.0f} | {int8:.0f} | {fp32 / int8:.2f}x |")
 
 
 def main() -> None:

@@ -76,6 +76,13 @@ def test_quantize_model_swaps_layers_and_keeps_state_dict_keys():
         assert torch.allclose(quantized(x), model(x), atol=1e-4)
 
 
+def test_skipping_a_submodule_keeps_every_layer_in_it_float():
+    model = nn.Sequential(_stack()[:6], nn.Sequential(nn.Conv2d(8, 4, 1), nn.ReLU(), nn.Conv2d(4, 2, 1))).eval()
+    quantized = quantize_model(model, torch.randn(1, 3, 8, 8), skip=["1"])
+    assert isinstance(quantized[0][0], QuantConv2d)
+    assert type(quantized[1][0]) is nn.Conv2d and type(quantized[1][2]) is nn.Conv2d
+
+
 def test_unknown_skip_name_is_a_user_error():
     with pytest.raises(EdgeCompressError, match="neither modules"):
         quantize_model(_stack(), torch.randn(1, 3, 8, 8), skip=["backbone.conv9"])
