@@ -14,6 +14,7 @@ Reproduce::
     sudo apt-get install -y dataset-fashion-mnist # the ResNet's data (see /work/shared/DATA.md)
     .venv/bin/python bench/quant_bench.py         # ~10 minutes on 2 cores (25 when busy); prints the RESULTS.md tables
     .venv/bin/python bench/quant_bench.py --calibration-sweep  # detector PTQ accuracy per calibration method and backend, entropy diagnosis (~5 min)
+    .venv/bin/python bench/quant_bench.py --qat-study  # detector QAT recipes (learning rate, fixed or learned ranges) per backend (~9 min)
 """
 
 from __future__ import annotations
@@ -228,6 +229,63 @@ def entropy_diagnosis(case: Case) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class QatRecipe:
+    """One QAT variant: the weights' learning rate, the learned ranges' own rate (None: ranges stay fixed), the seed."""
+
+    lr: float
+    scale_lr: float | None = None
+    seed: int = 0
+
+
+QAT_RECIPES = {
+    "fixed ranges, lr 1e-3": QatRecipe(1e-3),
+    "fixed ranges, lr 1e-4": QatRecipe(1e-4),
+    "fixed ranges, lr 1e-4, seed 1 (seed noise)": QatRecipe(1e-4, seed=1),
+    "fixed ranges, lr 1e-5": QatRecipe(1e-5),
+    "learned ranges (LSQ), range lr 1e-4, lr 1e-4": QatRecipe(1e-4, scale_lr=1e-4),
+    "learned ranges (LSQ), range lr 1e-2, lr 1e-4": QatRecipe(1e-4, scale_lr=1e-2),
+}
+
+
+def _qat(ptq: torch.nn.Module, case: Case, recipe: QatRecipe) -> torch.nn.Module:
+    """A copy of the calibrated ``ptq`` model trained with ``recipe``, torch and the training shuffle seeded alike."""
+    model = copy.deepcopy(ptq)
+    if recipe.scale_lr is not None:
+        for quantizer in quantizers(model).values():
+            if quantizer.axis is None:
+                quantizer.learn_amax()
+    torch.manual_seed(recipe.seed)
+    case.train.generator.manual_seed(recipe.seed)
+    config = TrainConfig(case.qat_epochs, lr=recipe.lr, warmup_steps=0, scale_lr=recipe.scale_lr)
+    fit(model, case.train, get_task(case.task).loss(model), config, description="qat")
+    return model.eval()
+
+
+def qat_study(case: Case, folder: Path) -> str:
+    """PTQ (mse) and every QAT recipe from the same calibrated model, per backend: accuracy in PyTorch and onnxruntime, QAT time."""
+    folder.mkdir(parents=True, exist_ok=True)
+    task = get_task(case.task)
+    example = case.calib[:1]
+    lines = [f"| backend | {case.name}, QAT {case.qat_epochs} epochs | {case.metric} torch | {case.metric} onnxruntime | QAT seconds |",
+             "|---|---|---|---|---|"]
+    for backend in BACKENDS:
+        ptq = quantize_model(case.model, example, backend=backend)
+        calibrate(ptq, calib_batches(case.calib, 32), method="mse")
+        variants = {"PTQ (mse)": None, **{f"QAT, {label}": recipe for label, recipe in QAT_RECIPES.items()}}
+        for i, (label, recipe) in enumerate(variants.items()):
+            started = time.perf_counter()
+            model = ptq if recipe is None else _qat(ptq, case, recipe)
+            seconds = "-" if recipe is None else f"{time.perf_counter() - started:.0f}"
+            path = export_onnx(model, example, folder / f"{backend}-{i}.onnx", int8=True)
+            scores = [task.evaluate(predict, case.model, case.val)[case.metric] for predict in (torch_predict(model), onnx_predict(path))]
+            if recipe == QatRecipe(case.qat_lr):
+                label += " (the pipeline's)"
+            lines.append(f"| {backend} | {label} | {scores[0]:.4f} | {scores[1]:.4f} | {seconds} |")
+            print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/bench-quant"))
@@ -237,11 +295,15 @@ def main() -> None:
     parser.add_argument("--resnet-train-images", type=int, default=6000)
     parser.add_argument("--resnet-epochs", type=int, default=3)
     parser.add_argument("--calibration-sweep", action="store_true", help="only the detector's PTQ accuracy per calibration method, and the entropy diagnosis")
+    parser.add_argument("--qat-study", action="store_true", help="only the detector's PTQ and QAT accuracy per QAT recipe and backend")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.calibration_sweep:
         case = detector_case()
         print(calibration_sweep(case, args.out / "calibration"), "\n", entropy_diagnosis(case), sep="\n")
+        return
+    if args.qat_study:
+        print("\n" + qat_study(detector_case(), args.out / "qat-study"))
         return
     results = {}
     for build in (detector_case, lambda: resnet_case(args.resnet_train_images, args.resnet_epochs)):

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..artifacts import atomic_path
 from ..progress import progress_bar
+from ..quant import quantizers
 
 LossFn = Callable[[object, Tensor], Tensor]
 
@@ -35,6 +36,7 @@ class TrainConfig:
     warmup_steps: int = 50
     sparsity_lambda: float = 0.0
     grad_clip: float = 10.0
+    scale_lr: float | None = None  # learning rate of learnable quantizer ranges (LSQ amax); None: ``lr``
 
 
 @dataclass
@@ -50,19 +52,30 @@ def bn_l1(batchnorms: Sequence[nn.BatchNorm2d]) -> Tensor:
     return sum(bn.weight.abs().sum() for bn in batchnorms)
 
 
+def _learnable_ranges(model: nn.Module) -> list[nn.Parameter]:
+    """The trainable ``amax`` Parameters of the model's quantizers (learned scales, LSQ)."""
+    return [q.amax for q in quantizers(model).values() if isinstance(q.amax, nn.Parameter) and q.amax.requires_grad]
+
+
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """AdamW; weight decay on weight matrices and kernels only, learned ranges in their own group when ``scale_lr`` is set."""
+    ranges = _learnable_ranges(model) if config.scale_lr is not None else []
+    own_group = {id(p) for p in ranges}
+    trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in own_group]
+    groups = [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": config.weight_decay},
+              {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
+    if ranges:
+        groups.append({"params": ranges, "weight_decay": 0.0, "lr": config.scale_lr})
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def _lr_at(step: int, total: int, config: TrainConfig) -> float:
+def _lr_factor(step: int, total: int, config: TrainConfig) -> float:
+    """The schedule: linear warm-up, then cosine annealing to 2%, as a fraction of each group's base learning rate."""
     warmup = min(config.warmup_steps, max(total // 4, 1))
     if step < warmup:
-        return config.lr * (step + 1) / warmup
+        return (step + 1) / warmup
     progress = (step - warmup) / max(total - warmup, 1)
-    return config.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def fit(
@@ -77,6 +90,7 @@ def fit(
 ) -> TrainHistory:
     """Train ``model`` in place; with ``checkpoint`` set, resume from it and rewrite it after each epoch."""
     optimizer = _optimizer(model, config)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
     history = TrainHistory()
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -92,8 +106,9 @@ def fit(
             running = 0.0
             for i, (images, targets) in enumerate(loader):
                 step = epoch * steps_per_epoch + i
-                for group in optimizer.param_groups:
-                    group["lr"] = _lr_at(step, total_steps, config)
+                factor = _lr_factor(step, total_steps, config)
+                for group, base_lr in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = base_lr * factor
                 loss = loss_fn(model(images), targets)
                 if config.sparsity_lambda and sparse_batchnorms:
                     loss = loss + config.sparsity_lambda * bn_l1(sparse_batchnorms)
