@@ -136,7 +136,7 @@ def quantize(
     max_drop: float = typer.Option(0.01, help="With --sensitivity: largest allowed metric drop of the int8 model (absolute, e.g. 0.01 mAP)."),
     qat_epochs: int = typer.Option(0, help="Quantization-aware training epochs after calibration."),
     lr: float = typer.Option(1e-4, help="QAT learning rate."),
-    skip: list[str] = typer.Option([], help="Module names kept in float (repeatable)."),
+    skip: list[str] = typer.Option([], help="Layers (module names) or placed quantizers (e.g. add_1_quantizer, from sensitivity.json) kept in float; repeatable."),
 ) -> None:
     """Quantize a model to int8: calibrate, optionally pick mixed precision by sensitivity and fine-tune (QAT), export ONNX."""
     from .quant.api import QuantizeJob, run_quantize_job
