@@ -13,6 +13,7 @@ Reproduce::
     make demo                                     # trains the detector: runs/yolo-mbv2-jetson-orin-nano/finetune/
     sudo apt-get install -y dataset-fashion-mnist # the ResNet's data (see /work/shared/DATA.md)
     .venv/bin/python bench/quant_bench.py         # ~10 minutes on 2 cores (25 when busy); prints the RESULTS.md tables
+    .venv/bin/python bench/quant_bench.py --runtime onnxruntime --runtime openvino  # the same, timed in both CPU runtimes (~25 min)
     .venv/bin/python bench/quant_bench.py --calibration-sweep  # detector PTQ accuracy per calibration method and backend, entropy diagnosis (~5 min)
     .venv/bin/python bench/quant_bench.py --qat-study  # detector QAT recipes (learning rate, fixed or learned ranges) per backend (~9 min)
 """
@@ -37,7 +38,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from edgecompress.artifacts import load_model
 from edgecompress.data.calib import calib_batches, load_calibration_images
 from edgecompress.errors import EdgeCompressError
-from edgecompress.export import export_onnx, ort_optimized_int8_ops
+from edgecompress.export import export_onnx, openvino_conv_precisions, ort_optimized_int8_ops
 from edgecompress.models import resolve_model
 from edgecompress.pipeline import DEFAULT_CALIB, BuildConfig
 from edgecompress.profile import compare_models
@@ -74,7 +75,7 @@ def detector_case() -> Case:
     data = get_task("detect").load(data_root, 128, 32)
     calib = load_calibration_images(DEFAULT_CALIB, 128, limit=256)
     return Case("yolo-mbv2 (pruned, fine-tuned; digits detection, 128 px)", load_model(DETECTOR_RUN).eval(), "detect", "map50",
-                data.train, data.val, calib, qat_epochs=BuildConfig.qat_epochs, qat_lr=BuildConfig.lr / 100, batch_shapes=((1, 3, 128, 128), (16, 3, 128, 128)))
+                data.train, data.val, calib, qat_epochs=BuildConfig.qat_epochs, qat_lr=BuildConfig.lr / 100, batch_shapes=((1, 3, 128, 128), (16, 3, 128, 128), (64, 3, 128, 128)))
 
 
 def _idx(name: str) -> np.ndarray:
@@ -117,7 +118,7 @@ def _conv_kernels(path: Path) -> str:
     return f"{ort_optimized_int8_ops(path).get('QLinearConv', 0)}/{convs}"
 
 
-def run_case(case: Case, folder: Path, runs: int, rounds: int, method: str) -> dict:
+def run_case(case: Case, folder: Path, runs: int, rounds: int, method: str, runtimes: tuple[str, ...] = ("onnxruntime",)) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     task = get_task(case.task)
     example = case.calib[:1]
@@ -158,23 +159,34 @@ def run_case(case: Case, folder: Path, runs: int, rounds: int, method: str) -> d
 
     for label, path in {**paths, **untimed}.items():
         rows[label].update(onnx=evaluate_onnx(path), mb=path.stat().st_size / 1e6, kernels=_conv_kernels(path))
-    for shape in case.batch_shapes:
-        stats = compare_models(paths, shape, runs=runs if shape[0] == 1 else max(runs // 10, 10), rounds=rounds)
-        for label, row in stats.items():
-            rows[label][f"b{shape[0]}_ms"] = row.median_ms
-            rows[label][f"b{shape[0]}_speedup"] = stats["fp32"].median_ms / row.median_ms
+        if "openvino" in runtimes:
+            rows[label]["openvino_kernels"] = _openvino_int8_convs(path)
+    for runtime in runtimes:
+        for shape in case.batch_shapes:
+            stats = compare_models(paths, shape, runs=runs if shape[0] == 1 else max(runs // 10, 10), rounds=rounds, runtime=runtime)
+            for label, row in stats.items():
+                rows[label][f"{runtime} b{shape[0]}_ms"] = row.median_ms
+                rows[label][f"{runtime} b{shape[0]}_speedup"] = stats["fp32"].median_ms / row.median_ms
     return rows
 
 
-def table(case: Case, rows: dict) -> str:
-    batches = [shape[0] for shape in case.batch_shapes]
+def _openvino_int8_convs(path: Path) -> str:
+    precisions = openvino_conv_precisions(path)
+    return f"{precisions.get('u8', 0) + precisions.get('i8', 0)}/{sum(precisions.values())}"
+
+
+def table(case: Case, rows: dict, runtimes: tuple[str, ...] = ("onnxruntime",)) -> str:
+    timed = [f"{runtime} b{shape[0]}" for runtime in runtimes for shape in case.batch_shapes]
+    openvino = "openvino" in runtimes
     head = (f"| {case.name} | {case.metric} torch | {case.metric} onnxruntime | ONNX MB | QLinearConv/Conv in ORT | "
-            + " | ".join(f"batch {b} median ms | speed-up" for b in batches) + " |")
-    lines = [head, "|" + "---|" * (5 + 2 * len(batches))]
+            + ("int8/all convs in OpenVINO | " if openvino else "")
+            + " | ".join(f"{column.replace(' b', ', batch ')} median ms | speed-up" for column in timed) + " |")
+    lines = [head, "|" + "---|" * (5 + openvino + 2 * len(timed))]
     for label, row in rows.items():
-        timing = " | ".join(f"{row[f'b{b}_ms']:.3f} | {row[f'b{b}_speedup']:.2f}x" if f"b{b}_ms" in row else "- | -" for b in batches)
+        timing = " | ".join(f"{row[f'{c}_ms']:.3f} | {row[f'{c}_speedup']:.2f}x" if f"{c}_ms" in row else "- | -" for c in timed)
         torch_metric = "-" if np.isnan(row["torch"]) else f"{row['torch']:.4f}"
-        lines.append(f"| {label} | {torch_metric} | {row['onnx']:.4f} | {row['mb']:.2f} | {row['kernels']} | {timing} |")
+        kernels = f"{row['kernels']} | " + (f"{row['openvino_kernels']} | " if openvino else "")
+        lines.append(f"| {label} | {torch_metric} | {row['onnx']:.4f} | {row['mb']:.2f} | {kernels}{timing} |")
     return "\n".join(lines)
 
 
@@ -291,11 +303,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-quant"))
     parser.add_argument("--runs", type=int, default=300, help="timed runs per model and round at batch 1 (a tenth at the large batch)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--calib-method", default="percentile")
+    parser.add_argument("--calib-method", default="mse", help="PTQ and QAT calibrator (the pipeline default)")
     parser.add_argument("--resnet-train-images", type=int, default=6000)
     parser.add_argument("--resnet-epochs", type=int, default=3)
     parser.add_argument("--calibration-sweep", action="store_true", help="only the detector's PTQ accuracy per calibration method, and the entropy diagnosis")
     parser.add_argument("--qat-study", action="store_true", help="only the detector's PTQ and QAT accuracy per QAT recipe and backend")
+    parser.add_argument("--runtime", action="append", choices=("onnxruntime", "openvino"),
+                        help="CPU runtime to time the models in (repeatable; default onnxruntime)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.calibration_sweep:
@@ -305,12 +319,13 @@ def main() -> None:
     if args.qat_study:
         print("\n" + qat_study(detector_case(), args.out / "qat-study"))
         return
+    runtimes = tuple(args.runtime or ("onnxruntime",))
     results = {}
     for build in (detector_case, lambda: resnet_case(args.resnet_train_images, args.resnet_epochs)):
         case = build()
-        rows = run_case(case, args.out / case.task, args.runs, args.rounds, args.calib_method)
+        rows = run_case(case, args.out / case.task, args.runs, args.rounds, args.calib_method, runtimes)
         results[case.name] = rows
-        print(table(case, rows), "\n", flush=True)
+        print(table(case, rows, runtimes), "\n", flush=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
 
 

@@ -62,6 +62,7 @@ class BuildConfig:
     val_images: int = 400
     profile_runs: int = 100
     profile_rounds: int = 3
+    profile_runtimes: tuple[str, ...] = ("onnxruntime",)  # CPU runtimes the report times every model in
     seed: int = 0
     quick: bool = False
     from_stage: str | None = None
@@ -243,10 +244,25 @@ def _check_settings(config: BuildConfig) -> None:
         raise EdgeCompressError(f"--prune-layers must be >= 0, got {config.prune_layers}")
     if config.calib_method not in CALIBRATORS:
         raise EdgeCompressError(f"unknown --calib-method {config.calib_method!r}; choose one of {', '.join(CALIBRATORS)}")
+    _check_runtimes(config.profile_runtimes)
     positive = ("profile_runs", "profile_rounds", "batch_size", "image_size")
     for name in ("epochs", "sparse_epochs", "finetune_epochs", "qat_epochs", *positive):
         if getattr(config, name) < (1 if name in positive else 0):
             raise EdgeCompressError(f"--{name.replace('_', '-')} must not be {getattr(config, name)}; pass a positive number")
+
+
+def _check_runtimes(runtimes: tuple[str, ...]) -> None:
+    import importlib.util
+
+    from .profile.worker import RUNNERS
+
+    if not runtimes:
+        raise EdgeCompressError("--profile-runtime needs at least one runtime; the default is onnxruntime")
+    for runtime in runtimes:
+        if runtime not in RUNNERS:
+            raise EdgeCompressError(f"unknown --profile-runtime {runtime!r}; choose from {', '.join(RUNNERS)}")
+        if importlib.util.find_spec(runtime) is None:
+            raise EdgeCompressError(f"--profile-runtime {runtime}: the {runtime} package is not installed; pip install 'edgecompress[{runtime}]'")
 
 
 def _discard_unresumable(run_dir: Path, stage_names: list[str]) -> None:

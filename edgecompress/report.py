@@ -48,14 +48,16 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _row(run, label: str, latency: dict[str, dict]) -> dict[str, Any]:
-    """Facts of one deployable model: accuracy in torch and onnxruntime, size, compute and speed."""
+def _row(run, label: str, latency: dict[str, dict[str, dict]]) -> dict[str, Any]:
+    """Facts of one deployable model: accuracy in torch and onnxruntime, size, compute and speed in each runtime
+    (the ``latency_*`` keys are the first runtime's)."""
     manifests = run.manifests
     stage = MODEL_ROWS[label]
     torch_metrics = manifests[stage]["metrics"]
     size_source = manifests["finetune" if label in ("int8", "fp16") else stage]["metrics"]
     export = manifests["export"]["metrics"].get(label, {})
-    lat = latency.get(label, {})
+    by_runtime = {runtime: stats.get(label, {}) for runtime, stats in latency.items()}
+    lat = next(iter(by_runtime.values()), {})
     return {
         "model": label,
         "metrics_torch": {k: v for k, v in torch_metrics.items() if isinstance(v, float)},
@@ -66,6 +68,7 @@ def _row(run, label: str, latency: dict[str, dict]) -> dict[str, Any]:
         "latency_median_ms": lat.get("median_ms"),
         "latency_p90_ms": lat.get("p90_ms"),
         "peak_memory_mb": lat.get("peak_memory_mb"),
+        "latency_by_runtime": {runtime: {k: stats.get(k) for k in ("median_ms", "p90_ms", "peak_memory_mb")} for runtime, stats in by_runtime.items()},
         "onnx_max_abs_error": export.get("max_abs_error"),
     }
 
@@ -73,11 +76,12 @@ def _row(run, label: str, latency: dict[str, dict]) -> dict[str, Any]:
 def _markdown(run, rows: list[dict[str, Any]]) -> str:
     metric = run.task.primary_metric
     base = rows[0]
+    runtime, *other_runtimes = run.config.profile_runtimes
     lines = [
         f"# edgecompress report: {run.config.name}",
         "",
         f"Model `{run.config.model}`, task `{run.config.task}`, target `{run.target.name}` ({run.target.description}), "
-        f"input {run.config.image_size}x{run.config.image_size}. Latency: onnxruntime on this machine's CPU, batch 1, "
+        f"input {run.config.image_size}x{run.config.image_size}. Latency: {runtime} on this machine's CPU, batch 1, "
         f"{run.config.profile_rounds} interleaved rounds of {run.config.profile_runs} runs after warm-up, each in a fresh process.",
         "",
         f"| model | {metric} (torch) | {metric} (onnxruntime) | params | MACs | ONNX size | latency median | latency p90 | speed-up | peak memory |",
@@ -90,6 +94,8 @@ def _markdown(run, rows: list[dict[str, Any]]) -> str:
             f"| {row['params']:,} | {row['macs'] / 1e6:.1f} M | {_fmt(row['file_size_bytes'] and row['file_size_bytes'] / 1e6, '.2f')} MB "
             f"| {_fmt(row['latency_median_ms'], '.2f')} ms | {_fmt(row['latency_p90_ms'], '.2f')} ms | {_fmt(speedup, '.2f')}x | {_fmt(row['peak_memory_mb'], '.1f')} MB |"
         )
+    for other in other_runtimes:
+        lines += _runtime_table(other, rows)
     labels = {row["model"] for row in rows}
     if "int8" in labels:
         lines += ["", INT8_NOTES.get(run.manifests["qat"]["metrics"].get("backend", "tensorrt"), "")]
@@ -107,6 +113,18 @@ def _markdown(run, rows: list[dict[str, Any]]) -> str:
         lines += ["```", " ".join(engine["command"]) if isinstance(engine["command"], list) else str(engine["command"]), "```", ""]
     lines += [f"- {note}" for note in engine.get("notes", [])]
     return "\n".join(lines) + "\n"
+
+
+def _runtime_table(runtime: str, rows: list[dict[str, Any]]) -> list[str]:
+    """The same models timed in another runtime (same input, runs and rounds)."""
+    times = [row["latency_by_runtime"][runtime] for row in rows]
+    lines = ["", f"Latency in {runtime} (same input, runs and rounds):", "",
+             "| model | latency median | latency p90 | speed-up | peak memory |", "|---|---|---|---|---|"]
+    for row, stats in zip(rows, times):
+        speedup = times[0]["median_ms"] / stats["median_ms"] if stats["median_ms"] and times[0]["median_ms"] else None
+        lines.append(f"| {row['model']} | {_fmt(stats['median_ms'], '.2f')} ms | {_fmt(stats['p90_ms'], '.2f')} ms "
+                     f"| {_fmt(speedup, '.2f')}x | {_fmt(stats['peak_memory_mb'], '.1f')} MB |")
+    return lines
 
 
 def _gamma_section(sparse: dict[str, Any]) -> list[str]:
@@ -150,8 +168,8 @@ def _stage_note(name: str, manifest: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
 
 
-def write_report(run, folder: Path, latency: dict[str, dict]) -> dict[str, str]:
-    """Write report.md and report.json into ``folder`` and the run folder; returns the stage outputs."""
+def write_report(run, folder: Path, latency: dict[str, dict[str, dict]]) -> dict[str, str]:
+    """Write report.md and report.json into ``folder`` and the run folder; ``latency`` is by runtime, then model."""
     rows = [_row(run, label, latency) for label in MODEL_ROWS if label in run.manifests["export"]["outputs"]]
     data = {
         "name": run.config.name,

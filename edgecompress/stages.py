@@ -220,15 +220,19 @@ def engine(run: Run, folder: Path) -> StageOutcome:
 
 
 def report(run: Run, folder: Path) -> StageOutcome:
-    """Profile every exported model in onnxruntime side by side and write report.md / report.json."""
+    """Profile every exported model side by side in each CPU runtime asked for and write report.md / report.json."""
     from .profile import compare_models
     from .report import write_report
 
+    config = run.config
     models = {label: run.artifact("export", label) for label in run.manifests["export"]["outputs"]}
-    stats = compare_models(models, tuple(run.example_input().shape), runs=run.config.profile_runs, rounds=run.config.profile_rounds, progress=True)
-    latency = {label: asdict(row) for label, row in stats.items()}
-    for label, row in stats.items():
-        console.print(f"  {label}: median {row.median_ms:.3f} ms, p90 {row.p90_ms:.3f} ms, peak {row.peak_memory_mb:.1f} MB")
+    latency: dict[str, dict[str, dict]] = {}
+    for runtime in config.profile_runtimes:
+        stats = compare_models(models, tuple(run.example_input().shape), runs=config.profile_runs, rounds=config.profile_rounds,
+                               progress=True, runtime=runtime)
+        latency[runtime] = {label: asdict(row) for label, row in stats.items()}
+        for label, row in stats.items():
+            console.print(f"  {label} ({runtime}): median {row.median_ms:.3f} ms, p90 {row.p90_ms:.3f} ms, peak {row.peak_memory_mb:.1f} MB")
     outputs = write_report(run, folder, latency)
     return StageOutcome(outputs=outputs, metrics={"latency": latency})
 
@@ -241,5 +245,5 @@ STAGES: tuple[Stage, ...] = (
     Stage("qat", qat, ("target", "calib", "calib_method", "calib_images", "max_drop", "qat_epochs")),
     Stage("export", export, ()),
     Stage("engine", engine, ("target",)),
-    Stage("report", report, ("profile_runs", "profile_rounds")),
+    Stage("report", report, ("profile_runs", "profile_rounds", "profile_runtimes")),
 )

@@ -2,11 +2,13 @@
 
 import json
 import os
+import shutil
 
 import onnx
 import pytest
 
 import edgecompress as ec
+from edgecompress.errors import EdgeCompressError
 from edgecompress.export.lint import check_onnx
 from edgecompress.pipeline import BuildConfig
 
@@ -109,3 +111,21 @@ def test_mac_target_layer_pruning_and_taylor_scores(cpu_run):
     assert len(prune["removed_blocks"]) == 1 and prune["plan"]["target_macs"] == 0.5
     assert prune["macs"] <= 0.55 * manifests["baseline"]["metrics"]["macs"]
     assert manifests["export"]["metrics"]["pruned"]["max_rel_error"] < 1e-3
+
+
+def test_report_times_the_models_in_openvino_too(cpu_run):
+    pytest.importorskip("openvino", reason="openvino (the dev extra) is not installed")
+    runs, run_dir = cpu_run
+    shutil.copytree(run_dir, runs / "e2e-openvino")
+    copy = ec.build(BuildConfig(target="cpu", quick=True, runs_dir=str(runs), name="e2e-openvino", profile_runtimes=("onnxruntime", "openvino")))
+    manifests = _manifests(copy)
+    assert {k: v for k, v in manifests.items() if k != "report"} == {k: v for k, v in _manifests(run_dir).items() if k != "report"}
+    rows = json.loads((copy / "report.json").read_text())["models"]
+    assert all(row["latency_by_runtime"]["openvino"]["median_ms"] > 0 for row in rows)
+    assert "Latency in openvino" in (copy / "report.md").read_text()
+
+
+def test_unknown_profile_runtime_fails_before_training(tmp_path):
+    with pytest.raises(EdgeCompressError, match="--profile-runtime"):
+        ec.build(BuildConfig(target="cpu", quick=True, runs_dir=str(tmp_path), profile_runtimes=("tvm",)))
+    assert not any(tmp_path.iterdir())

@@ -102,3 +102,24 @@ def ort_optimized_int8_ops(onnx_path: str | os.PathLike) -> dict[str, int]:
         optimized = onnx.load(options.optimized_model_filepath)
     ops = Counter(node.op_type for node in optimized.graph.node)
     return {op: count for op, count in sorted(ops.items()) if op.startswith(INT8_OP_PREFIXES) or op in INT8_OPS}
+
+
+def openvino_conv_precisions(onnx_path: str | os.PathLike) -> dict[str, int]:
+    """How many convolutions OpenVINO's CPU plugin runs at each precision (``{"u8": 71}``) for this ONNX file.
+
+    Compiled with the fp32 precision hint, so "u8"/"i8" means OpenVINO's low-precision transformations
+    turned the Q/DQ pairs into integer kernels, and "f32" that the conv stayed float.
+    """
+    try:
+        import openvino as ov
+    except ImportError:
+        raise EdgeCompressError("openvino is not installed; pip install 'edgecompress[openvino]'") from None
+    if not Path(onnx_path).is_file():
+        raise EdgeCompressError(f"ONNX file not found: {onnx_path}; export the model first")
+    compiled = ov.Core().compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    precisions: Counter = Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if "Convolution" in info["layerType"].astype(str):
+            precisions[info["runtimePrecision"].astype(str)] += 1
+    return dict(sorted(precisions.items()))

@@ -1,4 +1,4 @@
-"""Pipeline stage "profile": onnxruntime latency and memory of exported models, each in a fresh process."""
+"""Pipeline stage "profile": CPU latency and memory of exported models (onnxruntime or OpenVINO), each in a fresh process."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 from rich.table import Table
 
 from ..errors import EdgeCompressError
+from .worker import RUNNERS
 
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,19 +53,23 @@ def profile_onnx(
     threads: int | None = None,
     progress: bool = False,
     seed: int = 0,
+    runtime: str = "onnxruntime",
 ) -> LatencyStats:
-    """Time ``onnx_path`` on the CPU with onnxruntime in a fresh Python process.
+    """Time ``onnx_path`` on the CPU with ``runtime`` ("onnxruntime" or "openvino") in a fresh Python process.
 
     Inputs are seeded standard-normal float data, so models profiled with the same seed see the same input.
     """
-    times, peak = _measure(Path(onnx_path), input_shape, warmup, runs, threads, progress, seed)
+    times, peak = _measure(Path(onnx_path), input_shape, warmup, runs, threads, progress, seed, runtime)
     return _stats(times, peak, Path(onnx_path).stat().st_size)
 
 
 def _measure(
-    onnx_path: Path, input_shape: tuple[int, ...], warmup: int, runs: int, threads: int | None, progress: bool, seed: int
+    onnx_path: Path, input_shape: tuple[int, ...], warmup: int, runs: int, threads: int | None, progress: bool, seed: int,
+    runtime: str = "onnxruntime",
 ) -> tuple[list[float], float]:
     """Run the worker once; returns its per-run times (ms) and peak memory (MB)."""
+    if runtime not in RUNNERS:
+        raise EdgeCompressError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNNERS)}")
     if not onnx_path.is_file():
         raise EdgeCompressError(f"model to profile not found: {onnx_path}; run the export or engine stage first")
     if runs < 1 or warmup < 0:
@@ -72,7 +77,7 @@ def _measure(
     command = [
         sys.executable, "-m", "edgecompress.profile.worker", str(onnx_path),
         "--shape", ",".join(str(dim) for dim in input_shape), "--warmup", str(warmup), "--runs", str(runs),
-        "--threads", str(threads or 0), "--seed", str(seed), *(["--progress"] if progress else []),
+        "--threads", str(threads or 0), "--seed", str(seed), "--runtime", runtime, *(["--progress"] if progress else []),
     ]
     # The worker imports edgecompress from this source tree even when the package is not installed.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_SOURCE_ROOT), os.environ.get("PYTHONPATH")]))}
@@ -82,7 +87,7 @@ def _measure(
     if done.returncode != 0:
         detail = (done.stderr or "").strip().splitlines()
         raise EdgeCompressError(
-            f"profiling {onnx_path} failed ({detail[-1] if detail else f'exit {done.returncode}'}); "
+            f"profiling {onnx_path} with {runtime} failed ({detail[-1] if detail else f'exit {done.returncode}'}); "
             f"check that --input-shape {input_shape} matches the model's input"
         )
     measured = json.loads(done.stdout)
@@ -99,8 +104,9 @@ def compare_models(
     threads: int | None = None,
     progress: bool = False,
     seed: int = 0,
+    runtime: str = "onnxruntime",
 ) -> dict[str, LatencyStats]:
-    """Profile several models with identical settings and input, interleaved over ``rounds`` rounds.
+    """Profile several models with identical settings, input and ``runtime``, interleaved over ``rounds`` rounds.
 
     Each round runs every model once (``runs`` timed runs in a fresh process); a model's figures
     pool its runs of all rounds, so a transient slowdown of the machine hits every model alike
@@ -110,7 +116,7 @@ def compare_models(
     peaks: dict[str, float] = {name: 0.0 for name in models}
     for _ in range(rounds):
         for name, path in models.items():
-            round_times, peak = _measure(Path(path), input_shape, warmup, runs, threads, progress, seed)
+            round_times, peak = _measure(Path(path), input_shape, warmup, runs, threads, progress, seed, runtime)
             times[name] += round_times
             peaks[name] = max(peaks[name], peak)
     return {name: _stats(times[name], peaks[name], Path(path).stat().st_size) for name, path in models.items()}
