@@ -22,6 +22,11 @@ INT8_NOTES = {
     "output quantized), which its CPU provider runs as QLinearConv/QLinearAdd/QLinearConcat integer kernels.",
 }
 
+RUNTIME_NOTES = {
+    "openvino": "OpenVINO's CPU plugin reads the same ONNX files (fp32 precision hint, so float models run in fp32); "
+    "its low-precision transformations run the Q/DQ convs of either layout as integer kernels.",
+}
+
 
 def plot_gamma_distribution(before: np.ndarray, after: np.ndarray, path: Path) -> Path:
     """Histogram (log |gamma|) of the prunable BN gammas before and after sparse training, as a PNG."""
@@ -118,7 +123,8 @@ def _markdown(run, rows: list[dict[str, Any]]) -> str:
 def _runtime_table(runtime: str, rows: list[dict[str, Any]]) -> list[str]:
     """The same models timed in another runtime (same input, runs and rounds)."""
     times = [row["latency_by_runtime"][runtime] for row in rows]
-    lines = ["", f"Latency in {runtime} (same input, runs and rounds):", "",
+    about = RUNTIME_NOTES.get(runtime, "")
+    lines = ["", f"Latency in {runtime} (same input, runs and rounds). {about}".rstrip(), "",
              "| model | latency median | latency p90 | speed-up | peak memory |", "|---|---|---|---|---|"]
     for row, stats in zip(rows, times):
         speedup = times[0]["median_ms"] / stats["median_ms"] if stats["median_ms"] and times[0]["median_ms"] else None
