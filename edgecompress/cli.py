@@ -49,7 +49,7 @@ def build(
     qat_epochs: int = typer.Option(DEFAULTS["qat_epochs"]),
     max_drop: Optional[float] = typer.Option(None, help="Keep the most quantization-sensitive layers in float until int8 is within this metric drop (e.g. 0.01)."),
     calib_method: str = typer.Option(DEFAULTS["calib_method"], help="Activation calibrator: max, percentile, mse or entropy."),
-    profile_runs: int = typer.Option(DEFAULTS["profile_runs"], help="Timed onnxruntime runs per model and round."),
+    profile_runs: int = typer.Option(DEFAULTS["profile_runs"], help="Timed runs per model, round and runtime."),
     profile_rounds: int = typer.Option(DEFAULTS["profile_rounds"], help="Interleaved profiling rounds (each model once per round)."),
     profile_runtime: list[str] = typer.Option(list(DEFAULTS["profile_runtimes"]), help="CPU runtime the report times the models in: onnxruntime, openvino (repeatable)."),
     seed: int = typer.Option(DEFAULTS["seed"]),
