@@ -136,6 +136,9 @@ def run_case(case: Case, folder: Path, runs: int, rounds: int, method: str, runt
 
     started = time.perf_counter()
     qat = copy.deepcopy(ptq)
+    torch.manual_seed(0)  # as the pipeline's stages do, so QAT rows repeat from run to run
+    if case.train.generator is not None:
+        case.train.generator.manual_seed(0)
     fit(qat, case.train, task.loss(qat), TrainConfig(case.qat_epochs, lr=case.qat_lr, warmup_steps=0), description="qat")
     qat.eval()
     paths["QAT int8"] = export_onnx(qat, example, folder / "qat.onnx", int8=True)
