@@ -99,12 +99,15 @@ def _markdown(run, rows: list[dict[str, Any]]) -> str:
             f"| {row['params']:,} | {row['macs'] / 1e6:.1f} M | {_fmt(row['file_size_bytes'] and row['file_size_bytes'] / 1e6, '.2f')} MB "
             f"| {_fmt(row['latency_median_ms'], '.2f')} ms | {_fmt(row['latency_p90_ms'], '.2f')} ms | {_fmt(speedup, '.2f')}x | {_fmt(row['peak_memory_mb'], '.1f')} MB |"
         )
+    if runtime in RUNTIME_NOTES:
+        lines += ["", RUNTIME_NOTES[runtime]]
     for other in other_runtimes:
         lines += _runtime_table(other, rows)
     labels = {row["model"] for row in rows}
-    if "int8" in labels:
+    timed_in_onnxruntime = "onnxruntime" in run.config.profile_runtimes  # the notes below explain onnxruntime's figures
+    if "int8" in labels and timed_in_onnxruntime:
         lines += ["", INT8_NOTES.get(run.manifests["qat"]["metrics"].get("backend", "tensorrt"), "")]
-    if "fp16" in labels:
+    if "fp16" in labels and timed_in_onnxruntime:
         lines += ["", "The fp16 row is the pruned model converted to fp16 (inputs and outputs stay fp32), the ONNX a "
                   "strongly typed TensorRT network builds in fp16; onnxruntime's CPU provider has few fp16 kernels, "
                   "so its latency here says nothing about the GPU."]
