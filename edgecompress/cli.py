@@ -52,6 +52,7 @@ def build(
     profile_runs: int = typer.Option(DEFAULTS["profile_runs"], help="Timed runs per model, round and runtime."),
     profile_rounds: int = typer.Option(DEFAULTS["profile_rounds"], help="Interleaved profiling rounds (each model once per round)."),
     profile_runtime: list[str] = typer.Option(list(DEFAULTS["profile_runtimes"]), help="CPU runtime the report times the models in: onnxruntime, openvino (repeatable)."),
+    profile_batch: int = typer.Option(DEFAULTS["profile_batch"], help="Batch size of the report's timed inputs: 1 for latency, larger for throughput."),
     seed: int = typer.Option(DEFAULTS["seed"]),
     quick: bool = typer.Option(False, "--quick", help="Tiny data and one epoch per stage: a smoke run in about a minute."),
     from_stage: Optional[str] = typer.Option(None, "--from", help="Rerun from this stage on, even if finished."),
@@ -62,7 +63,7 @@ def build(
         calib=str(calib) if calib else None, name=name, runs_dir=str(runs_dir), image_size=image_size, batch_size=batch_size,
         lr=lr, epochs=epochs, sparse_epochs=sparse_epochs, sparsity_lambda=sparsity_lambda, prune_ratio=prune_ratio, target_macs=target_macs, prune_layers=prune_layers, criterion=criterion,
         min_channels=min_channels, round_to=round_to, ignore=tuple(ignore), finetune_epochs=finetune_epochs, qat_epochs=qat_epochs, max_drop=max_drop,
-        calib_method=calib_method, profile_runs=profile_runs, profile_rounds=profile_rounds, profile_runtimes=tuple(profile_runtime), seed=seed, quick=quick, from_stage=from_stage,
+        calib_method=calib_method, profile_runs=profile_runs, profile_rounds=profile_rounds, profile_runtimes=tuple(profile_runtime), profile_batch=profile_batch, seed=seed, quick=quick, from_stage=from_stage,
     )
     try:
         run_dir = run_build(config)

@@ -63,6 +63,7 @@ class BuildConfig:
     profile_runs: int = 100
     profile_rounds: int = 3
     profile_runtimes: tuple[str, ...] = ("onnxruntime",)  # CPU runtimes the report times every model in
+    profile_batch: int = 1  # batch size of the report's timed inputs (latency at 1, throughput above)
     seed: int = 0
     quick: bool = False
     from_stage: str | None = None
@@ -245,7 +246,7 @@ def _check_settings(config: BuildConfig) -> None:
     if config.calib_method not in CALIBRATORS:
         raise EdgeCompressError(f"unknown --calib-method {config.calib_method!r}; choose one of {', '.join(CALIBRATORS)}")
     _check_runtimes(config.profile_runtimes)
-    positive = ("profile_runs", "profile_rounds", "batch_size", "image_size")
+    positive = ("profile_runs", "profile_rounds", "profile_batch", "batch_size", "image_size")
     for name in ("epochs", "sparse_epochs", "finetune_epochs", "qat_epochs", *positive):
         if getattr(config, name) < (1 if name in positive else 0):
             raise EdgeCompressError(f"--{name.replace('_', '-')} must not be {getattr(config, name)}; pass a positive number")

@@ -86,7 +86,7 @@ def _markdown(run, rows: list[dict[str, Any]]) -> str:
         f"# edgecompress report: {run.config.name}",
         "",
         f"Model `{run.config.model}`, task `{run.config.task}`, target `{run.target.name}` ({run.target.description}), "
-        f"input {run.config.image_size}x{run.config.image_size}. Latency: {runtime} on this machine's CPU, batch 1, "
+        f"input {run.config.image_size}x{run.config.image_size}. Latency: {runtime} on this machine's CPU, batch {run.config.profile_batch}, "
         f"{run.config.profile_rounds} interleaved rounds of {run.config.profile_runs} runs after warm-up, each in a fresh process.",
         "",
         f"| model | {metric} (torch) | {metric} (onnxruntime) | params | MACs | ONNX size | latency median | latency p90 | speed-up | peak memory |",

@@ -226,10 +226,10 @@ def report(run: Run, folder: Path) -> StageOutcome:
 
     config = run.config
     models = {label: run.artifact("export", label) for label in run.manifests["export"]["outputs"]}
+    shape = (config.profile_batch, *run.example_input().shape[1:])
     latency: dict[str, dict[str, dict]] = {}
     for runtime in config.profile_runtimes:
-        stats = compare_models(models, tuple(run.example_input().shape), runs=config.profile_runs, rounds=config.profile_rounds,
-                               progress=True, runtime=runtime)
+        stats = compare_models(models, shape, runs=config.profile_runs, rounds=config.profile_rounds, progress=True, runtime=runtime)
         latency[runtime] = {label: asdict(row) for label, row in stats.items()}
         for label, row in stats.items():
             console.print(f"  {label} ({runtime}): median {row.median_ms:.3f} ms, p90 {row.p90_ms:.3f} ms, peak {row.peak_memory_mb:.1f} MB")
@@ -245,5 +245,5 @@ STAGES: tuple[Stage, ...] = (
     Stage("qat", qat, ("target", "calib", "calib_method", "calib_images", "max_drop", "qat_epochs")),
     Stage("export", export, ()),
     Stage("engine", engine, ("target",)),
-    Stage("report", report, ("profile_runs", "profile_rounds", "profile_runtimes")),
+    Stage("report", report, ("profile_runs", "profile_rounds", "profile_runtimes", "profile_batch")),
 )

@@ -123,9 +123,10 @@ def test_report_times_the_models_in_openvino_too(cpu_run):
     rows = json.loads((copy / "report.json").read_text())["models"]
     assert all(row["latency_by_runtime"]["openvino"]["median_ms"] > 0 for row in rows)
     assert "Latency in openvino" in (copy / "report.md").read_text()
-    ec.build(BuildConfig(target="cpu", quick=True, runs_dir=str(runs), name="e2e-openvino", profile_runtimes=("openvino",)))
+    ec.build(BuildConfig(target="cpu", quick=True, runs_dir=str(runs), name="e2e-openvino", profile_runtimes=("openvino",), profile_batch=4))
     report = (copy / "report.md").read_text()
-    assert "Latency: openvino" in report and "OpenVINO's CPU plugin" in report and "onnxruntime's layout" not in report
+    assert "Latency: openvino on this machine's CPU, batch 4" in report and "OpenVINO's CPU plugin" in report
+    assert "onnxruntime's layout" not in report
 
 
 def test_unknown_profile_runtime_fails_before_training(tmp_path):
