@@ -141,7 +141,7 @@ def quantize(
     skip: list[str] = typer.Option([], help="Layers (module names) or placed quantizers (e.g. add_1_quantizer, from sensitivity.json) kept in float; repeatable."),
 ) -> None:
     """Quantize a model to int8: calibrate, optionally pick mixed precision by sensitivity and fine-tune (QAT), export ONNX."""
-    from .quant.api import QuantizeJob, run_quantize_job
+    from .quantize_job import QuantizeJob, run_quantize_job
 
     job = QuantizeJob(
         model=model, data=data, out=out, task=task, calib=calib, weights=weights, image_size=image_size, batch_size=batch_size,
