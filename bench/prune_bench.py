@@ -41,20 +41,20 @@ import torch
 from torch import Tensor, nn
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "prune")]
+sys.path.insert(0, str(ROOT))  # the edgecompress and tests packages of this checkout
 
 try:
     import torch_pruning as tp
 except ImportError:
     sys.exit("torch_pruning is not installed here; run this script with bench/.venv-tp/bin/python (see the docstring)")
 
-import prune_zoo  # noqa: E402  (the test zoo's coupling patterns)
-
 from edgecompress.graph import analyze  # noqa: E402
+from edgecompress.helpers import evaluating, output_tensors  # noqa: E402
 from edgecompress.models import ResNetCifar, build_model  # noqa: E402
 from edgecompress.models.yolov8 import C2f, ConvBNSiLU  # noqa: E402
 from edgecompress.prune import apply_plan, plan_pruning  # noqa: E402
 from edgecompress.stats import ModelStats, model_stats  # noqa: E402
+from tests.prune import prune_zoo  # noqa: E402  (the test zoo's coupling patterns)
 
 
 def last_linear(model: nn.Module) -> list[str]:
@@ -205,19 +205,17 @@ def randomise_gammas(model: nn.Module, seed: int) -> nn.Module:
 
 
 def output_shapes(model: nn.Module, x: Tensor) -> list[tuple[int, ...]]:
-    with torch.no_grad():
-        out = model.eval()(x)
-    return [tuple(t.shape) for t in ([out] if isinstance(out, Tensor) else out)]
+    with evaluating(model):
+        return [tuple(t.shape) for t in output_tensors(model(x))]
 
 
 def still_runs(model: nn.Module, x: Tensor, expected: list[tuple[int, ...]]) -> str:
     """'yes' when the pruned model runs on a fresh random input and returns the original shapes, finite."""
     try:
-        with torch.no_grad():
-            out = model.eval()(x)
+        with evaluating(model):
+            outs = output_tensors(model(x))
     except Exception as exc:
         return f"no: {type(exc).__name__}"
-    outs = [out] if isinstance(out, Tensor) else list(out)
     if [tuple(t.shape) for t in outs] != expected:
         return f"no: shapes {[tuple(t.shape) for t in outs]}"
     return "yes" if all(torch.isfinite(t).all() for t in outs) else "no: non-finite outputs"

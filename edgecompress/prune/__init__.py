@@ -1,9 +1,18 @@
-"""Prune stage: score coupled channel groups, pick channels (global threshold, per-layer ratios or a
-MACs/parameter target), slice the layers; optionally remove whole residual blocks."""
+"""Prune stage: score coupled channel groups with a criterion, pick channels (global threshold,
+per-layer ratios or a MACs/parameter target), slice the layers; optionally remove whole residual blocks."""
 
 from .apply import apply_plan, prunable_batchnorms, prune
-from .criteria import CRITERIA, register_criterion
-from .layers import LAYER_CRITERIA, ResidualBlock, prune_layers, residual_blocks
+from .criteria import (
+    CRITERIA,
+    BnGammaImportance,
+    Criterion,
+    FpgmImportance,
+    L1Importance,
+    TaylorImportance,
+    get_criterion,
+    register_criterion,
+)
+from .layers import ResidualBlock, prune_layers, residual_blocks
 from .plan import GroupPlan, LayerCut, PrunePlan, plan_pruning
 from .surgery import SURGERIES, register_surgery
 
@@ -15,13 +24,17 @@ __all__ = [
     "prune_layers",
     "residual_blocks",
     "ResidualBlock",
-    "LAYER_CRITERIA",
     "PrunePlan",
     "GroupPlan",
     "LayerCut",
+    "Criterion",
+    "BnGammaImportance",
+    "L1Importance",
+    "FpgmImportance",
+    "TaylorImportance",
     "CRITERIA",
     "register_criterion",
+    "get_criterion",
     "SURGERIES",
     "register_surgery",
 ]
-

@@ -10,7 +10,9 @@ from torch import nn
 
 from ..errors import EdgeCompressError, describe
 from ..graph import ChannelGraph, Role
-from ..graph.trace import evaluating, tensor_shapes
+from ..graph.trace import tensor_shapes
+from ..helpers import evaluating, model_device
+from .criteria import Criterion
 from .plan import LayerCut, PrunePlan, RatioSpec, analysis_for, plan_pruning
 from .surgery import dimension_size, surgery_for
 
@@ -29,10 +31,9 @@ def _check_plan_fits(plan: PrunePlan, modules: dict[str, nn.Module]) -> None:
 
 def _verify(model: nn.Module, plan: PrunePlan) -> None:
     """Run the pruned model once: it must accept the same input and return the same shapes."""
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     try:
         with evaluating(model):
-            shapes = tensor_shapes(model(torch.zeros(plan.input_shape, dtype=plan.input_dtype, device=device)))
+            shapes = tensor_shapes(model(torch.zeros(plan.input_shape, dtype=plan.input_dtype, device=model_device(model))))
     except Exception as exc:
         raise EdgeCompressError(
             f"the pruned model fails on an input of shape {plan.input_shape} ({describe(exc)}); its forward may hard-code channel counts: "
@@ -71,7 +72,7 @@ def prune(
     ratio: RatioSpec | None = None,
     target_macs: float | None = None,
     target_params: float | None = None,
-    criterion: str = "bn-gamma",
+    criterion: str | Criterion = "bn-gamma",
     ignore: Sequence[str] = (),
     round_to: int = 1,
     min_channels: int = 1,

@@ -2,27 +2,28 @@
 
 A block whose forward is exactly ``x + f(x)`` becomes ``nn.Identity``: its input passes straight
 through, which is what the block computes when the branch's output is zero. A branch is scored by
-the last layer producing it: the mean |gamma| of its final BatchNorm (``bn-gamma``) or the mean
-|weight| of its final conv (``l1``). Blocks with an activation after the add are not candidates.
+the last layers producing it, its final conv and BatchNorm, through :meth:`Criterion.score_block`:
+the mean |gamma| of the BN (``bn-gamma``) or the mean |weight| of the conv (``l1``). A criterion
+that cannot score blocks (``fpgm``, ``taylor``) falls back to ``bn-gamma``, so one criterion
+setting drives both channel and layer pruning. Blocks with an activation after the add are not
+candidates.
 """
 
 from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import fx, nn
 
 from ..errors import EdgeCompressError
-from ..graph.trace import check_ignore, evaluating, propagate_shapes, tensor_shapes, trace_model
+from ..graph.trace import check_ignore, propagate_shapes, tensor_shapes, trace_model
+from ..helpers import evaluating
+from .criteria import BnGammaImportance, Criterion, get_criterion
 
 ADDS = (operator.add, operator.iadd, torch.add)
-LAYER_CRITERIA: dict[str, Callable[[nn.Module, nn.Module | None], float]] = {
-    "bn-gamma": lambda conv, bn: float((bn if bn is not None else conv).weight.detach().abs().mean()),
-    "l1": lambda conv, bn: float(conv.weight.detach().abs().mean()),
-}
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,21 @@ def _branch_layers(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str | 
     return None, None
 
 
-def residual_blocks(model: nn.Module, example_input: torch.Tensor, criterion: str = "bn-gamma", ignore: Sequence[str] = ()) -> list[ResidualBlock]:
-    """Every submodule computing exactly ``x + f(x)`` (one tensor input, same output shape), scored."""
-    if criterion not in LAYER_CRITERIA:
-        raise EdgeCompressError(f"unknown layer pruning criterion {criterion!r}; choose one of {', '.join(sorted(LAYER_CRITERIA))}")
+def _block_scores(criterion: Criterion, layers: list[tuple[nn.Module, nn.Module | None]]) -> list[float]:
+    """Each branch's score by ``criterion``, or every one by ``bn-gamma`` when it cannot score blocks
+    (one unscored block is enough: all scores must share a scale)."""
+    scores = [criterion.score_block(conv, bn) for conv, bn in layers]
+    if any(score is None for score in scores):
+        return _block_scores(BnGammaImportance(), layers)
+    return scores
+
+
+def residual_blocks(
+    model: nn.Module, example_input: torch.Tensor, criterion: str | Criterion = "bn-gamma", ignore: Sequence[str] = ()
+) -> list[ResidualBlock]:
+    """Every submodule computing exactly ``x + f(x)`` (one tensor input, same output shape), scored by
+    ``criterion`` (a name or a :class:`Criterion`; ``bn-gamma`` when it cannot score blocks)."""
+    criterion = get_criterion(criterion)
     ignored = check_ignore(model, ignore)
     traced, opaque = trace_model(model, ignored)
     propagate_shapes(traced, model, example_input)
@@ -66,7 +78,7 @@ def residual_blocks(model: nn.Module, example_input: torch.Tensor, criterion: st
     for node in traced.graph.nodes:
         for path in _paths(node):
             inside.setdefault(path, []).append(node)
-    blocks = []
+    candidates = []
     for path, nodes in inside.items():
         if any(path == name or path.startswith(name + ".") for name in (*ignored, *opaque)):
             continue
@@ -85,9 +97,9 @@ def residual_blocks(model: nn.Module, example_input: torch.Tensor, criterion: st
             continue
         conv, batchnorm = _branch_layers(branches[0], modules)
         if conv is not None:
-            score = LAYER_CRITERIA[criterion](modules[conv], modules[batchnorm] if batchnorm else None)
-            blocks.append(ResidualBlock(path, conv, batchnorm, score))
-    return blocks
+            candidates.append((path, conv, batchnorm))
+    scores = _block_scores(criterion, [(modules[conv], modules[batchnorm] if batchnorm else None) for _, conv, batchnorm in candidates])
+    return [ResidualBlock(*candidate, score) for candidate, score in zip(candidates, scores)]
 
 
 def prune_layers(
@@ -96,11 +108,13 @@ def prune_layers(
     *,
     n: int | None = None,
     ratio: float | None = None,
-    criterion: str = "bn-gamma",
+    criterion: str | Criterion = "bn-gamma",
     ignore: Sequence[str] = (),
 ) -> list[str]:
     """Replace the ``n`` (or ``ratio`` of all) lowest-scoring residual blocks by ``nn.Identity``, in place.
 
+    ``criterion`` scores the blocks (see :func:`residual_blocks`); one that cannot score blocks
+    falls back to ``bn-gamma``, so a pipeline can pass its channel criterion through unchanged.
     Returns the removed blocks' paths. Blocks nested in (or containing) a removed block are skipped.
     """
     blocks = residual_blocks(model, example_input, criterion, ignore)

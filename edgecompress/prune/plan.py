@@ -15,7 +15,7 @@ from ..errors import EdgeCompressError
 from ..graph import ChannelGraph, ChannelGroup, analyze
 from ..graph.analyze import collector_paused
 from .budget import CostModel, bisect_ratio
-from .criteria import CRITERIA
+from .criteria import Criterion, get_criterion
 from .selection import rank_channels, select_channels, select_per_group
 from .surgery import dimension_size
 
@@ -44,7 +44,7 @@ class LayerCut:
 class PrunePlan:
     """Everything :func:`apply_plan` needs, plus what the model must still accept and return."""
 
-    criterion: str
+    criterion: str  # the criterion's name
     ratio: float | None  # the global ratio used (found by bisection for a target); None for per-layer ratios
     threshold: float  # normalised score (1.0 = average channel of its group) of the last ranked channel cut
     groups: tuple[GroupPlan, ...]
@@ -79,10 +79,9 @@ def check_ratio(ratio: object) -> None:
         raise EdgeCompressError(f"pruning ratio must be in [0, 1), got {ratio!r}; e.g. ratio=0.5 removes half the prunable channels")
 
 
-def check_arguments(ratio: float, criterion: str, min_channels: int, round_to: int) -> None:
+def check_arguments(ratio: float, criterion: str | Criterion, min_channels: int, round_to: int) -> None:
     check_ratio(ratio)
-    if criterion not in CRITERIA:
-        raise EdgeCompressError(f"unknown pruning criterion {criterion!r}; choose one of {', '.join(sorted(CRITERIA))}")
+    get_criterion(criterion)
     if not isinstance(min_channels, int) or min_channels < 0:
         raise EdgeCompressError(f"min_channels must be a non-negative integer, got {min_channels!r}")
     if not isinstance(round_to, int) or round_to < 1:
@@ -158,7 +157,7 @@ def plan_pruning(
     ratio: RatioSpec | None = None,
     target_macs: float | None = None,
     target_params: float | None = None,
-    criterion: str = "bn-gamma",
+    criterion: str | Criterion = "bn-gamma",
     ignore: Sequence[str] = (),
     min_channels: int = 1,
     round_to: int = 1,
@@ -173,6 +172,9 @@ def plan_pruning(
     - ``target_macs=0.5`` / ``target_params=0.5``: the smallest global ratio estimated to remove
       that fraction of the model's MACs / parameters.
 
+    ``criterion``: a registered name (see ``CRITERIA``) or a :class:`Criterion`; one that
+    ``needs_gradients`` reads those accumulated on the model, so run ``loss.backward()`` first.
+
     Every group keeps at least max(min_channels, 1) channels; every layer keeps a multiple of
     ``round_to`` channels (see :func:`group_rounding`) unless it keeps them all.
 
@@ -185,7 +187,7 @@ def plan_pruning(
     check_arguments(0.0 if per_layer or ratio is None else ratio, criterion, min_channels, round_to)
     with collector_paused():
         graph = analysis_for(model, example_input, ignore, graph)
-        return _plan(model, graph, dict(model.named_modules()), ratio, target_macs, target_params, criterion, min_channels, round_to)
+        return _plan(model, graph, dict(model.named_modules()), ratio, target_macs, target_params, get_criterion(criterion), min_channels, round_to)
 
 
 def analysis_for(model: nn.Module, example_input: torch.Tensor, ignore: Sequence[str], graph: ChannelGraph | None) -> ChannelGraph:
@@ -216,13 +218,13 @@ def _plan(
     ratio: RatioSpec | None,
     target_macs: float | None,
     target_params: float | None,
-    criterion: str,
+    criterion: Criterion,
     min_channels: int,
     round_to: int,
 ) -> PrunePlan:
     per_layer = isinstance(ratio, Mapping) or callable(ratio)
     groups = graph.prunable_groups
-    scores = [CRITERIA[criterion](group, modules) for group in groups]
+    scores = [criterion.score(group, modules) for group in groups]
     multiples = np.array([group_rounding(group, round_to) for group in groups], dtype=int)
     if per_layer:
         selection = select_per_group(scores, _group_ratios(groups, _layer_ratio(ratio, modules)), min_channels, multiples)
@@ -237,7 +239,7 @@ def _plan(
         for group, channels in zip(groups, selection.removed)
     )
     return PrunePlan(
-        criterion=criterion,
+        criterion=criterion.name,
         ratio=None if ratio is None else float(ratio),
         threshold=selection.threshold,
         groups=group_plans,

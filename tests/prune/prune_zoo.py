@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from zoo_blocks import C2fNet, Conv1dNet, Decoder, EfficientNetSE, LayerNormHead, ResNeXt
+
+from edgecompress.helpers import output_tensors
+
+from .zoo_blocks import C2fNet, Conv1dNet, Decoder, EfficientNetSE, LayerNormHead, ResNeXt
 
 
 def conv_bn_relu(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1, kernel: int = 3) -> nn.Sequential:
@@ -220,5 +223,4 @@ def example_input(name: str, seed: int = 1) -> Tensor:
 
 def outputs(model: nn.Module, x: Tensor) -> list[Tensor]:
     with torch.no_grad():
-        result = model(x)
-    return list(result) if isinstance(result, (list, tuple)) else [result]
+        return output_tensors(model(x))

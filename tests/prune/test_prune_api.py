@@ -6,12 +6,13 @@ import json
 
 import pytest
 import torch
-from prune_zoo import build, example_input
 from torch import Tensor, nn
 
 from edgecompress.errors import EdgeCompressError
 from edgecompress.prune import CRITERIA, apply_plan, plan_pruning, prunable_batchnorms, prune
 from edgecompress.stats import model_stats
+
+from .prune_zoo import build, example_input
 
 
 class TwoLayers(nn.Module):

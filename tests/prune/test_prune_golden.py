@@ -2,14 +2,14 @@
 so speed work on the analysis cannot change what it finds or cuts.
 
 The fingerprints were recorded with the analysis before issue #3's speed-up; after a deliberate
-change of the analysis, review the difference and rerun ``python tests/prune/test_prune_golden.py``.
+change of the analysis, review the difference and rerun ``python -m tests.prune.test_prune_golden``
+from the repository root.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -17,13 +17,11 @@ import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).parent))
+from edgecompress.graph import ChannelGraph, analyze
+from edgecompress.models import build_model
+from edgecompress.prune import PrunePlan, plan_pruning
 
-from prune_zoo import ZOO, build, example_input  # noqa: E402
-
-from edgecompress.graph import ChannelGraph, analyze  # noqa: E402
-from edgecompress.models import build_model  # noqa: E402
-from edgecompress.prune import PrunePlan, plan_pruning  # noqa: E402
+from .prune_zoo import ZOO, build, example_input
 
 FINGERPRINTS = Path(__file__).with_name("golden_fingerprints.json")
 

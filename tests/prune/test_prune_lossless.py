@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from prune_zoo import NOT_LOSSLESS, ZOO, build, example_input, outputs
 
 from edgecompress.graph import Role, analyze
 from edgecompress.prune import apply_plan, plan_pruning
 from edgecompress.prune.plan import PrunePlan
+
+from .prune_zoo import NOT_LOSSLESS, ZOO, build, example_input, outputs
 
 
 def zero_outputs(module: torch.nn.Module, index: list[int]) -> None:

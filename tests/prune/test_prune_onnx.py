@@ -6,10 +6,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from prune_zoo import ZOO, build, example_input, outputs
 
 from edgecompress.export import export_onnx
 from edgecompress.prune import prune
+
+from .prune_zoo import ZOO, build, example_input, outputs
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from prune_zoo import build, example_input, outputs
 from torch import nn
 
 import edgecompress
@@ -12,6 +11,8 @@ from edgecompress.errors import EdgeCompressError
 from edgecompress.graph import analyze
 from edgecompress.prune import apply_plan, plan_pruning, prune, prune_layers, residual_blocks
 from edgecompress.stats import model_stats
+
+from .prune_zoo import build, example_input, outputs
 
 
 @pytest.mark.parametrize(("name", "goal"), [("c2f", "target_macs"), ("resnext", "target_params"), ("mobilenetv2", "target_macs")])

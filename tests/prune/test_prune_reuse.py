@@ -7,11 +7,12 @@ import gc
 
 import pytest
 import torch
-from prune_zoo import build, example_input, outputs
 
 from edgecompress.errors import EdgeCompressError
 from edgecompress.graph import analyze
 from edgecompress.prune import apply_plan, plan_pruning, prunable_batchnorms
+
+from .prune_zoo import build, example_input, outputs
 
 GOALS = [{"ratio": 0.4}, {"ratio": {"": 0.3}, "criterion": "l1"}, {"target_macs": 0.5, "round_to": 4}, {"target_params": 0.3}]
 

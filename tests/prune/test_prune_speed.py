@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 
 import torch
-from prune_zoo import outputs
 from torch import nn
-from yolov8_like import YOLOv8Like
 
 from edgecompress.prune import apply_plan, plan_pruning
 from edgecompress.stats import model_stats
+
+from .prune_zoo import outputs
+from .yolov8_like import YOLOv8Like
 
 
 def test_yolov8_size_model_is_analysed_planned_and_cut_within_5_seconds() -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from prune_zoo import ZOO, build, example_input, outputs
 
 from edgecompress.graph import Role, analyze
 from edgecompress.prune import apply_plan, plan_pruning
 from edgecompress.stats import model_stats
+
+from .prune_zoo import ZOO, build, example_input, outputs
 
 OUTPUT_CONVS = {"fpn": ["out2", "out3", "out4"], "detector": ["predict1", "predict2"]}
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from zoo_blocks import C2f, conv_bn_act
+
+from .zoo_blocks import C2f, conv_bn_act
 
 
 class SPPF(nn.Module):
