@@ -1,20 +1,43 @@
-"""The `edgecompress` command: a thin typer layer over the Python API."""
+"""The `edgecompress` command: a thin typer layer over the Python API.
+
+The options of ``build`` and ``quantize`` are generated from the fields of :class:`BuildConfig` and
+:class:`QuantizeJob` (help text, defaults, and choices read from the registries), so a setting is
+declared once and checked once, by the config itself.
+"""
 
 from __future__ import annotations
 
-from dataclasses import fields
+import inspect
+import typing
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 from rich.table import Table
 
 from .errors import EdgeCompressError
-from .pipeline import BuildConfig, build as run_build
+from .pipeline import build as run_build
 from .progress import console
+from .quantize_job import QuantizeJob, run_quantize_job
+from .settings import BuildConfig, flag_of
+from .stages import STAGE_NAMES
 
 app = typer.Typer(help="Prune, quantize and deploy CNNs to edge hardware.", no_args_is_help=True, add_completion=False)
-DEFAULTS = {f.name: f.default for f in fields(BuildConfig)}
+
+def load_plugins() -> None:
+    """Import every module declared in the ``edgecompress.plugins`` entry-point group, so its registrations
+    (targets, tasks, criteria, runtimes) exist before the options and their help are built."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="edgecompress.plugins"):
+        entry.load()
+
+
+load_plugins()
+
+# Choices the settings cannot name themselves (the stage table sits above the settings).
+EXTRA_CHOICES: dict[str, Callable[[], Any]] = {"from_stage": lambda: STAGE_NAMES}
 
 
 def _fail(error: EdgeCompressError) -> None:
@@ -22,61 +45,73 @@ def _fail(error: EdgeCompressError) -> None:
     raise typer.Exit(2)
 
 
-@app.command()
-def build(
-    target: str = typer.Option(DEFAULTS["target"], help="Deployment target; `edgecompress targets` lists them."),
-    model: str = typer.Option(DEFAULTS["model"], help="Zoo name, path/to/file.py:callable, package.module:callable or a torch.save(model) file."),
-    weights: Optional[Path] = typer.Option(None, help="State dict to load; skips baseline training."),
-    task: str = typer.Option(DEFAULTS["task"], help="detect (YOLO data.yaml) or classify (ImageFolder with train/ and val/)."),
-    data: Optional[Path] = typer.Option(None, help="Dataset: a YOLO data.yaml, or an ImageFolder root. Default: the bundled digits detection set."),
-    calib: Optional[Path] = typer.Option(None, help="Folder of calibration images. Default: the bundled calib_data/."),
-    name: Optional[str] = typer.Option(None, help="Run name: the folder under --runs-dir. Default: MODEL-TARGET."),
-    runs_dir: Path = typer.Option(Path(DEFAULTS["runs_dir"]), help="Where run folders are written."),
-    image_size: int = typer.Option(DEFAULTS["image_size"], help="Square input size in pixels."),
-    batch_size: int = typer.Option(DEFAULTS["batch_size"]),
-    lr: float = typer.Option(DEFAULTS["lr"], help="Peak Adam learning rate (cosine-annealed); QAT uses lr/100."),
-    epochs: int = typer.Option(DEFAULTS["epochs"], help="Baseline training epochs (ignored with --weights)."),
-    sparse_epochs: int = typer.Option(DEFAULTS["sparse_epochs"], help="Sparse-training epochs."),
-    sparsity_lambda: float = typer.Option(DEFAULTS["sparsity_lambda"], help="L1 weight on BN gammas during sparse training."),
-    prune_ratio: float = typer.Option(DEFAULTS["prune_ratio"], help="Fraction of prunable channels removed (global threshold)."),
-    target_macs: Optional[float] = typer.Option(None, help="Fraction of MACs to remove (0.5 halves them); replaces --prune-ratio."),
-    prune_layers: int = typer.Option(DEFAULTS["prune_layers"], help="Residual blocks (x + f(x)) to replace by identity before channel pruning."),
-    criterion: str = typer.Option(DEFAULTS["criterion"], help="Channel importance: bn-gamma, l1, fpgm or taylor."),
-    min_channels: int = typer.Option(DEFAULTS["min_channels"], help="Channels every layer keeps at least."),
-    round_to: int = typer.Option(DEFAULTS["round_to"], help="Kept channels are rounded up to a multiple of this."),
-    ignore: list[str] = typer.Option([], help="Module names never pruned nor quantized (repeatable)."),
-    finetune_epochs: int = typer.Option(DEFAULTS["finetune_epochs"]),
-    qat_epochs: int = typer.Option(DEFAULTS["qat_epochs"]),
-    max_drop: Optional[float] = typer.Option(None, help="Keep the most quantization-sensitive layers in float until int8 is within this metric drop (e.g. 0.01)."),
-    calib_method: str = typer.Option(DEFAULTS["calib_method"], help="Activation calibrator: max, percentile, mse or entropy."),
-    profile_runs: int = typer.Option(DEFAULTS["profile_runs"], help="Timed runs per model, round and runtime."),
-    profile_rounds: int = typer.Option(DEFAULTS["profile_rounds"], help="Interleaved profiling rounds (each model once per round)."),
-    profile_runtime: list[str] = typer.Option(list(DEFAULTS["profile_runtimes"]), help="CPU runtime the report times the models in: onnxruntime, openvino (repeatable)."),
-    profile_batch: int = typer.Option(DEFAULTS["profile_batch"], help="Batch size of the report's timed inputs: 1 for latency, larger for throughput."),
-    seed: int = typer.Option(DEFAULTS["seed"]),
-    quick: bool = typer.Option(False, "--quick", help="Tiny data and one epoch per stage: a smoke run in about a minute."),
-    from_stage: Optional[str] = typer.Option(None, "--from", help="Rerun from this stage on, even if finished."),
-) -> None:
-    """Run the whole pipeline: baseline, sparse, prune, finetune, qat, export, engine, report."""
-    config = BuildConfig(
-        target=target, model=model, weights=str(weights) if weights else None, task=task, data=str(data) if data else None,
-        calib=str(calib) if calib else None, name=name, runs_dir=str(runs_dir), image_size=image_size, batch_size=batch_size,
-        lr=lr, epochs=epochs, sparse_epochs=sparse_epochs, sparsity_lambda=sparsity_lambda, prune_ratio=prune_ratio, target_macs=target_macs, prune_layers=prune_layers, criterion=criterion,
-        min_channels=min_channels, round_to=round_to, ignore=tuple(ignore), finetune_epochs=finetune_epochs, qat_epochs=qat_epochs, max_drop=max_drop,
-        calib_method=calib_method, profile_runs=profile_runs, profile_rounds=profile_rounds, profile_runtimes=tuple(profile_runtime), profile_batch=profile_batch, seed=seed, quick=quick, from_stage=from_stage,
-    )
-    try:
-        run_dir = run_build(config)
-    except EdgeCompressError as error:
-        _fail(error)
+def _cli_type(annotation: Any) -> Any:
+    """The type typer parses a field as: ``X | None`` -> Optional[X], ``tuple[str, ...]`` -> list[str]."""
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if typing.get_origin(annotation) is tuple:
+        return list[args[0]]
+    if len(args) == 1 and type(None) in typing.get_args(annotation):
+        return Optional[args[0]]
+    return annotation
+
+
+def _parameter(item, annotation: Any) -> inspect.Parameter:
+    meta = item.metadata
+    choices = meta.get("choices") or EXTRA_CHOICES.get(item.name)
+    help_text = meta.get("help", "") + (f" Choose from: {', '.join(choices())}." if choices else "")
+    cli_type = _cli_type(annotation)
+    default = None if item.default is MISSING else list(item.default) if isinstance(item.default, tuple) else item.default
+    if meta.get("argument"):
+        info = typer.Argument(..., help=help_text, show_default=False, metavar=item.name.upper())
+    elif item.default is MISSING:
+        info = typer.Option(..., flag_of(item), help=help_text, metavar=item.name.upper())
+    else:
+        shown = not (default is None or default is False or default == [])
+        metavar = None if default is False else item.name.removesuffix("s" if isinstance(item.default, tuple) else "").upper()
+        info = typer.Option(default, flag_of(item), help=help_text, show_default=shown, metavar=metavar)
+    return inspect.Parameter(item.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=cli_type)
+
+
+def command_from(config_type: type, name: str, action: Callable[[Any], None], doc: str) -> None:
+    """Register a command whose options are ``config_type``'s fields; it calls ``action(config_type(**options))``."""
+    hints = typing.get_type_hints(config_type)
+    parameters = [_parameter(item, hints[item.name]) for item in fields(config_type)]
+
+    def command(**options: Any) -> None:
+        values = {key: tuple(value) if isinstance(value, list) else value for key, value in options.items()}
+        try:
+            action(config_type(**values))
+        except EdgeCompressError as error:
+            _fail(error)
+
+    command.__signature__ = inspect.Signature(parameters)
+    command.__doc__ = doc
+    command.__name__ = name
+    app.command(name)(command)
+
+
+def _build(config: BuildConfig) -> None:
+    run_dir = run_build(config)
     console.print(f"\n[bold green]done:[/] {run_dir}/report.md")
     console.print((run_dir / "report.md").read_text(), markup=False, highlight=False)
+
+
+def _quantize(job: QuantizeJob) -> None:
+    outputs = run_quantize_job(job)
+    for label, path in outputs.items():
+        console.print(f"  {label}: {path}", highlight=False)
+    console.print(f"[bold green]done:[/] {job.out}; lint it with `edgecompress check {outputs['onnx']} --target TARGET`")
+
+
+command_from(BuildConfig, "build", _build, "Run the whole pipeline: " + ", ".join(STAGE_NAMES) + ".")
+command_from(QuantizeJob, "quantize", _quantize,
+             "Quantize a model to int8: calibrate, optionally pick mixed precision by sensitivity and fine-tune (QAT), export ONNX.")
 
 
 @app.command()
 def targets() -> None:
     """List the deployment targets and the facts each build plan follows."""
-    from .engine import list_targets
+    from .targets import list_targets
 
     table = Table(title="deployment targets")
     for column in ("target", "GPU arch", "JetPack", "TRT", "int8", "DLA", "memory", "precision"):
@@ -97,10 +132,11 @@ def check(
 
     from rich.console import Console
 
-    from .export.lint import check_onnx
+    from .engine import check_onnx
+    from .targets import get_target
 
     try:
-        report = check_onnx(onnx_file, target)
+        report = check_onnx(onnx_file, get_target(target))
     except EdgeCompressError as error:
         _fail(error)
     out = Console(soft_wrap=True)
@@ -118,43 +154,6 @@ def check(
         verdict = "[bold red]errors found[/]" if report.errors else "[bold green]ok[/]"
         out.print(f"{verdict}: {len(report.errors)} errors, {len(report.warnings)} warnings, {len(report.findings) - len(report.errors) - len(report.warnings)} notes")
     raise typer.Exit(1 if report.errors else 0)
-
-
-@app.command()
-def quantize(
-    model: str = typer.Argument(..., help="Zoo name, path/to/file.py:callable, package.module:callable or a torch.save(model) file."),
-    data: Path = typer.Option(..., help="Validation/training data: a YOLO data.yaml (detect) or an ImageFolder root with train/ and val/ (classify)."),
-    out: Path = typer.Option(..., help="Folder for model.pt, model.onnx, manifest.json and sensitivity.json/.md."),
-    task: str = typer.Option("detect", help="detect or classify: which metric sensitivity and QAT use."),
-    calib: Optional[Path] = typer.Option(None, help="Folder of calibration images. Default: the bundled calib_data/."),
-    weights: Optional[Path] = typer.Option(None, help="State dict to load into MODEL."),
-    image_size: Optional[int] = typer.Option(None, help="Square input size; defaults to the zoo model's."),
-    batch_size: int = typer.Option(16),
-    calib_images: int = typer.Option(256, help="Calibration images used (spread over the folder)."),
-    limit: Optional[int] = typer.Option(None, help="Use at most this many training images (validation: fewer); for quick runs."),
-    method: str = typer.Option("mse", help="Activation calibrator: mse (default), max, percentile or entropy (KL; clips ReLU6 detectors hard)."),
-    backend: str = typer.Option("tensorrt", help="Q/DQ layout: tensorrt (int8 symmetric) or onnxruntime."),
-    sensitivity: bool = typer.Option(False, "--sensitivity", help="Measure each layer's accuracy drop and keep the worst layers in float."),
-    max_drop: float = typer.Option(0.01, help="With --sensitivity: largest allowed metric drop of the int8 model (absolute, e.g. 0.01 mAP)."),
-    qat_epochs: int = typer.Option(0, help="Quantization-aware training epochs after calibration."),
-    lr: float = typer.Option(1e-4, help="QAT learning rate."),
-    skip: list[str] = typer.Option([], help="Layers (module names) or placed quantizers (e.g. add_1_quantizer, from sensitivity.json) kept in float; repeatable."),
-) -> None:
-    """Quantize a model to int8: calibrate, optionally pick mixed precision by sensitivity and fine-tune (QAT), export ONNX."""
-    from .quantize_job import QuantizeJob, run_quantize_job
-
-    job = QuantizeJob(
-        model=model, data=data, out=out, task=task, calib=calib, weights=weights, image_size=image_size, batch_size=batch_size,
-        calib_images=calib_images, limit=limit, method=method, backend=backend, sensitivity=sensitivity, max_drop=max_drop,
-        qat_epochs=qat_epochs, lr=lr, skip=tuple(skip),
-    )
-    try:
-        outputs = run_quantize_job(job)
-    except EdgeCompressError as error:
-        _fail(error)
-    for name, path in outputs.items():
-        console.print(f"  {name}: {path}", highlight=False)
-    console.print(f"[bold green]done:[/] {out}; lint it with `edgecompress check {outputs['onnx']} --target TARGET`")
 
 
 def main() -> None:

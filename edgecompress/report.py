@@ -1,4 +1,4 @@
-"""report.md and report.json, generated from the stage manifests (never typed by hand)."""
+"""report.md and report.json, generated from the stages' typed outcomes and manifests (never typed by hand)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from typing import Any
 import numpy as np
 
 from .artifacts import atomic_path, write_json, write_text
+from .outcomes import ExportOutcome, ModelOutcome, QuantOutcome, SparseOutcome
+from .run import Run
 
-MODEL_ROWS = {"baseline": "baseline", "pruned": "finetune", "fp16": "finetune", "int8": "qat"}
+# Which stage trained each exported model (its torch scores) and which one gives its size.
+MODEL_ROWS = {"baseline": ("baseline", "baseline"), "pruned": ("finetune", "finetune"), "fp16": ("finetune", "finetune"), "int8": ("qat", "finetune")}
 
 
 INT8_NOTES = {
@@ -53,32 +56,32 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _row(run, label: str, latency: dict[str, dict[str, dict]]) -> dict[str, Any]:
+def _row(run: Run, label: str, latency: dict[str, dict[str, dict]]) -> dict[str, Any]:
     """Facts of one deployable model: accuracy in torch and onnxruntime, size, compute and speed in each runtime
     (the ``latency_*`` keys are the first runtime's)."""
-    manifests = run.manifests
-    stage = MODEL_ROWS[label]
-    torch_metrics = manifests[stage]["metrics"]
-    size_source = manifests["finetune" if label in ("int8", "fp16") else stage]["metrics"]
-    export = manifests["export"]["metrics"].get(label, {})
+    scores_stage, size_stage = MODEL_ROWS[label]
+    trained: ModelOutcome | QuantOutcome = run.outcomes[scores_stage]
+    size: ModelOutcome = run.outcomes[size_stage]
+    export_outcome: ExportOutcome = run.outcomes["export"]
+    exported = export_outcome.models.get(label)
     by_runtime = {runtime: stats.get(label, {}) for runtime, stats in latency.items()}
     lat = next(iter(by_runtime.values()), {})
     return {
         "model": label,
-        "metrics_torch": {k: v for k, v in torch_metrics.items() if isinstance(v, float)},
-        "metrics_onnx": export.get("onnx", {}),
-        "params": size_source.get("params"),
-        "macs": size_source.get("macs"),
+        "metrics_torch": trained.scores,
+        "metrics_onnx": exported.onnx if exported else {},
+        "params": size.params,
+        "macs": size.macs,
         "file_size_bytes": lat.get("file_size_bytes"),
         "latency_median_ms": lat.get("median_ms"),
         "latency_p90_ms": lat.get("p90_ms"),
         "peak_memory_mb": lat.get("peak_memory_mb"),
         "latency_by_runtime": {runtime: {k: stats.get(k) for k in ("median_ms", "p90_ms", "peak_memory_mb")} for runtime, stats in by_runtime.items()},
-        "onnx_max_abs_error": export.get("max_abs_error"),
+        "onnx_max_abs_error": exported.max_abs_error if exported else None,
     }
 
 
-def _markdown(run, rows: list[dict[str, Any]]) -> str:
+def _markdown(run: Run, rows: list[dict[str, Any]]) -> str:
     metric = run.task.primary_metric
     base = rows[0]
     runtime, *other_runtimes = run.config.profile_runtimes
@@ -106,20 +109,20 @@ def _markdown(run, rows: list[dict[str, Any]]) -> str:
     labels = {row["model"] for row in rows}
     timed_in_onnxruntime = "onnxruntime" in run.config.profile_runtimes  # the notes below explain onnxruntime's figures
     if "int8" in labels and timed_in_onnxruntime:
-        lines += ["", INT8_NOTES.get(run.manifests["qat"]["metrics"].get("backend", "tensorrt"), "")]
+        lines += ["", INT8_NOTES.get(run.outcomes["qat"].backend, "")]
     if "fp16" in labels and timed_in_onnxruntime:
         lines += ["", "The fp16 row is the pruned model converted to fp16 (inputs and outputs stay fp32), the ONNX a "
                   "strongly typed TensorRT network builds in fp16; onnxruntime's CPU provider has few fp16 kernels, "
                   "so its latency here says nothing about the GPU."]
     lines += ["", "## Stages", "", "| stage | status | wall time | notes |", "|---|---|---|---|"]
     for name, manifest in run.manifests.items():
-        lines.append(f"| {name} | {manifest['status']} | {manifest['wall_s']:.1f} s | {_stage_note(name, manifest)} |")
-    lines += _gamma_section(run.manifests["sparse"]["metrics"])
-    engine = run.manifests["engine"]["metrics"]
-    lines += ["", "## Deployment", "", f"Result: **{engine['kind']}** at {engine['precision']}.", ""]
-    if engine.get("command"):
-        lines += ["```", " ".join(engine["command"]) if isinstance(engine["command"], list) else str(engine["command"]), "```", ""]
-    lines += [f"- {note}" for note in engine.get("notes", [])]
+        lines.append(f"| {name} | {manifest['status']} | {manifest['wall_s']:.1f} s | {_stage_note(run, name)} |")
+    lines += _gamma_section(run.outcomes["sparse"])
+    engine = run.outcomes["engine"]
+    lines += ["", "## Deployment", "", f"Result: **{engine.kind}** at {engine.precision}.", ""]
+    if engine.command:
+        lines += ["```", " ".join(engine.command), "```", ""]
+    lines += [f"- {note}" for note in engine.notes]
     return "\n".join(lines) + "\n"
 
 
@@ -136,50 +139,52 @@ def _runtime_table(runtime: str, rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _gamma_section(sparse: dict[str, Any]) -> list[str]:
+def _gamma_section(sparse: SparseOutcome) -> list[str]:
     """Histogram of |gamma| of the prunable BNs before and after sparse training."""
-    before, after = sparse["gamma_before"], sparse["gamma_after"]
-    edges = before["edges"]
+    before, after = sparse.gamma_before, sparse.gamma_after
+    edges = before.edges
     bins = [f"{lo}–{hi}" for lo, hi in zip(edges, edges[1:])]
     return [
         "", "## BN gammas (sparse training)", "", "![BN gamma distribution](sparse/gamma_histogram.png)", "",
         "| abs(gamma) | " + " | ".join(bins) + " |",
         "|---|" + "---|" * len(bins),
-        "| before | " + " | ".join(str(c) for c in before["counts"]) + " |",
-        "| after | " + " | ".join(str(c) for c in after["counts"]) + " |",
+        "| before | " + " | ".join(str(c) for c in before.counts) + " |",
+        "| after | " + " | ".join(str(c) for c in after.counts) + " |",
     ]
 
 
-def _stage_note(name: str, manifest: dict[str, Any]) -> str:
-    metrics = manifest["metrics"]
-    if manifest["status"] == "skipped":
-        return manifest["reason"]
+def _scores(scores: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+
+
+def _stage_note(run: Run, name: str) -> str:
+    """One line on what the stage did, from its typed outcome."""
+    outcome = run.outcomes[name]
+    if outcome.skipped:
+        return outcome.skipped
     if name == "sparse":
-        return f"BN gammas < 0.01: {metrics['gamma_before']['fraction_below_0.01']:.1%} -> {metrics['gamma_after']['fraction_below_0.01']:.1%}"
+        return f"BN gammas < 0.01: {outcome.gamma_before.fraction_below_001:.1%} -> {outcome.gamma_after.fraction_below_001:.1%}"
     if name == "prune":
-        plan = metrics["plan"]
-        blocks = metrics.get("removed_blocks") or []
+        plan, blocks = outcome.plan, outcome.removed_blocks
         note = f"replaced {len(blocks)} residual blocks by identity; " if blocks else ""
         goal = f"MAC target {plan['target_macs']:.0%} removed; " if plan.get("target_macs") is not None else ""
-        return note + goal + f"removed {plan['channels_removed']} of {plan['channels_total']} prunable channels; before fine-tune: " + ", ".join(
-            f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        return note + goal + f"removed {plan['channels_removed']} of {plan['channels_total']} prunable channels; before fine-tune: " + _scores(outcome.scores)
     if name == "qat":
-        note = f"{metrics['backend']} Q/DQ layout; " if "backend" in metrics else ""
-        if "kept_float" in metrics:
-            kept = metrics["kept_float"]
-            note += f"sensitivity analysis kept {len(kept)} layers in float ({', '.join(kept) or 'none'}); "
-        return note + "after calibration (PTQ): " + ", ".join(f"{k} {v:.4f}" for k, v in metrics["ptq"].items()) + f"; {metrics['calibration_images']} calibration images"
+        note = f"{outcome.backend} Q/DQ layout; "
+        if outcome.kept_float is not None:
+            note += f"sensitivity analysis kept {len(outcome.kept_float)} layers in float ({', '.join(outcome.kept_float) or 'none'}); "
+        return note + "after calibration (PTQ): " + _scores(outcome.ptq) + f"; {outcome.calibration_images} calibration images"
     if name == "engine":
-        return f"{metrics['kind']} at {metrics['precision']}"
+        return f"{outcome.kind} at {outcome.precision}"
     if name == "export":
-        errors = "; ".join(f"{label} max abs error {m['max_abs_error']:.2e}" for label, m in metrics.items() if isinstance(m, dict))
-        return f"opset {metrics['opset']}; {errors}" if "opset" in metrics else errors
-    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        errors = "; ".join(f"{label} max abs error {model.max_abs_error:.2e}" for label, model in outcome.models.items())
+        return f"opset {outcome.opset}; {errors}"
+    return _scores(getattr(outcome, "scores", {}))
 
 
-def write_report(run, folder: Path, latency: dict[str, dict[str, dict]]) -> dict[str, str]:
+def write_report(run: Run, folder: Path, latency: dict[str, dict[str, dict]]) -> dict[str, str]:
     """Write report.md and report.json into ``folder`` and the run folder; ``latency`` is by runtime, then model."""
-    rows = [_row(run, label, latency) for label in MODEL_ROWS if label in run.manifests["export"]["outputs"]]
+    rows = [_row(run, label, latency) for label in MODEL_ROWS if label in run.outcomes["export"].outputs]
     data = {
         "name": run.config.name,
         "target": asdict(run.target),

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .graph.trace import evaluating
+from .helpers import evaluating
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ import pytest
 
 import edgecompress as ec
 from edgecompress.errors import EdgeCompressError
-from edgecompress.export.lint import check_onnx
+from edgecompress.engine import check_onnx
+from edgecompress.targets import get_target
 from edgecompress.pipeline import BuildConfig
 
 os.environ.setdefault("EDGECOMPRESS_QUIET", "1")
@@ -93,7 +94,7 @@ def test_jetson_nano_plan_skips_qat_and_bundles_fp16(cpu_run):
     assert "| fp16 |" in (run_dir / "report.md").read_text()
     assert manifests["export"]["metrics"]["opset"] == 13  # TensorRT 8.2 (JetPack 4) parses opsets up to 13
     assert onnx.load(str(run_dir / "export" / "pruned.onnx")).opset_import[0].version == 13
-    assert check_onnx(run_dir / "export" / "pruned.onnx", "jetson-nano").errors == []
+    assert check_onnx(run_dir / "export" / "pruned.onnx", get_target("jetson-nano")).errors == []
     script = next((run_dir / "engine").rglob("build_engine.sh"))
     assert os.access(script, os.X_OK)
 

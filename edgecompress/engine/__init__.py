@@ -1,18 +1,20 @@
-"""Stage "engine": deployment targets, trtexec recipes, TensorRT engines and deployment bundles."""
+"""Deployable artifacts for a target: TensorRT engines, trtexec recipes, deployment bundles, onnxruntime models,
+and the lint that checks an ONNX graph against the target's TensorRT before any build."""
 
-from .build import EngineResult, build_engine, count_qdq_nodes
-from .targets import TARGETS, Target, get_target, list_targets
+from .build import BUILDERS, EngineResult, build_engine, register_builder
+from .lint import LintReport, check_onnx
+from .target import Target
 from .trtexec import RECIPES, profile_command, trtexec_command
 
 __all__ = [
+    "BUILDERS",
     "EngineResult",
+    "LintReport",
     "RECIPES",
-    "TARGETS",
     "Target",
     "build_engine",
-    "count_qdq_nodes",
-    "get_target",
-    "list_targets",
+    "check_onnx",
     "profile_command",
+    "register_builder",
     "trtexec_command",
 ]

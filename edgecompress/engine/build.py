@@ -1,8 +1,10 @@
-"""Pipeline stage "engine": turn an exported ONNX into what runs on the target.
+"""Turn an exported ONNX into what runs on a target, with the builder the target names (``Target.builder``).
 
-- cpu: an onnxruntime-optimised model (runs here);
-- a GPU this machine has, with TensorRT installed: a serialized TensorRT engine;
-- any other GPU (a Jetson, usually): a deployment bundle with the ONNX and the exact build/profile commands.
+- ``onnxruntime``: an onnxruntime-optimised model (runs here);
+- ``tensorrt``: a serialized TensorRT engine when this machine has the target's GPU and TensorRT, otherwise a
+  deployment bundle with the ONNX and the exact build/profile commands (a Jetson, usually).
+
+A new builder is one function registered with :func:`register_builder`.
 """
 
 from __future__ import annotations
@@ -11,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
-import onnx
-
 from ..artifacts import atomic_path
 from ..errors import EdgeCompressError
+from ..export.qdq import qdq_summary
 from .bundle import write_bundle
-from .targets import Target
+from .target import Target
 from .tensorrt_build import build_with_tensorrt, tensorrt_version, why_not_local
 from .trtexec import check_precision, static_shapes, trtexec_command
 
@@ -34,20 +35,11 @@ class EngineResult:
     command: list[str] = field(default_factory=list)  # the trtexec build command (empty for onnxruntime)
     notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        """JSON-ready form for the run manifest."""
-        return {**self.__dict__, "paths": {name: str(path) for name, path in self.paths.items()}}
-
-
-def count_qdq_nodes(onnx_path: Path) -> int:
-    """Number of QuantizeLinear/DequantizeLinear nodes: TensorRT's int8 comes only from these (explicit quantization)."""
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    return sum(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node)
-
 
 def _check_onnx_matches(target: Target, onnx_path: Path, precision: str) -> None:
     """A Q/DQ model must go with int8 and a float model with fp16/fp32; mixing them fails late on the device."""
-    qdq = count_qdq_nodes(onnx_path)
+    summary = qdq_summary(onnx_path)
+    qdq = summary.quantize_linear + summary.dequantize_linear
     if precision == "int8" and qdq == 0:
         raise EdgeCompressError(
             f"{onnx_path} has no Q/DQ nodes, so it cannot build in int8 (explicit quantization only); "
@@ -97,11 +89,14 @@ def _build_gpu(
     )
 
 
-BUILDERS: dict[str, Callable[..., EngineResult]] = {
-    "cpu": _build_onnxruntime,
-    "gpu": _build_gpu,
-    "jetson": _build_gpu,
-}
+Builder = Callable[..., EngineResult]
+BUILDERS: dict[str, Builder] = {"onnxruntime": _build_onnxruntime, "tensorrt": _build_gpu}
+
+
+def register_builder(name: str, builder: Builder) -> Builder:
+    """Make ``builder(target, onnx_path, out_dir, precision, **options)`` the builder of targets with ``builder=name``."""
+    BUILDERS[name] = builder
+    return builder
 
 
 def build_engine(
@@ -126,4 +121,6 @@ def build_engine(
         raise EdgeCompressError(f"{target.name} has {target.dla_cores} DLA core(s); drop --dla-core or pick a DLA target")
     out_dir.mkdir(parents=True, exist_ok=True)
     extra = {"dla_core": dla_core} if dla_core is not None else {}
-    return BUILDERS[target.kind](target, onnx_path, out_dir, precision, **extra)
+    if target.builder not in BUILDERS:
+        raise EdgeCompressError(f"target {target.name} names builder {target.builder!r}, which is not registered; choose one of {', '.join(BUILDERS)}")
+    return BUILDERS[target.builder](target, onnx_path, out_dir, precision, **extra)

@@ -15,7 +15,7 @@ from pathlib import Path
 import onnx
 
 from ..artifacts import atomic_path, write_text
-from .targets import Target
+from .target import Target
 from .trtexec import autocast_command, autocast_path, profile_command, recipe_for, static_shapes, trtexec_command
 
 ONNX_NAME = "model.onnx"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import onnx
 
-from ..engine.targets import TARGETS, Target
+from .target import Target
 from ..errors import EdgeCompressError
 from .lint_rules import RULES, SEVERITY_ORDER, Finding, Graph
 
@@ -44,25 +44,9 @@ class LintReport:
         return {**asdict(self), "ok": self.ok, "errors": len(self.errors), "warnings": len(self.warnings)}
 
 
-def resolve_target(name: str) -> Target:
-    """A registry name, or an alias matching one name's hyphen-separated words ("orin-nano", "4090").
-
-    An alias matching several targets ("orin": jetson-orin-nano and jetson-agx-orin) is an error
-    listing them, rather than a silent pick.
-    """
-    if name in TARGETS:
-        return TARGETS[name]
-    matches = [key for key in TARGETS if f"-{name.lower()}-" in f"-{key}-"]
-    if len(matches) == 1:
-        return TARGETS[matches[0]]
-    if matches:
-        raise EdgeCompressError(f"target {name!r} is ambiguous: {', '.join(matches)}; pass the full name")
-    raise EdgeCompressError(f"unknown target {name!r}; choose one of: {', '.join(TARGETS)} (run `edgecompress targets` for details)")
-
-
-def check_onnx(path: str | os.PathLike, target: str | Target) -> LintReport:
-    """Lint the ONNX file at ``path`` for ``target`` (a :class:`Target` or a name/alias)."""
-    resolved = target if isinstance(target, Target) else resolve_target(target)
+def check_onnx(path: str | os.PathLike, target: Target) -> LintReport:
+    """Lint the ONNX file at ``path`` for ``target`` (look one up with :func:`edgecompress.targets.get_target`)."""
+    resolved = target
     path = Path(path)
     if not path.is_file():
         raise EdgeCompressError(f"ONNX file not found: {path}; export the model first (edgecompress quantize --out DIR writes one)")

@@ -1,4 +1,4 @@
-"""The rules of the Q/DQ lint (:mod:`edgecompress.export.lint`): one small function per TensorRT rule, in :data:`RULES`.
+"""The rules of the Q/DQ lint (:mod:`edgecompress.engine.lint`): one small function per TensorRT rule, in :data:`RULES`.
 
 Sources: TensorRT developer guide, "Explicit Quantization" and "Q/DQ Layer-Placement Recommendations"
 (https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/quantized-types-explicit-quantization.html):
@@ -17,14 +17,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..engine.targets import Target
+from .target import Target, tensorrt_version
 
 Severity = Literal["error", "warning", "info"]
 SEVERITY_ORDER: dict[str, int] = {"error": 0, "warning": 1, "info": 2}
 
-# Highest ONNX opset each TensorRT release parses (onnx-tensorrt operators.md). 10.0-10.14 are held
-# to opset 20, a conservative bound; the 10.15 page documents opsets 9-24, the TensorRT 11 guide 25.
-MAX_OPSET: tuple[tuple[tuple[int, int], int], ...] = (((8, 0), 13), ((8, 5), 17), ((10, 0), 20), ((10, 15), 24), ((11, 0), 25))
 # Operators the ONNX parser gained in a release (onnx-tensorrt Changelog.md; LayerNormalization: TensorRT 8.6).
 MIN_TENSORRT_FOR_OP: dict[str, tuple[int, int]] = {
     **dict.fromkeys(("NonMaxSuppression", "RoiAlign", "GridSample", "NonZero", "Mod", "Trilu", "MeanVarianceNormalization", "RandomNormal", "RandomUniform"), (8, 5)),
@@ -97,21 +94,8 @@ class LintRule:
     tensorrt_only: bool
 
 
-def _version(text: str) -> tuple[int, int]:
-    major, _, minor = text.partition(".")
-    return int(major), int(minor.split(".")[0] or 0)
-
-
-def max_onnx_opset(target: Target) -> int | None:
-    """Highest ONNX opset the target's TensorRT parses; None for targets without TensorRT (onnxruntime)."""
-    if not target.tensorrt:
-        return None
-    trt = _version(target.tensorrt)
-    return max((opset for version, opset in MAX_OPSET if version <= trt), default=13)
-
-
 def check_opset(graph: Graph, target: Target) -> list[Finding]:
-    limit = max_onnx_opset(target) or graph.opset
+    limit = target.max_onnx_opset or graph.opset
     if graph.opset <= limit:
         return []
     return [Finding("error", "opset", "<model>", "-", f"opset {graph.opset} is newer than TensorRT {target.tensorrt} parses (max {limit})",
@@ -119,7 +103,7 @@ def check_opset(graph: Graph, target: Target) -> list[Finding]:
 
 
 def check_operators(graph: Graph, target: Target) -> list[Finding]:
-    trt = _version(target.tensorrt)
+    trt = tensorrt_version(target.tensorrt)
     findings = []
     for node in graph.nodes:
         needed = MIN_TENSORRT_FOR_OP.get(node.op_type)

@@ -1,10 +1,7 @@
-"""Deployment targets: what each device's GPU and TensorRT can do, so the pipeline picks a precision that builds.
+"""What an engine builder and the ONNX lint need to know about a device: the :class:`Target` record.
 
-Every fact group cites the NVIDIA page it was checked against. Compute capabilities:
-https://developer.nvidia.com/cuda-gpus and https://developer.nvidia.com/cuda-legacy-gpus .
-Precision per compute capability (INT8 / FP16 / DLA columns of "Hardware and Precision"):
-https://docs.nvidia.com/deeplearning/tensorrt/archives/tensorrt-825/support-matrix/index.html
-(and the current https://docs.nvidia.com/deeplearning/tensorrt/support-matrix).
+The records of real boards live in the :mod:`edgecompress.targets` registry; this module holds the
+record's shape and the facts that follow from a TensorRT version alone (highest ONNX opset).
 """
 
 from __future__ import annotations
@@ -12,12 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import psutil
-
-from ..errors import EdgeCompressError
 
 Kind = Literal["jetson", "gpu", "cpu"]
 Precision = Literal["int8", "fp16", "fp32"]
+
+# Highest ONNX opset each TensorRT release parses (onnx-tensorrt operators.md). 10.0-10.14 are held
+# to opset 20, a conservative bound; the 10.15 page documents opsets 9-24, the TensorRT 11 guide 25.
+MAX_OPSET: tuple[tuple[tuple[int, int], int], ...] = (((8, 0), 13), ((8, 5), 17), ((10, 0), 20), ((10, 15), 24), ((11, 0), 25))
+# The opset edgecompress exports at when the target's parser allows it.
+EXPORT_OPSET = 17
+
+
+def tensorrt_version(text: str) -> tuple[int, int]:
+    """``"10.3"`` -> ``(10, 3)``."""
+    major, _, minor = text.partition(".")
+    return int(major), int(minor.split(".")[0] or 0)
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,8 @@ class Target:
     memory_gb: float
     precision: Precision  # best default precision
     notes: str = ""
+    qdq_backend: str = "tensorrt"  # Q/DQ layout of its int8 model (edgecompress.quant.placement.BACKENDS)
+    builder: str = "tensorrt"  # how its engine is made (edgecompress.engine.build.BUILDERS)
 
     @property
     def tensorrt_major(self) -> int | None:
@@ -51,100 +59,25 @@ class Target:
         return (self.tensorrt_major or 0) >= 11
 
     @property
-    def qat_useful(self) -> bool:
-        """Whether int8 QAT pays off here; on a no-int8 GPU a Q/DQ network does not build, so QAT is skipped."""
-        return self.int8
+    def max_onnx_opset(self) -> int | None:
+        """Highest ONNX opset the target's TensorRT parses; None for targets without TensorRT (onnxruntime)."""
+        if not self.tensorrt:
+            return None
+        trt = tensorrt_version(self.tensorrt)
+        return max((opset for version, opset in MAX_OPSET if version <= trt), default=13)
 
+    @property
+    def export_opset(self) -> int:
+        """The opset its ONNX files are exported at: 17, or lower where its TensorRT parses less (13 on JetPack 4)."""
+        return min(EXPORT_OPSET, self.max_onnx_opset or EXPORT_OPSET)
 
-def _jetson(**fields) -> Target:
-    return Target(kind="jetson", **fields)
+    def deployment(self, int8_ready: bool) -> tuple[Precision, str]:
+        """What ships: the precision and the exported ONNX it is built from (``int8``, ``fp16`` or ``pruned``).
 
-
-def _gpu(**fields) -> Target:
-    return Target(kind="gpu", jetpack=None, dla_cores=0, int8=True, fp16=True, precision="int8", **fields)
-
-
-# Current TensorRT 10.x for desktop/data-centre GPUs: 10.16 is documented at
-# https://docs.nvidia.com/deeplearning/tensorrt/10.16.1/api/tensorrt-8x-to-10x-trtexec.html .
-# TensorRT 11 also exists (strongly typed only); pick it with dataclasses.replace(target, tensorrt="11.4").
-_DESKTOP_TRT = "10.16"
-
-_TARGETS: tuple[Target, ...] = (
-    # Jetson Nano: Maxwell sm_5.3 (cuda-legacy-gpus); JetPack 4.6.1 ships TensorRT 8.2
-    # (https://developer.nvidia.com/jetpack-sdk-461); newer JetPacks do not support the Nano.
-    # Support matrix: 5.3 has FP16 but no INT8 and no DLA.
-    _jetson(
-        name="jetson-nano", description="Jetson Nano 4GB (Maxwell GPU)", gpu_arch="sm_53",
-        jetpack="4.6.x", tensorrt="8.2", int8=False, fp16=True, dla_cores=0, memory_gb=4.0, precision="fp16",
-        notes="No fast int8: QAT is skipped and the fp16 ONNX is shipped (a Q/DQ network fails to build here).",
-    ),
-    # Jetson TX2: Pascal sm_6.2 (cuda-legacy-gpus); JetPack 4.6.x / TensorRT 8.2 as the Nano.
-    # No INT8 (DP4A) on 6.2, FP16 yes, no DLA.
-    _jetson(
-        name="jetson-tx2", description="Jetson TX2 8GB (Pascal GPU)", gpu_arch="sm_62",
-        jetpack="4.6.x", tensorrt="8.2", int8=False, fp16=True, dla_cores=0, memory_gb=8.0, precision="fp16",
-        notes="No fast int8: QAT is skipped and the fp16 ONNX is shipped.",
-    ),
-    # Xavier: Volta sm_7.2 (cuda-legacy-gpus: Jetson AGX Xavier, Jetson Xavier NX). JetPack 5.1 packages
-    # CUDA 11.4 and TensorRT 8.5.2 and supports both (https://developer.nvidia.com/embedded/jetpack-sdk-51).
-    # Support matrix row 7.2: INT8, FP16, INT8/FP16 tensor cores, DLA; Xavier SoCs have up to two
-    # first-generation DLAs (https://github.com/NVIDIA/Deep-Learning-Accelerator-SW).
-    _jetson(
-        name="jetson-xavier-nx", description="Jetson Xavier NX 8GB (Volta GPU, 2 DLA)",
-        gpu_arch="sm_72", jetpack="5.1.x", tensorrt="8.5", int8=True, fp16=True, dla_cores=2, memory_gb=8.0,
-        precision="int8", notes="DLA cores run int8/fp16 layers; unsupported layers fall back to the GPU.",
-    ),
-    _jetson(
-        name="jetson-agx-xavier", description="Jetson AGX Xavier 32GB (Volta GPU, 2 DLA)",
-        gpu_arch="sm_72", jetpack="5.1.x", tensorrt="8.5", int8=True, fp16=True, dla_cores=2, memory_gb=32.0,
-        precision="int8", notes="DLA cores run int8/fp16 layers; unsupported layers fall back to the GPU.",
-    ),
-    # Orin: Ampere sm_8.7 (cuda-gpus: Jetson AGX Orin, Orin NX, Orin Nano). JetPack 6.1/6.2 ship CUDA 12.6 and
-    # TensorRT 10.3 (https://docs.nvidia.com/jetson/jetpack/release-notes/index.html). Orin SoCs have up to two
-    # second-generation DLAs; the Orin Nano has none. TensorRT 11 on Orin needs JetPack 7.2.2+ and DLA only on
-    # AGX Orin (https://docs.nvidia.com/deeplearning/tensorrt/11.4.1/api/migration/tensorrt-10x-to-11x-jetson.html).
-    _jetson(
-        name="jetson-orin-nano", description="Jetson Orin Nano 8GB (Ampere GPU, no DLA)",
-        gpu_arch="sm_87", jetpack="6.2", tensorrt="10.3", int8=True, fp16=True, dla_cores=0, memory_gb=8.0,
-        precision="int8", notes="No DLA on the Orin Nano: everything runs on the GPU.",
-    ),
-    _jetson(
-        name="jetson-agx-orin", description="Jetson AGX Orin 64GB (Ampere GPU, 2 DLA)",
-        gpu_arch="sm_87", jetpack="6.2", tensorrt="10.3", int8=True, fp16=True, dla_cores=2, memory_gb=64.0,
-        precision="int8", notes="Two DLA v2 cores; build with --useDLACore=0 --allowGPUFallback to offload.",
-    ),
-    # Desktop / data-centre GPUs (cuda-gpus / support matrix): T4 sm_7.5, A100 sm_8.0, RTX 3090 sm_8.6,
-    # RTX 4090 sm_8.9, H100 sm_9.0; all have INT8 and FP16 tensor cores and no DLA.
-    _gpu(name="t4", description="NVIDIA T4 16GB (Turing)", gpu_arch="sm_75", tensorrt=_DESKTOP_TRT, memory_gb=16.0),
-    _gpu(name="a100", description="NVIDIA A100 80GB (Ampere)", gpu_arch="sm_80", tensorrt=_DESKTOP_TRT, memory_gb=80.0),
-    _gpu(name="rtx-3090", description="GeForce RTX 3090 24GB (Ampere)", gpu_arch="sm_86", tensorrt=_DESKTOP_TRT,
-         memory_gb=24.0),
-    _gpu(name="rtx-4090", description="GeForce RTX 4090 24GB (Ada)", gpu_arch="sm_89", tensorrt=_DESKTOP_TRT,
-         memory_gb=24.0),
-    _gpu(name="h100", description="NVIDIA H100 80GB (Hopper)", gpu_arch="sm_90", tensorrt=_DESKTOP_TRT,
-         memory_gb=80.0),
-    # The machine we run on: onnxruntime's CPU provider executes QDQ int8 models.
-    Target(
-        name="cpu", description="This machine's CPU through onnxruntime", kind="cpu", gpu_arch=None, jetpack=None,
-        tensorrt=None, int8=True, fp16=False, dla_cores=0, memory_gb=round(psutil.virtual_memory().total / 2**30, 1),
-        precision="int8", notes="Runs here: the engine stage writes an onnxruntime-optimised model.",
-    ),
-)
-
-TARGETS: dict[str, Target] = {target.name: target for target in _TARGETS}
-
-
-def get_target(name: str) -> Target:
-    """Look a target up by name; an unknown name is a user error that lists the known ones."""
-    try:
-        return TARGETS[name]
-    except KeyError:
-        known = ", ".join(TARGETS)
-        raise EdgeCompressError(
-            f"unknown target {name!r}; choose one of: {known} (run `edgecompress targets` for details)"
-        ) from None
-
-
-def list_targets() -> list[Target]:
-    """All targets, Jetsons first (smallest to largest), then GPUs, then the CPU."""
-    return list(_TARGETS)
+        With an int8 model ready it is the Q/DQ ONNX. Otherwise the target's best precision from the float
+        ONNX, except that TensorRT 11 (strongly typed) builds fp16 only from an fp16 ONNX.
+        """
+        if int8_ready:
+            return "int8", "int8"
+        precision = self.precision if self.precision != "int8" else "fp16" if self.fp16 else "fp32"
+        return precision, "fp16" if precision == "fp16" and self.strongly_typed else "pruned"

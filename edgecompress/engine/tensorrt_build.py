@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from ..artifacts import atomic_path
 from ..errors import EdgeCompressError
-from .targets import Target
+from .target import Target
 from .trtexec import DEFAULT_WORKSPACE_MIB, recipe_for
 
 

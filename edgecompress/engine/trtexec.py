@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import EdgeCompressError
-from .targets import Target
+from .target import Target
 
 DEFAULT_WORKSPACE_MIB = 1024
 

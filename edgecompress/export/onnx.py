@@ -31,6 +31,7 @@ from torch import nn
 
 from ..artifacts import atomic_path
 from ..errors import EdgeCompressError, describe
+from ..helpers import evaluating
 from ..quant import QuantConv2d, QuantMode, quantizers
 from .qdq import qdq_summary_of
 
@@ -54,9 +55,7 @@ def export_onnx(
     """
     if int8:
         _require_quantized(model)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         names = list(output_names) if output_names is not None else _default_output_names(model, example_input)
         with atomic_path(path) as tmp:
             _torch_export(model, example_input, tmp, opset, list(input_names), names, dynamic_batch)
@@ -66,8 +65,6 @@ def export_onnx(
             onnx.checker.check_model(str(tmp))
             if int8:
                 _require_int8_convs(tmp, expected=_expected_int8_convs(model))
-    finally:
-        model.train(was_training)
     return Path(path)
 
 

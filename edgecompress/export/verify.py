@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import EdgeCompressError
+from ..helpers import evaluating, model_device, output_tensors
 
 DYNAMIC_BATCH = 2  # batch used when the ONNX batch dimension is symbolic, so batching is exercised too
 MISMATCH_TOLERANCE = 1e-4  # relative to max |reference|: an output value beyond it counts as mismatched
@@ -38,16 +39,13 @@ def verify_onnx(model: nn.Module, onnx_path: str | os.PathLike, example_input_sh
     if not isinstance(onnx_input.shape[0], int):
         shape[0] = DYNAMIC_BATCH
     generator = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     abs_error = rel_error = 0.0
     mismatched = total = 0
-    try:
+    with evaluating(model):
         for _ in range(trials):
             x = torch.randn(shape, generator=generator)
-            with torch.no_grad():
-                expected = [t.detach().cpu().numpy() for t in _flatten(model(x.to(device)))]
+            expected = [t.detach().cpu().numpy() for t in output_tensors(model(x.to(device)))]
             actual = session.run(None, {onnx_input.name: x.numpy()})
             for want, got in _paired(expected, actual):
                 errors, reference_max = np.abs(want - got), max(float(np.abs(want).max()), 1e-12)
@@ -55,8 +53,6 @@ def verify_onnx(model: nn.Module, onnx_path: str | os.PathLike, example_input_sh
                 rel_error = max(rel_error, float(errors.max()) / reference_max)
                 mismatched += int((errors > MISMATCH_TOLERANCE * reference_max).sum())
                 total += errors.size
-    finally:
-        model.train(was_training)
     return VerifyReport(max_abs_error=abs_error, max_rel_error=rel_error, trials=trials, mismatched_fraction=mismatched / max(total, 1))
 
 
@@ -67,9 +63,3 @@ def _paired(expected: list[np.ndarray], actual: list[np.ndarray]) -> list[tuple[
         if want.shape != got.shape:
             raise EdgeCompressError(f"ONNX output shape {got.shape} differs from PyTorch's {want.shape}; re-export from this model")
     return list(zip(expected, actual))
-
-
-def _flatten(output: object) -> list[torch.Tensor]:
-    if isinstance(output, torch.Tensor):
-        return [output]
-    return [t for item in output for t in _flatten(item)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
 import torch
@@ -10,6 +9,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import EdgeCompressError, describe
+from ..helpers import evaluating  # noqa: F401  (re-exported: the graph package's callers use it)
 from .registry import MODULE_RULES
 from .rules_split import piece_count
 
@@ -89,19 +89,6 @@ def trace_model(model: nn.Module, ignore: frozenset[str]) -> tuple[fx.GraphModul
                     "(no data-dependent control flow on tensors)"
                 ) from None
             opaque[tracer.failed_in] = f"torch.fx cannot trace {tracer.failed_in!r} ({detail}){KEPT_WHOLE}"
-
-
-@contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` in eval mode without gradients, then restore every submodule's own mode."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def tensor_shapes(value: Any) -> tuple[tuple[int, ...], ...]:

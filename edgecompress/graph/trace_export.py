@@ -38,7 +38,8 @@ from ..errors import describe
 from .context import AnalysisContext
 from .index_mapping import Layout
 from .rules_aten import OWNER, UnsupportedOp, aten, aten_rule_for
-from .trace import KEPT_WHOLE, evaluating
+from ..helpers import evaluating, model_device
+from .trace import KEPT_WHOLE
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ def _export(node: Node, modules: dict[str, nn.Module], ignored: frozenset[str]) 
         raise UnsupportedOp("it contains modules in ignore")
     if node.kwargs or not all(isinstance(arg, Node) and isinstance(arg.meta.get("tensor_meta"), TensorMetadata) for arg in node.args):
         raise UnsupportedOp("it is called with arguments other than tensors")
-    device = next((parameter.device for parameter in modules[name].parameters()), torch.device("cpu"))
+    device = model_device(modules[name])
     examples = tuple(_example(arg.meta["tensor_meta"], device) for arg in node.args)
     with evaluating(modules[name]) as submodule, _reading_shapes(submodule) as (reads, inputs):
         program = torch.export.export(submodule, examples, strict=False)

@@ -38,7 +38,6 @@ ZOO: dict[str, ZooEntry] = {
     "yolov8n": ZooEntry(lambda num_classes=80: YoloV8(num_classes, "n"), "detect-anchor-free", 640, "YOLOv8-n style: C2f, SPPF, PAN, decoupled anchor-free head"),
     "yolov8s": ZooEntry(lambda num_classes=80: YoloV8(num_classes, "s"), "detect-anchor-free", 640, "YOLOv8-s style: C2f, SPPF, PAN, decoupled anchor-free head"),
 }
-DEFAULT_MODEL = "yolo-mbv2"
 
 
 def build_model(name: str, num_classes: int = 10) -> nn.Module:
@@ -118,4 +117,4 @@ def resolve_model(spec: str, *, num_classes: int = 10, weights: str | Path | Non
     return load_weights(model, weights) if weights is not None else model
 
 
-__all__ = ["ZOO", "DEFAULT_MODEL", "ZooEntry", "build_model", "resolve_model", "load_weights", "YoloMobileNetV2", "YoloV8", "ResNetCifar", "VGGBN", "MobileNetV2"]
+__all__ = ["ZOO", "ZooEntry", "build_model", "resolve_model", "load_weights", "YoloMobileNetV2", "YoloV8", "ResNetCifar", "VGGBN", "MobileNetV2"]

@@ -6,14 +6,14 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from rich.table import Table
 
 from ..errors import EdgeCompressError
-from .worker import RUNNERS
+from .runtimes import get_runtime
 
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,10 +29,6 @@ class LatencyStats:
     runs: int
     peak_memory_mb: float  # peak RSS increase from creating the session and running it
     file_size_bytes: int
-
-    def to_dict(self) -> dict:
-        """JSON-ready form for the run manifest and the report."""
-        return asdict(self)
 
 
 def _stats(times_ms: list[float], peak_memory_mb: float, file_size_bytes: int) -> LatencyStats:
@@ -55,7 +51,7 @@ def profile_onnx(
     seed: int = 0,
     runtime: str = "onnxruntime",
 ) -> LatencyStats:
-    """Time ``onnx_path`` on the CPU with ``runtime`` ("onnxruntime" or "openvino") in a fresh Python process.
+    """Time ``onnx_path`` on the CPU with ``runtime`` (a name of :data:`~edgecompress.profile.runtimes.RUNTIMES`) in a fresh Python process.
 
     Inputs are seeded standard-normal float data, so models profiled with the same seed see the same input.
     """
@@ -68,8 +64,7 @@ def _measure(
     runtime: str = "onnxruntime",
 ) -> tuple[list[float], float]:
     """Run the worker once; returns its per-run times (ms) and peak memory (MB)."""
-    if runtime not in RUNNERS:
-        raise EdgeCompressError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNNERS)}")
+    runner = get_runtime(runtime).runner
     if not onnx_path.is_file():
         raise EdgeCompressError(f"model to profile not found: {onnx_path}; run the export or engine stage first")
     if runs < 1 or warmup < 0:
@@ -77,10 +72,12 @@ def _measure(
     command = [
         sys.executable, "-m", "edgecompress.profile.worker", str(onnx_path),
         "--shape", ",".join(str(dim) for dim in input_shape), "--warmup", str(warmup), "--runs", str(runs),
-        "--threads", str(threads or 0), "--seed", str(seed), "--runtime", runtime, *(["--progress"] if progress else []),
+        "--threads", str(threads or 0), "--seed", str(seed), "--runtime", runner, *(["--progress"] if progress else []),
     ]
-    # The worker imports edgecompress from this source tree even when the package is not installed.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_SOURCE_ROOT), os.environ.get("PYTHONPATH")]))}
+    # The worker imports edgecompress from this source tree even when the package is not installed, and the
+    # runner's module from where this process finds it.
+    path = [str(_SOURCE_ROOT), *(entry for entry in sys.path if entry and os.path.isdir(entry))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}
     done = subprocess.run(
         command, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE, text=True, env=env
     )

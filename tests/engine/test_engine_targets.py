@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgecompress.engine import TARGETS, get_target, list_targets
+from edgecompress.targets import TARGETS, get_target, list_targets
 from edgecompress.errors import EdgeCompressError
 
 
@@ -12,7 +12,7 @@ def test_nano_has_no_int8_so_defaults_to_fp16_and_skips_qat() -> None:
     nano = get_target("jetson-nano")
     assert (nano.gpu_arch, nano.tensorrt, nano.jetpack) == ("sm_53", "8.2", "4.6.x")
     assert not nano.int8 and nano.fp16 and nano.precision == "fp16"
-    assert not nano.qat_useful and nano.dla_cores == 0 and nano.memory_gb == 4.0
+    assert nano.dla_cores == 0 and nano.memory_gb == 4.0
 
 
 @pytest.mark.parametrize(
@@ -27,7 +27,7 @@ def test_nano_has_no_int8_so_defaults_to_fp16_and_skips_qat() -> None:
 def test_xavier_and_orin_run_int8(name: str, arch: str, trt: str, dla: int) -> None:
     target = get_target(name)
     assert (target.gpu_arch, target.tensorrt, target.dla_cores) == (arch, trt, dla)
-    assert target.int8 and target.precision == "int8" and target.qat_useful and target.kind == "jetson"
+    assert target.int8 and target.precision == "int8" and target.kind == "jetson"
 
 
 def test_desktop_gpus_and_cpu() -> None:

@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from edgecompress.engine import RECIPES, get_target, profile_command, trtexec_command
+from edgecompress.engine import RECIPES, profile_command, trtexec_command
+from edgecompress.targets import get_target
 from edgecompress.errors import EdgeCompressError
 
 

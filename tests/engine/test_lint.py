@@ -11,7 +11,8 @@ from torch import nn
 
 from edgecompress.errors import EdgeCompressError
 from edgecompress.export import export_onnx
-from edgecompress.export.lint import check_onnx, resolve_target
+from edgecompress.engine import check_onnx
+from edgecompress.targets import get_target
 from edgecompress.quant import calibrate, quantize_model
 
 
@@ -68,7 +69,7 @@ def _rules(model: onnx.ModelProto, tmp_path, target: str = "jetson-orin-nano") -
     path = tmp_path / "model.onnx"
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
-    return {f.rule: f.severity for f in check_onnx(path, target).findings}
+    return {f.rule: f.severity for f in check_onnx(path, get_target(target)).findings}
 
 
 def test_clean_hand_built_graph_has_no_findings(tmp_path):
@@ -125,32 +126,32 @@ def test_real_int8_export_is_clean_and_float_layer_is_reported(tmp_path):
     batches = [torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(2)]
     clean = quantize_model(_tiny_cnn(), x)
     calibrate(clean, batches, method="max")
-    report = check_onnx(export_onnx(clean, x, tmp_path / "int8.onnx"), "jetson-agx-orin")
+    report = check_onnx(export_onnx(clean, x, tmp_path / "int8.onnx"), get_target("jetson-agx-orin"))
     assert report.ok and not report.warnings, report.findings
     mixed = quantize_model(_tiny_cnn(), x, skip=("3",))
     calibrate(mixed, batches, method="max")
-    report = check_onnx(export_onnx(mixed, x, tmp_path / "mixed.onnx"), "orin-nano")
+    report = check_onnx(export_onnx(mixed, x, tmp_path / "mixed.onnx"), get_target("orin-nano"))
     assert report.ok and [(f.rule, f.severity) for f in report.findings] == [("float-layer", "info")]
-    assert "no-int8" in {f.rule for f in check_onnx(tmp_path / "int8.onnx", "jetson-nano").errors}
+    assert "no-int8" in {f.rule for f in check_onnx(tmp_path / "int8.onnx", get_target("jetson-nano")).errors}
     assert report.to_dict()["ok"] is True
 
 
 def test_target_aliases():
-    assert resolve_target("orin-nano").name == "jetson-orin-nano"
-    assert resolve_target("4090").name == "rtx-4090"
+    assert get_target("orin-nano").name == "jetson-orin-nano"
+    assert get_target("4090").name == "rtx-4090"
     with pytest.raises(EdgeCompressError, match="ambiguous: jetson-orin-nano, jetson-agx-orin"):
-        resolve_target("orin")
+        get_target("orin")
     with pytest.raises(EdgeCompressError, match="unknown target 'banana'"):
-        resolve_target("banana")
+        get_target("banana")
 
 
 def test_bad_files(tmp_path):
     with pytest.raises(EdgeCompressError, match="not found"):
-        check_onnx(tmp_path / "missing.onnx", "cpu")
+        check_onnx(tmp_path / "missing.onnx", get_target("cpu"))
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x08\x01 definitely not a model \xff\xfe")
     with pytest.raises(EdgeCompressError, match="not an ONNX model|no ONNX graph"):
-        check_onnx(junk, "cpu")
+        check_onnx(junk, get_target("cpu"))
 
 
 def test_onnxruntime_backend_export_passes_for_cpu_but_not_tensorrt(tmp_path):
@@ -158,5 +159,5 @@ def test_onnxruntime_backend_export_passes_for_cpu_but_not_tensorrt(tmp_path):
     model = quantize_model(_tiny_cnn(), x, backend="onnxruntime")
     calibrate(model, [torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(3))], method="max")
     path = export_onnx(model, x, tmp_path / "ort.onnx")
-    assert check_onnx(path, "cpu").ok
-    assert "int8-type" in {f.rule for f in check_onnx(path, "jetson-orin-nano").errors}  # uint8 activations: onnxruntime only
+    assert check_onnx(path, get_target("cpu")).ok
+    assert "int8-type" in {f.rule for f in check_onnx(path, get_target("jetson-orin-nano")).errors}  # uint8 activations: onnxruntime only

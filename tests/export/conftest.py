@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from export_models import MODELS, randomise_batchnorm
+from .export_models import MODELS, randomise_batchnorm
 
 
 @pytest.fixture(params=list(MODELS))

@@ -12,7 +12,7 @@ from edgecompress.export import convert_fp16, export_onnx, ort_optimized_int8_op
 from edgecompress.models import YoloMobileNetV2
 from edgecompress.quant import QuantConv2d, calibrate, quantize_model
 
-from export_models import TinyDetector, conv_stack, randomise_batchnorm
+from .export_models import TinyDetector, conv_stack, randomise_batchnorm
 
 # ONNX Runtime and PyTorch agree on every Q/DQ (same scale, zero point 0, round half to even,
 # saturation to [-128, 127]) but accumulate convolutions in a different order. An activation within

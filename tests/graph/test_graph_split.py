@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_graph_groups import group_of, member
+from .test_graph_groups import group_of, member
 from torch import Tensor, nn
 
 from edgecompress.graph import Role, analyze

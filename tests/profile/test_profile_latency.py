@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def test_profile_onnx_returns_sane_numbers(models: dict[str, Path]) -> None:
     assert 0 < stats.min_ms <= stats.median_ms <= stats.p90_ms
     assert stats.min_ms <= stats.mean_ms
     assert stats.peak_memory_mb >= 0 and stats.file_size_bytes == models["wide"].stat().st_size
-    assert stats.to_dict()["median_ms"] == stats.median_ms
+    assert asdict(stats)["median_ms"] == stats.median_ms
 
 
 def test_compare_models_same_settings_and_table(models: dict[str, Path]) -> None:

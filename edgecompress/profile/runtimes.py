@@ -1,0 +1,76 @@
+"""The CPU runtimes models are timed in, registered by name.
+
+A runtime is a *runner factory* ``factory(model_path, shape, threads, seed) -> run`` whose ``run()``
+does one inference on seeded random input. Each timing happens in a fresh worker process, so a
+runtime is registered by the factory's import path (``"package.module:function"``), which the worker
+imports; the module must be importable there (the worker sees the caller's ``sys.path``).
+
+Built in: ``onnxruntime`` (CPU execution provider, all graph optimisations) and ``openvino`` (the CPU
+plugin, compiled for the static input shape, fp32 inference precision so a float model is timed in
+fp32 even on CPUs with bf16; a Q/DQ model runs its int8 kernels).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..errors import EdgeCompressError
+
+Runner = Callable[[], object]
+RunnerFactory = Callable[[str, tuple[int, ...], "int | None", int], Runner]
+
+# onnxruntime input element types we can feed random data to.
+INPUT_DTYPES: dict[str, type] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A registered runtime: the runner factory's import path and the Python package it needs."""
+
+    name: str
+    runner: str  # "package.module:function"
+    package: str  # checked with importlib before any work; pip extra named in the error
+
+
+RUNTIMES: dict[str, Runtime] = {}
+
+
+def register_runtime(name: str, runner: str, package: str | None = None) -> Runtime:
+    """Register the runner factory at import path ``runner`` (``"module:function"``) as runtime ``name``."""
+    if ":" not in runner:
+        raise EdgeCompressError(f"runtime {name}: runner must be an import path like 'package.module:function', got {runner!r}")
+    RUNTIMES[name] = Runtime(name, runner, package or name)
+    return RUNTIMES[name]
+
+
+def get_runtime(name: str) -> Runtime:
+    """The runtime registered as ``name``; an unknown name or a missing package is a one-line error."""
+    if name not in RUNTIMES:
+        raise EdgeCompressError(f"unknown runtime {name!r}; choose one of {', '.join(RUNTIMES)}")
+    runtime = RUNTIMES[name]
+    if importlib.util.find_spec(runtime.package) is None:
+        raise EdgeCompressError(f"runtime {name}: the {runtime.package} package is not installed; pip install 'edgecompress[{name}]' or pip install {runtime.package}")
+    return runtime
+
+
+def load_runner(path: str) -> RunnerFactory:
+    """Import the runner factory at ``"module:function"``."""
+    module, _, function = path.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def random_input(shape: tuple[int, ...], dtype: type, seed: int) -> np.ndarray:
+    """Fresh standard-normal data, the same for every model profiled with the same seed."""
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32).astype(dtype)
+
+
+register_runtime("onnxruntime", "edgecompress.profile.runners:onnxruntime_runner")
+register_runtime("openvino", "edgecompress.profile.runners:openvino_runner")

@@ -1,0 +1,159 @@
+"""The build's settings: one schema that the Python API, the CLI options and the checks all read.
+
+Each field of :class:`BuildConfig` carries its help text and, where the value names something in a
+registry (a target, task, criterion, calibrator or runtime), the registry it must be found in. The CLI
+generates its options from these fields (:mod:`edgecompress.cli`), and :meth:`BuildConfig.check`
+validates every value once, before any stage runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .errors import EdgeCompressError
+
+
+def setting(default: Any, help: str, *, choices: Callable[[], Iterable[str]] | None = None, flag: str | None = None,
+            minimum: float | None = None, argument: bool = False) -> Any:
+    """A settings field (required when ``default`` is ``...``): ``help`` for the CLI, ``choices`` (a registry's names, read when needed), the CLI ``flag``
+    when it differs from the field name, the ``minimum`` a number may take, or ``argument`` for a positional one."""
+    metadata = {"help": help, "choices": choices, "flag": flag, "minimum": minimum, "argument": argument}
+    return field(metadata=metadata) if default is ... else field(default=default, metadata=metadata)
+
+
+def flag_of(item) -> str:
+    """The CLI flag of a settings field (``--image-size``)."""
+    return item.metadata.get("flag") or "--" + item.name.replace("_", "-")
+
+
+def check_settings(config: Any) -> None:
+    """Every field against its ``choices`` and ``minimum``; a bad value is one line naming the flag and the fix."""
+    for item in fields(config):
+        value, meta = getattr(config, item.name), item.metadata
+        if value is None:
+            continue
+        values = value if isinstance(value, tuple) else (value,)
+        if meta.get("choices") is not None:
+            known = list(meta["choices"]())
+            for one in values:
+                if one not in known:
+                    raise EdgeCompressError(f"unknown {flag_of(item)} {one!r}; choose one of {', '.join(known)}")
+        if meta.get("minimum") is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and value < meta["minimum"]:
+            raise EdgeCompressError(f"{flag_of(item)} must be >= {meta['minimum']:g}, got {value}")
+
+
+def _targets() -> list[str]:
+    from .targets import TARGETS
+
+    return list(TARGETS)
+
+
+def _tasks() -> list[str]:
+    from .tasks import TASKS
+
+    return list(TASKS)
+
+
+def _criteria() -> list[str]:
+    from .prune import CRITERIA
+
+    return list(CRITERIA)
+
+
+def _calibrators() -> list[str]:
+    from .quant.calibrators import CALIBRATORS
+
+    return list(CALIBRATORS)
+
+
+def _runtimes() -> list[str]:
+    from .profile.runtimes import RUNTIMES
+
+    return list(RUNTIMES)
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Every setting of a build; the CLI's ``build`` options are generated from these fields."""
+
+    target: str = setting("cpu", "Deployment target or an unambiguous alias (orin-nano, 4090); `edgecompress targets` lists them.", choices=_targets)
+    model: str = setting("yolo-mbv2", "Zoo name, path/to/file.py:callable, package.module:callable or a torch.save(model) file.")
+    weights: str | None = setting(None, "State dict to load; skips baseline training.")
+    task: str = setting("detect", "What the model does: detect (YOLO data.yaml) or classify (ImageFolder with train/ and val/).", choices=_tasks)
+    data: str | None = setting(None, "Dataset: a YOLO data.yaml, or an ImageFolder root. Default: the task's bundled set (digits detection).")
+    calib: str | None = setting(None, "Folder of calibration images. Default: the bundled calib_data/.")
+    name: str | None = setting(None, "Run name: the folder under --runs-dir. Default: MODEL-TARGET.")
+    runs_dir: str = setting("runs", "Where run folders are written.")
+    image_size: int = setting(128, "Square input size in pixels.", minimum=1)
+    batch_size: int = setting(32, "Training and evaluation batch size.", minimum=1)
+    lr: float = setting(1e-2, "Peak Adam learning rate (cosine-annealed); QAT uses lr/100.")
+    epochs: int = setting(20, "Baseline training epochs (ignored with --weights).", minimum=0)
+    sparse_epochs: int = setting(8, "Sparse-training epochs.", minimum=0)
+    sparsity_lambda: float = setting(1e-3, "L1 weight on BN gammas during sparse training.", minimum=0)
+    prune_ratio: float = setting(0.6, "Fraction of prunable channels removed (global threshold).")
+    target_macs: float | None = setting(None, "Fraction of MACs to remove (0.5 halves them); replaces --prune-ratio.")
+    prune_layers: int = setting(0, "Residual blocks (x + f(x)) to replace by identity before channel pruning.", minimum=0)
+    criterion: str = setting("bn-gamma", "Channel importance criterion.", choices=_criteria)
+    min_channels: int = setting(8, "Channels every layer keeps at least.")
+    round_to: int = setting(8, "Kept channels are rounded up to a multiple of this.")
+    ignore: tuple[str, ...] = setting((), "Module names never pruned nor quantized (repeatable).")
+    finetune_epochs: int = setting(8, "Fine-tuning epochs after pruning.", minimum=0)
+    qat_epochs: int = setting(2, "Quantization-aware training epochs after calibration.", minimum=0)
+    max_drop: float | None = setting(None, "Keep the most quantization-sensitive layers in float until int8 is within this metric drop (e.g. 0.01).", minimum=0)
+    calib_method: str = setting("mse", "Activation calibrator.", choices=_calibrators)
+    calib_images: int = setting(256, "Calibration images used (spread over the folder).", minimum=1)
+    train_images: int = setting(2000, "Training images of the bundled dataset (and the limit of a --quick run on yours).", minimum=1)
+    val_images: int = setting(400, "Validation images of the bundled dataset.", minimum=1)
+    profile_runs: int = setting(100, "Timed runs per model, round and runtime.", minimum=1)
+    profile_rounds: int = setting(3, "Interleaved profiling rounds (each model once per round).", minimum=1)
+    profile_runtimes: tuple[str, ...] = setting(("onnxruntime",), "CPU runtime the report times the models in (repeatable).", choices=_runtimes, flag="--profile-runtime")
+    profile_batch: int = setting(1, "Batch size of the report's timed inputs: 1 for latency, larger for throughput.", minimum=1)
+    seed: int = setting(0, "Seed of every random choice (weights, shuffles, example inputs).")
+    quick: bool = setting(False, "Tiny data and one epoch per stage: a smoke run of a few minutes.")
+    from_stage: str | None = setting(None, "Rerun from this stage on, even if finished (the pipeline checks the name).", flag="--from")
+
+    def resolved(self) -> BuildConfig:
+        """Apply ``quick`` to the settings left at their defaults, and the default name."""
+        from .targets import get_target
+
+        config = replace(self, target=get_target(self.target).name)  # an alias becomes the registry name
+        if self.quick:
+            defaults = BuildConfig()
+            config = replace(config, **{k: v for k, v in QUICK.items() if getattr(config, k) == getattr(defaults, k)})
+        if config.name is None:
+            config = replace(config, name=f"{Path(config.model).stem.split(':')[0]}-{config.target}" + ("-quick" if self.quick else ""))
+        return config
+
+    def check(self) -> None:
+        """Reject bad settings before any stage runs, rather than after minutes of training."""
+        from .profile.runtimes import get_runtime
+        from .prune.plan import check_arguments
+
+        check_settings(self)
+        check_arguments(self.prune_ratio, self.criterion, self.min_channels, self.round_to)
+        if self.target_macs is not None and not 0 < self.target_macs < 1:
+            raise EdgeCompressError(f"--target-macs must be in (0, 1), got {self.target_macs}; 0.5 removes half the MACs")
+        _check_zoo_task(self.model, self.task)
+        if not self.profile_runtimes:
+            raise EdgeCompressError("--profile-runtime needs at least one runtime; the default is onnxruntime")
+        for runtime in self.profile_runtimes:
+            get_runtime(runtime)  # its package is installed
+
+
+def _check_zoo_task(model: str, task: str) -> None:
+    """A zoo model is built for one task; asking for another fails here, not after training."""
+    from .models import ZOO
+    from .tasks import TASKS
+
+    entry = ZOO.get(model)
+    if entry is None or entry.task == task:
+        return
+    fix = f"pass --task {entry.task}" if entry.task in TASKS else f"no build task handles {entry.task} models yet; use the pruning API"
+    raise EdgeCompressError(f"zoo model {model} is a {entry.task} model, not {task}; {fix}")
+
+
+# The --quick profile (tests and smoke runs): tiny data and one epoch per stage.
+QUICK = dict(epochs=1, sparse_epochs=1, finetune_epochs=1, qat_epochs=1, train_images=96, val_images=32,
+             calib_images=32, profile_runs=20, profile_rounds=1, batch_size=16)
