@@ -3,7 +3,7 @@
 The head uses depthwise-separable convolutions; `width` scales every layer. ``forward`` returns the
 three raw prediction maps, shape [B, anchors * (5 + classes), H/s, W/s] for strides 8, 16 and 32, so
 the model traces with torch.fx and exports to ONNX unchanged; decoding lives in
-:mod:`edgecompress.train.detection` and runs outside the network (kept in float on every target).
+:mod:`edgecompress.tasks.yolo_anchors` and runs outside the network (kept in float on every target).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .blocks import ConvBNAct, DepthwiseSeparable, make_divisible, mobilenetv2_stages
 
-# Anchors in pixels for a 128 px input, three per stride; `edgecompress.train.detection.fit_anchors`
+# Anchors in pixels for a 128 px input, three per stride; `edgecompress.tasks.yolo_anchors.fit_anchors`
 # replaces them by k-means anchors of the training boxes before training from scratch.
 DEFAULT_ANCHORS = (
     ((10, 13), (14, 19), (18, 25)),

@@ -1,4 +1,7 @@
-"""YOLO detection maths: anchor fitting, target assignment and loss, and decoding of the raw maps.
+"""The anchor-based YOLO detection head (YOLOv3/v5 style): anchor fitting, target assignment and loss, decoding.
+
+A model of this family has ``anchors`` [levels, anchors per level, 2] (pixels), ``strides`` (one per
+level) and ``num_classes``, and returns one raw map [B, anchors * (5 + classes), H/s, W/s] per level.
 
 Box parametrisation (YOLOv5): xy = (2 sigmoid(t) - 0.5 + cell) * stride, wh = (2 sigmoid(t))^2 * anchor.
 A ground-truth box is assigned to every anchor whose width and height ratios are within
@@ -13,12 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.cluster import KMeans
 from torch import Tensor, nn
+
+from ..errors import EdgeCompressError
+from .base import Loss
+from .detect import DetectionHead
 
 
 def fit_anchors(box_sizes: np.ndarray, num_levels: int = 3, per_level: int = 3, seed: int = 0) -> Tensor:
     """k-means anchors (pixels) of the training boxes' (w, h), sorted by area: [levels, per_level, 2]."""
+    from sklearn.cluster import KMeans  # slow to import; only training from scratch needs it
+
     k = num_levels * per_level
     centers = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(box_sizes).cluster_centers_
     centers = centers[np.argsort(centers.prod(axis=1))]
@@ -141,19 +149,31 @@ def decode(outputs: list[Tensor], anchors: Tensor, strides: tuple[int, ...]) -> 
     return torch.cat(decoded, dim=1)
 
 
-def postprocess(decoded: Tensor, *, conf_threshold: float = 0.001, iou_threshold: float = 0.6, max_detections: int = 100) -> list[Tensor]:
-    """Per image: boxes scoring above ``conf_threshold`` after class-wise NMS, rows (x1, y1, x2, y2, score, class)."""
-    from ..eval import batched_nms
+class YoloAnchorHead(DetectionHead):
+    """Models with ``anchors``, ``strides`` and ``num_classes``, such as the zoo's yolo-mbv2."""
 
-    results = []
-    for rows in decoded:
-        scores, classes = (rows[:, 5:] * rows[:, 4:5]).max(dim=1) if rows.shape[1] > 5 else (rows[:, 4], torch.zeros_like(rows[:, 4]))
-        keep = scores > conf_threshold
-        rows, scores, classes = rows[keep], scores[keep], classes[keep]
-        boxes = torch.cat([rows[:, :2] - rows[:, 2:4] / 2, rows[:, :2] + rows[:, 2:4] / 2], dim=1)
-        kept = batched_nms(boxes, scores, classes, iou_threshold)[:max_detections]
-        results.append(torch.cat([boxes[kept], scores[kept, None], classes[kept, None].float()], dim=1))
-    return results
+    name = "yolo-anchors"
+    requires = ("anchors", "strides", "num_classes")
+
+    def check(self, model: nn.Module) -> None:
+        super().check(model)
+        shape = tuple(getattr(model.anchors, "shape", ()))
+        if len(shape) != 3 or shape[-1] != 2 or shape[0] != len(model.strides):
+            raise EdgeCompressError(
+                f"model {type(model).__name__} has anchors of shape {shape} for {len(model.strides)} strides; "
+                "the yolo-anchors head needs a tensor [levels, anchors per level, 2] in pixels, one level per stride"
+            )
+
+    def loss(self, model: nn.Module) -> Loss:
+        return DetectionLoss(model)
+
+    def prepare(self, model: nn.Module, box_sizes: np.ndarray) -> None:
+        """Replace the anchors by k-means anchors of the training boxes, when there are enough boxes."""
+        if len(box_sizes) >= model.anchors.numel() // 2:
+            model.anchors.copy_(fit_anchors(box_sizes, *model.anchors.shape[:2]))
+
+    def decode(self, outputs: list[Tensor], model: nn.Module) -> Tensor:
+        return decode(outputs, model.anchors, tuple(model.strides))
 
 
-__all__ = ["DetectionLoss", "LossWeights", "decode", "postprocess", "fit_anchors", "box_giou", "split_maps"]
+__all__ = ["DetectionLoss", "LossWeights", "YoloAnchorHead", "box_giou", "decode", "fit_anchors", "split_maps"]

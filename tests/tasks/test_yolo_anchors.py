@@ -1,10 +1,14 @@
-"""Detection maths: assignment, loss, decoding and anchor fitting."""
+"""The anchor-based YOLO head: assignment, loss, decoding, anchor fitting; and the shared NMS postprocess."""
 
 import numpy as np
+import pytest
 import torch
 
+from edgecompress import EdgeCompressError
 from edgecompress.models import build_model
-from edgecompress.train.detection import DetectionLoss, box_giou, decode, fit_anchors, postprocess
+from edgecompress.tasks import YoloAnchorHead, detection_head_for, get_task
+from edgecompress.tasks.detect import postprocess
+from edgecompress.tasks.yolo_anchors import DetectionLoss, box_giou, decode, fit_anchors
 
 
 def _targets():
@@ -68,3 +72,21 @@ def test_fit_anchors_sorted_by_area():
     anchors = fit_anchors(np.abs(sizes))
     areas = anchors.view(-1, 2).prod(dim=1)
     assert anchors.shape == (3, 3, 2) and torch.all(areas[1:] >= areas[:-1])
+
+
+def test_prepare_fits_anchors_to_the_training_boxes(tmp_path):
+    task = get_task("detect")
+    data = task.load(task.default_data(tmp_path, train_images=8, val_images=2, image_size=128, seed=0), 128, batch_size=4)
+    model = build_model("yolo-mbv2")
+    before = model.anchors.clone()
+    task.prepare(model, data)
+    areas = model.anchors.view(-1, 2).prod(dim=1)
+    assert not torch.equal(model.anchors, before) and torch.all(areas[1:] >= areas[:-1])
+
+
+def test_the_head_is_picked_by_the_model_and_checks_its_anchors():
+    model = build_model("yolo-mbv2")
+    assert isinstance(detection_head_for(model), YoloAnchorHead)
+    model.anchors = model.anchors[:2]
+    with pytest.raises(EdgeCompressError, match=r"has anchors of shape \(2, 3, 2\) for 3 strides; the yolo-anchors head needs"):
+        get_task("detect").check_model(model)

@@ -1,0 +1,29 @@
+"""Prediction functions: one callable per runtime, so a metric is measured the same way on every model.
+
+A prediction function takes a batch of images ([B, 3, H, W] float tensor) and returns the model's
+outputs (a tensor, or a list of tensors or numpy arrays, in the model's output order).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from torch import Tensor, nn
+
+Predict = Callable[[Tensor], object]
+
+
+def torch_predict(model: nn.Module) -> Predict:
+    """Prediction function of a PyTorch module in eval mode."""
+    model.eval()
+    return lambda images: model(images)
+
+
+def onnx_predict(path: Path) -> Predict:
+    """Prediction function of an ONNX model run by onnxruntime on the CPU."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    return lambda images: session.run(None, {input_name: images.numpy()})

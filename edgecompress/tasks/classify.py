@@ -1,0 +1,52 @@
+"""Image classification on an ImageFolder layout; metric: top-1 accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..errors import EdgeCompressError
+from ..eval import classification_accuracy
+from ..eval.predict import Predict
+from .base import Loss, Task, TaskData, limit_dataset
+
+
+class ClassificationTask(Task):
+    """Image classification on an ImageFolder layout (``train/`` and ``val/`` of class folders); metric: top-1 accuracy."""
+
+    name = "classify"
+    primary_metric = "top1"
+
+    def load(self, data: Path, image_size: int, batch_size: int, limit: int | None = None) -> TaskData:
+        from ..data.imagefolder import ImageFolderDataset
+
+        root = Path(data)
+        train_dir, val_dir = root / "train", root / "val"
+        if not train_dir.is_dir() or not val_dir.is_dir():
+            raise EdgeCompressError(f"{root} needs train/ and val/ folders of class sub-folders (ImageFolder layout)")
+        train = ImageFolderDataset(train_dir, image_size, augment=True)
+        val = ImageFolderDataset(val_dir, image_size)
+        generator = torch.Generator().manual_seed(0)
+        return TaskData(
+            train=DataLoader(limit_dataset(train, limit), batch_size, shuffle=True, generator=generator),
+            val=DataLoader(limit_dataset(val, limit), batch_size),
+            num_classes=len(train.classes),
+            image_size=image_size,
+            names=list(train.classes),
+        )
+
+    def loss(self, model: nn.Module) -> Loss:
+        return lambda logits, labels: F.cross_entropy(torch.as_tensor(logits), labels)
+
+    @torch.no_grad()
+    def evaluate(self, predict: Predict, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        logits, labels = [], []
+        for images, batch_labels in loader:
+            output = predict(images)
+            logits.append(torch.as_tensor(output[0] if isinstance(output, (list, tuple)) else output))
+            labels.append(batch_labels)
+        return {"top1": classification_accuracy(torch.cat(logits), torch.cat(labels))}
