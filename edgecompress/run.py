@@ -50,7 +50,7 @@ class Run:
         config = self.config
         if config.data is not None:
             return Path(config.data)
-        root = Path(config.runs_dir) / "_data" / f"digits-{config.train_images}-{config.val_images}-{config.image_size}"
+        root = Path(config.runs_dir) / "_data" / f"{config.task}-{config.train_images}-{config.val_images}-{config.image_size}"
         return self.task.default_data(root, train_images=config.train_images, val_images=config.val_images,
                                       image_size=config.image_size, seed=config.seed)
 

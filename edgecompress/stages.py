@@ -45,8 +45,8 @@ def baseline(run: Run, folder: Path) -> ModelOutcome:
 
     config = run.config
     model = resolve_model(config.model, num_classes=run.data.num_classes, weights=config.weights)
-    run.task.check_model(model)
     analyze(model, run.example_input(), ignore=config.ignore)  # a model the pruner cannot handle fails before training
+    run.task.check_model(model)
     losses: list[float] = []
     if config.weights is None and config.epochs > 0:
         run.task.prepare(model, run.data)

@@ -50,3 +50,24 @@ def test_every_target_is_consistent() -> None:
 def test_unknown_target_lists_known_ones() -> None:
     with pytest.raises(EdgeCompressError, match="jetson-nano.*edgecompress targets"):
         get_target("jetson-nanoo")
+
+
+def test_what_each_target_ships_and_how_it_is_built() -> None:
+    from dataclasses import replace
+
+    nano, orin, cpu = get_target("jetson-nano"), get_target("jetson-orin-nano"), get_target("cpu")
+    assert nano.deployment(int8_ready=False) == ("fp16", "pruned")  # TensorRT 8.2 takes --fp16 on the float ONNX
+    assert replace(nano, tensorrt="11.4").deployment(int8_ready=False) == ("fp16", "fp16")  # strongly typed: the fp16 ONNX
+    assert orin.deployment(int8_ready=True) == ("int8", "int8") and orin.deployment(int8_ready=False) == ("fp16", "pruned")
+    assert (nano.export_opset, orin.export_opset, cpu.export_opset) == (13, 17, 17)
+    assert (orin.max_onnx_opset, cpu.max_onnx_opset) == (20, None)
+    assert (cpu.qdq_backend, cpu.builder, orin.qdq_backend, orin.builder) == ("onnxruntime", "onnxruntime", "tensorrt", "tensorrt")
+
+
+def test_aliases_resolve_in_every_command() -> None:
+    from edgecompress.settings import BuildConfig
+
+    assert get_target("orin-nano").name == "jetson-orin-nano" and get_target("4090").name == "rtx-4090"
+    assert BuildConfig(target="orin-nano").resolved().target == "jetson-orin-nano"
+    with pytest.raises(EdgeCompressError, match="ambiguous"):
+        get_target("orin")

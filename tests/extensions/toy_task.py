@@ -23,7 +23,7 @@ class BrightnessTask(Task):
         return lambda output, target: torch.nn.functional.mse_loss(torch.as_tensor(output).flatten(), target)
 
     def evaluate(self, predict, model, loader) -> dict[str, float]:
-        errors = [(torch.as_tensor(predict(images)).flatten() - target).abs() for images, target in loader]
+        errors = [(torch.as_tensor(predict(images)).detach().flatten() - target).abs() for images, target in loader]
         return {"neg_mae": -float(torch.cat(errors).mean())}
 
 

@@ -1,0 +1,70 @@
+"""report.md / report.json from typed stage outcomes, without running any stage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from edgecompress.outcomes import (EngineOutcome, ExportedModel, ExportOutcome, GammaHistogram, ModelOutcome, PruneOutcome,
+                                   QuantOutcome, SparseOutcome)
+from edgecompress.report import write_report
+from edgecompress.run import Run
+from edgecompress.settings import BuildConfig
+
+
+def _run(tmp_path, *, quantized: bool = True, runtimes=("onnxruntime",)) -> Run:
+    target = "cpu" if quantized else "jetson-nano"
+    run = Run(BuildConfig(target=target, name="unit", runs_dir=str(tmp_path), profile_runtimes=runtimes).resolved())
+    gammas = np.abs(np.random.default_rng(0).normal(0, 0.3, 100))
+    exported = {"baseline": ExportedModel(1e-6, 1e-6, {"map50": 0.90}), "pruned": ExportedModel(2e-6, 2e-6, {"map50": 0.88})}
+    if quantized:
+        exported["int8"] = ExportedModel(3e-3, 1e-2, {"map50": 0.87}, {"conv": 5})
+        qat = QuantOutcome(outputs={"model": "model.pt"}, scores={"map50": 0.86}, ptq={"map50": 0.80}, backend="onnxruntime",
+                           calibration_images=64, kept_float=["head.2"])
+    else:
+        exported["fp16"] = ExportedModel(5e-4, 1e-3, {"map50": 0.88})
+        qat = QuantOutcome(skipped="jetson-nano has no int8 support in TensorRT 8.2")
+    run.outcomes = {
+        "baseline": ModelOutcome(outputs={"model": "model.pt"}, scores={"map50": 0.9, "map50_95": 0.5}, params=2_000_000, macs=400_000_000),
+        "sparse": SparseOutcome(outputs={"model": "model.pt"}, scores={"map50": 0.89}, gamma_before=GammaHistogram.of(gammas),
+                                gamma_after=GammaHistogram.of(gammas * 0.02)),
+        "prune": PruneOutcome(outputs={"model": "model.pt"}, scores={"map50": 0.4}, params=700_000, macs=150_000_000,
+                              plan={"channels_removed": 300, "channels_total": 500, "target_macs": None}),
+        "finetune": ModelOutcome(outputs={"model": "model.pt"}, scores={"map50": 0.88, "map50_95": 0.48}, params=700_000, macs=150_000_000),
+        "qat": qat,
+        "export": ExportOutcome(outputs={label: f"{label}.onnx" for label in exported}, models=exported, opset=17),
+        "engine": EngineOutcome(outputs={"model": "m.onnx"}, kind="onnxruntime", precision="int8", notes=["optimised for the CPU"]),
+    }
+    run.manifests = {name: {"status": "skipped" if outcome.skipped else "done", "reason": outcome.skipped, "wall_s": 1.5,
+                            "metrics": outcome.metrics()} for name, outcome in run.outcomes.items()}
+    return run
+
+
+def _latency(labels, medians, runtime="onnxruntime"):
+    return {runtime: {label: {"median_ms": m, "p90_ms": m * 1.1, "peak_memory_mb": 10.0, "file_size_bytes": 1_000_000} for label, m in zip(labels, medians)}}
+
+
+def test_report_rows_come_from_the_outcomes(tmp_path):
+    run = _run(tmp_path)
+    write_report(run, tmp_path / "report", _latency(["baseline", "pruned", "int8"], [4.0, 2.0, 1.0]))
+    markdown = (run.dir / "report.md").read_text()
+    assert "| baseline | 0.9000 | 0.9000 | 2,000,000 | 400.0 M | 1.00 MB | 4.00 ms | 4.40 ms | 1.00x | 10.0 MB |" in markdown
+    assert "| int8 | 0.8600 | 0.8700 | 700,000 | 150.0 M |" in markdown and "| 4.00x |" in markdown  # int8 size is the pruned model's
+    assert "sensitivity analysis kept 1 layers in float (head.2)" in markdown and "PTQ): map50 0.8000" in markdown
+    assert "removed 300 of 500 prunable channels" in markdown and "QLinearConv" in markdown  # onnxruntime layout note
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert [row["model"] for row in report["models"]] == ["baseline", "pruned", "int8"]
+    assert report["models"][2]["metrics_torch"] == {"map50": 0.86} and report["models"][2]["onnx_max_abs_error"] == 3e-3
+    assert report["stages"]["qat"]["metrics"]["kept_float"] == ["head.2"] and report["total_wall_s"] == 10.5
+
+
+def test_skipped_quantization_reports_the_fp16_row_and_the_reason(tmp_path):
+    run = _run(tmp_path, quantized=False, runtimes=("onnxruntime", "openvino"))
+    latency = {**_latency(["baseline", "pruned", "fp16"], [4.0, 2.0, 3.0]), **_latency(["baseline", "pruned", "fp16"], [2.0, 1.0, 1.0], "openvino")}
+    write_report(run, tmp_path / "report", latency)
+    markdown = (run.dir / "report.md").read_text()
+    assert "| qat | skipped | 1.5 s | jetson-nano has no int8 support in TensorRT 8.2 |" in markdown
+    assert "| fp16 | 0.8800 | 0.8800 |" in markdown and "The fp16 row is the pruned model converted to fp16" in markdown
+    assert "Latency in openvino" in markdown and "| pruned | 1.00 ms | 1.10 ms | 2.00x | 10.0 MB |" in markdown
+    assert "Result: **onnxruntime** at int8." in markdown
