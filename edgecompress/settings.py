@@ -17,8 +17,9 @@ from .errors import EdgeCompressError
 
 def setting(default: Any, help: str, *, choices: Callable[[], Iterable[str]] | None = None, flag: str | None = None,
             minimum: float | None = None, argument: bool = False) -> Any:
-    """A settings field (required when ``default`` is ``...``): ``help`` for the CLI, ``choices`` (a registry's names, read when needed), the CLI ``flag``
-    when it differs from the field name, the ``minimum`` a number may take, or ``argument`` for a positional one."""
+    """A settings field, required when ``default`` is ``...``: ``help`` for the CLI, ``choices`` (a registry's names,
+    read when needed), the CLI ``flag`` when it differs from the field name, the ``minimum`` a number may take, or
+    ``argument`` for a positional one."""
     metadata = {"help": help, "choices": choices, "flag": flag, "minimum": minimum, "argument": argument}
     return field(metadata=metadata) if default is ... else field(default=default, metadata=metadata)
 
@@ -130,8 +131,9 @@ class BuildConfig:
         """Reject bad settings before any stage runs, rather than after minutes of training."""
         from .profile.runtimes import get_runtime
         from .prune.plan import check_arguments
+        from .targets import get_target
 
-        check_settings(self)
+        check_settings(replace(self, target=get_target(self.target).name))  # a target alias is fine here too
         check_arguments(self.prune_ratio, self.criterion, self.min_channels, self.round_to)
         if self.target_macs is not None and not 0 < self.target_macs < 1:
             raise EdgeCompressError(f"--target-macs must be in (0, 1), got {self.target_macs}; 0.5 removes half the MACs")

@@ -20,6 +20,7 @@ from .stats import model_stats
 from .tasks import onnx_predict, torch_predict
 from .train.loop import TrainConfig, fit
 
+
 def _evaluate(run: Run, model: nn.Module, quiet: bool = False) -> dict[str, float]:
     metrics = run.task.evaluate(torch_predict(model), model, run.data.val)
     if not quiet:
@@ -51,8 +52,9 @@ def baseline(run: Run, folder: Path) -> ModelOutcome:
     if config.weights is None and config.epochs > 0:
         run.task.prepare(model, run.data)
         losses = _train(run, model, folder, TrainConfig(config.epochs, lr=config.lr), "baseline")
+    scores = _evaluate(run, model)
     save_model(model, folder / "model.pt")
-    return ModelOutcome(outputs={"model": "model.pt"}, scores=_evaluate(run, model), **_size(run, model), train_loss=losses)
+    return ModelOutcome(outputs={"model": "model.pt"}, scores=scores, **_size(run, model), train_loss=losses)
 
 
 def _gammas(batchnorms: list[nn.BatchNorm2d]) -> np.ndarray:
@@ -73,8 +75,9 @@ def sparse(run: Run, folder: Path) -> SparseOutcome:
     plot_gamma_distribution(before, after, folder / "gamma_histogram.png")
     hist_before, hist_after = GammaHistogram.of(before), GammaHistogram.of(after)
     console.print(f"  BN gammas below 0.01: {hist_before.fraction_below_001:.1%} -> {hist_after.fraction_below_001:.1%} of {after.size} channels")
+    scores = _evaluate(run, model)
     save_model(model, folder / "model.pt")
-    return SparseOutcome(outputs={"model": "model.pt", "gamma_plot": "gamma_histogram.png"}, scores=_evaluate(run, model),
+    return SparseOutcome(outputs={"model": "model.pt", "gamma_plot": "gamma_histogram.png"}, scores=scores,
                          gamma_before=hist_before, gamma_after=hist_after, train_loss=losses)
 
 
@@ -106,9 +109,9 @@ def prune_stage(run: Run, folder: Path) -> PruneOutcome:
                         min_channels=config.min_channels, round_to=config.round_to)
     model = apply_plan(model, plan)
     model.zero_grad(set_to_none=True)
+    scores = _evaluate(run, model)
     save_model(model, folder / "model.pt")
-    return PruneOutcome(outputs={"model": "model.pt"}, scores=_evaluate(run, model), **_size(run, model), plan=plan.summary(),
-                        removed_blocks=removed_blocks)
+    return PruneOutcome(outputs={"model": "model.pt"}, scores=scores, **_size(run, model), plan=plan.summary(), removed_blocks=removed_blocks)
 
 
 def finetune(run: Run, folder: Path) -> ModelOutcome:
@@ -116,8 +119,9 @@ def finetune(run: Run, folder: Path) -> ModelOutcome:
     config = run.config
     model = load_model(run.artifact("prune", "model"))
     losses = _train(run, model, folder, TrainConfig(config.finetune_epochs, lr=config.lr), "finetune")
+    scores = _evaluate(run, model)
     save_model(model, folder / "model.pt")
-    return ModelOutcome(outputs={"model": "model.pt"}, scores=_evaluate(run, model), **_size(run, model), train_loss=losses)
+    return ModelOutcome(outputs={"model": "model.pt"}, scores=scores, **_size(run, model), train_loss=losses)
 
 
 def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
@@ -153,8 +157,9 @@ def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
         kept_float = sensitivity.skip
     ptq = _evaluate(run, model)
     losses = _train(run, model, folder, TrainConfig(config.qat_epochs, lr=config.lr / 100, warmup_steps=0), "qat")
+    scores = _evaluate(run, model)
     save_model(model, folder / "model.pt")
-    return QuantOutcome(outputs=outputs, scores=_evaluate(run, model), ptq=ptq, backend=backend, calibration_images=int(images.shape[0]),
+    return QuantOutcome(outputs=outputs, scores=scores, ptq=ptq, backend=backend, calibration_images=int(images.shape[0]),
                         activation_ranges=ranges, kept_float=kept_float, train_loss=losses)
 
 
