@@ -42,7 +42,7 @@ from edgecompress.export import export_onnx, openvino_conv_precisions, ort_optim
 from edgecompress.models import resolve_model
 from edgecompress.pipeline import DEFAULT_CALIB, BuildConfig
 from edgecompress.profile import compare_models
-from edgecompress.quant import BACKENDS, CALIBRATORS, EntropyCalibrator, MaxCalibrator, calibrate, quantize_model, quantizers
+from edgecompress.quant import BACKENDS, CALIBRATORS, EntropyCalibrator, MaxCalibrator, calibrate, learned_range_groups, quantize_model, quantizers
 from edgecompress.tasks import get_task, onnx_predict, torch_predict
 from edgecompress.train.loop import TrainConfig, fit
 
@@ -272,8 +272,8 @@ def _qat(ptq: torch.nn.Module, case: Case, recipe: QatRecipe) -> torch.nn.Module
                 quantizer.learn_amax()
     torch.manual_seed(recipe.seed)
     case.train.generator.manual_seed(recipe.seed)
-    config = TrainConfig(case.qat_epochs, lr=recipe.lr, warmup_steps=0, scale_lr=recipe.scale_lr)
-    fit(model, case.train, get_task(case.task).loss(model), config, description="qat")
+    config = TrainConfig(case.qat_epochs, lr=recipe.lr, warmup_steps=0)
+    fit(model, case.train, get_task(case.task).loss(model), config, param_groups=learned_range_groups(model, recipe.scale_lr), description="qat")
     return model.eval()
 
 

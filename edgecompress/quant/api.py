@@ -9,47 +9,59 @@ from torch import Tensor, nn
 
 from ..errors import EdgeCompressError
 from .calibrators import CALIBRATORS
-from .quantize import calibrate, quantize_model
+from .forward_loop import CalibrationData, batch_images, batches_loop, is_forward_loop
+from .quantize import calibrate, learned_range_groups, quantize_model
 
 LossFn = Callable[[object, Tensor], Tensor]
 
 
-def _images(batch: object) -> Tensor:
-    """The image tensor of a batch: a tensor, or the first item of an (images, targets) tuple."""
-    images = batch[0] if isinstance(batch, (tuple, list)) else batch
-    if not isinstance(images, Tensor):
-        raise EdgeCompressError(f"calibration batches must be tensors or (images, ...) tuples, got {type(images).__name__}; pass a DataLoader of images")
-    return images
-
-
 def calibrated_model(
-    model: nn.Module, calib_loader: Iterable, *, method: str = "mse", skip: Sequence[str] = (), backend: str = "tensorrt",
+    model: nn.Module, calib_data: CalibrationData, *, method: str = "mse", skip: Sequence[str] = (), backend: str = "tensorrt",
     example_input: Tensor | None = None, percentile: float = 99.99,
 ) -> nn.Module:
-    """A quantized copy of ``model`` (BN folded, layers swapped) calibrated on ``calib_loader``; ``model`` is untouched."""
+    """A quantized copy of ``model`` (BN folded, layers swapped) calibrated on ``calib_data``; ``model`` is untouched.
+
+    ``calib_data`` is a ``forward_loop(model)`` callable, which needs ``example_input`` to trace the
+    model, or an iterable of batches (tensors or (images, ...) tuples), whose first batch's first
+    image is the example input unless ``example_input`` is given.
+    """
     if method not in CALIBRATORS:
         raise EdgeCompressError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATORS)}")
-    batches = iter(calib_loader)
-    first = next(batches, None)
-    if first is None:
-        raise EdgeCompressError("the calibration loader is empty; pass a few hundred representative images")
-    example = example_input if example_input is not None else _images(first)[:1]
+    if is_forward_loop(calib_data):
+        if example_input is None:
+            raise EdgeCompressError("calibrating with a forward loop needs example_input= (one input batch, e.g. images[:1]) to trace the model")
+        example, forward_loop = example_input, calib_data
+    else:
+        batches = iter(calib_data)
+        first = next(batches, None)
+        if first is None:
+            raise EdgeCompressError("the calibration loader is empty; pass a few hundred representative images")
+        example = example_input if example_input is not None else batch_images(first)[:1]
+        forward_loop = batches_loop(itertools.chain([first], batches))
     quantized = quantize_model(model, example, skip=tuple(skip), backend=backend)
-    calibrate(quantized, itertools.chain([first], batches), method=method, percentile=percentile)
+    calibrate(quantized, forward_loop, method=method, percentile=percentile)
     return quantized
 
 
-def train_qat(model: nn.Module, train_loader: Iterable, loss_fn: LossFn, *, epochs: int, lr: float = 1e-4, description: str = "qat") -> nn.Module:
-    """Quantization-aware training of a calibrated model, in place, with the project's training loop (no warm-up)."""
+def train_qat(
+    model: nn.Module, train_loader: Iterable, loss_fn: LossFn, *, epochs: int, lr: float = 1e-4, scale_lr: float | None = None,
+    description: str = "qat",
+) -> nn.Module:
+    """Quantization-aware training of a calibrated model, in place, with the project's training loop (no warm-up).
+
+    ``scale_lr`` gives learned ranges (``quantize_model(learn_scales=True)``) their own learning
+    rate; None trains them with the other parameters at ``lr``.
+    """
     from ..train.loop import TrainConfig, fit
 
-    fit(model, train_loader, loss_fn, TrainConfig(epochs, lr=lr, warmup_steps=0), description=description)
+    fit(model, train_loader, loss_fn, TrainConfig(epochs, lr=lr, warmup_steps=0), param_groups=learned_range_groups(model, scale_lr),
+        description=description)
     return model
 
 
 def quantize(
     model: nn.Module,
-    calib_loader: Iterable,
+    calib_data: CalibrationData,
     *,
     method: str = "mse",
     qat_epochs: int = 0,
@@ -62,15 +74,17 @@ def quantize(
 ) -> nn.Module:
     """An int8 fake-quantized copy of ``model``, ready for :func:`~edgecompress.export.export_onnx`.
 
-    Folds BatchNorm, swaps every Conv2d/Linear not in ``skip`` for its quantized twin, calibrates
-    activation ranges with ``method`` on ``calib_loader`` (tensors or (images, ...) batches), then
-    runs ``qat_epochs`` of quantization-aware training on ``train_loader`` with ``loss_fn``.
+    Folds BatchNorm, swaps every layer with a registered quantized twin (Conv2d, Linear) not in
+    ``skip`` for that twin, calibrates activation ranges with ``method`` on ``calib_data`` (an
+    iterable of tensors or (images, ...) batches, or a ``forward_loop(model)`` callable together
+    with ``example_input``), then runs ``qat_epochs`` of quantization-aware training on
+    ``train_loader`` with ``loss_fn``.
     """
     if qat_epochs < 0:
         raise EdgeCompressError(f"qat_epochs must be >= 0, got {qat_epochs}")
     if qat_epochs and (train_loader is None or loss_fn is None):
         raise EdgeCompressError("qat_epochs > 0 needs train_loader and loss_fn; pass both, or qat_epochs=0 for calibration only")
-    quantized = calibrated_model(model, calib_loader, method=method, skip=skip, backend=backend, example_input=example_input)
+    quantized = calibrated_model(model, calib_data, method=method, skip=skip, backend=backend, example_input=example_input)
     if qat_epochs:
         train_qat(quantized, train_loader, loss_fn, epochs=qat_epochs, lr=lr)
     return quantized.eval()

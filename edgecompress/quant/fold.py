@@ -1,8 +1,9 @@
 """Fold BatchNorm2d into the Conv2d before it, so the deployed graph quantizes the conv TensorRT runs.
 
 Conv2d -> BatchNorm2d pairs are found with torch.fx; a pair is folded only when the conv output
-feeds that BN alone and each module is called once. The BN becomes ``nn.Identity``, so the model
-keeps its class, its ``forward`` and its module names.
+feeds that BN alone and each module is called once. Subclasses of either count when they keep the
+torch ``forward``. The BN becomes ``nn.Identity``, so the model keeps its class, its ``forward``
+and its module names.
 """
 
 from __future__ import annotations
@@ -13,14 +14,23 @@ import torch
 from torch import fx, nn
 
 from ..errors import EdgeCompressError, describe
+from ..helpers import evaluating, output_tensors
 
 FOLD_TOLERANCE = 1e-3  # relative; folding is exact up to float32 rounding
 
 
-def trace(model: nn.Module) -> fx.GraphModule:
-    """torch.fx trace of ``model``, with a user-facing error when the forward is not traceable."""
+class _FoldTracer(fx.Tracer):
+    """Keeps Conv2d and BatchNorm2d subclasses that inherit the torch forward as leaves, like the torch classes."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        torch_layer = any(isinstance(m, cls) and type(m).forward is cls.forward for cls in (nn.Conv2d, nn.BatchNorm2d))
+        return torch_layer or super().is_leaf_module(m, module_qualified_name)
+
+
+def trace(model: nn.Module) -> fx.Graph:
+    """torch.fx graph of ``model``, with a user-facing error when the forward is not traceable."""
     try:
-        return fx.symbolic_trace(model)
+        return _FoldTracer().trace(model)
     except Exception as exc:  # fx raises many types for untraceable Python
         raise EdgeCompressError(
             f"torch.fx cannot trace {type(model).__name__} ({describe(exc)}); "
@@ -30,7 +40,7 @@ def trace(model: nn.Module) -> fx.GraphModule:
 
 def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(conv name, bn name) for every BatchNorm2d fed only by a Conv2d whose output nothing else reads."""
-    graph = trace(model).graph
+    graph = trace(model)
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}
     for node in graph.nodes:
@@ -68,12 +78,9 @@ def fold_batchnorm(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
     return folded
 
 
-@torch.no_grad()
 def _check_same_outputs(reference: nn.Module, folded: nn.Module, example_input: torch.Tensor) -> None:
-    was_training = reference.training
-    reference.eval(), folded.eval()
-    expected, actual = _flatten(reference(example_input)), _flatten(folded(example_input))
-    reference.train(was_training), folded.train(was_training)
+    with evaluating(reference), evaluating(folded):
+        expected, actual = output_tensors(reference(example_input)), output_tensors(folded(example_input))
     for want, got in zip(expected, actual):
         error = float((want - got).abs().max()) / max(float(want.abs().max()), 1e-6)
         if error > FOLD_TOLERANCE:
@@ -81,13 +88,3 @@ def _check_same_outputs(reference: nn.Module, folded: nn.Module, example_input: 
                 f"BatchNorm folding changed the outputs (relative error {error:.2e}); "
                 "the model shares a Conv2d or BatchNorm2d in a way folding cannot express; quantize with quantize_model(fold=False)"
             )
-
-
-def _flatten(output: object) -> list[torch.Tensor]:
-    if isinstance(output, torch.Tensor):
-        return [output]
-    if isinstance(output, (list, tuple)):
-        return [t for item in output for t in _flatten(item)]
-    if isinstance(output, dict):
-        return [t for item in output.values() for t in _flatten(item)]
-    return []

@@ -3,8 +3,9 @@
 Both backends share these rules (TensorRT's explicit-quantization guide, "Q/DQ layer placement
 recommendations", and its QAT toolkits):
 
-- quantize the inputs of weighted layers (Conv, ConvTranspose, Gemm/MatMul): ``QuantConv2d`` and
-  ``QuantLinear`` do it; do not quantize their outputs for TensorRT (it fuses the output Q itself);
+- quantize the inputs of weighted layers (Conv, ConvTranspose, Gemm/MatMul): their quantized twins
+  (``QuantConv2d``, ``QuantLinear``, any registered one) do it; do not quantize their outputs for
+  TensorRT (it fuses the output Q itself);
 - one quantizer per tensor: a tensor read by several quantized consumers gets one scale, so the
   graph holds one Q and every consumer reads its DQ;
 - the inputs of a ``torch.cat`` share one scale: the concat then commutes with Q/DQ and runs in int8;
@@ -38,7 +39,7 @@ from torch import fx, nn
 from torch.fx.graph_module import _USER_PRESERVED_ATTRIBUTES_KEY
 
 from ..errors import EdgeCompressError, describe
-from .modules import QUANT_MODULES
+from .modules import is_quant_module
 from .quantizer import TensorQuantizer
 
 ADD_OPS = {operator.add, torch.add, operator.iadd}
@@ -61,9 +62,6 @@ BACKENDS: dict[str, Backend] = {
     "onnxruntime": Backend(quantize_residual_only=False, quantize_resampling=True, uint8_activations=True),
 }
 
-# Which scheme a deployment target's runtime wants (Target.kind of edgecompress.engine.targets).
-BACKEND_FOR_TARGET_KIND: dict[str, str] = {"cpu": "onnxruntime", "jetson": "tensorrt", "gpu": "tensorrt"}
-
 
 def get_backend(name: str) -> Backend:
     """The :data:`BACKENDS` entry for ``name``, or a user-facing error."""
@@ -76,7 +74,7 @@ class _QuantTracer(fx.Tracer):
     """Keeps quantized layers and quantizers as leaves (fx would otherwise trace into them)."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, (TensorQuantizer, *QUANT_MODULES.values())) or super().is_leaf_module(m, module_qualified_name)
+        return isinstance(m, TensorQuantizer) or is_quant_module(m) or super().is_leaf_module(m, module_qualified_name)
 
 
 def place_activation_quantizers(model: nn.Module, backend_name: str) -> nn.Module:
@@ -91,7 +89,7 @@ def place_activation_quantizers(model: nn.Module, backend_name: str) -> nn.Modul
     backend = get_backend(backend_name)
     modules = dict(model.named_modules())
     for module in modules.values():
-        if isinstance(module, tuple(QUANT_MODULES.values())):
+        if is_quant_module(module):
             module.input_quantizer.uint8 = backend.uint8_activations
     try:
         graph = _trace(model)
@@ -141,7 +139,7 @@ def _quantized_edges(graph: fx.Graph, modules: dict[str, nn.Module], backend: Ba
 
 
 def _is_quant_layer(node: object, modules: dict[str, nn.Module]) -> bool:
-    return isinstance(node, fx.Node) and node.op == "call_module" and isinstance(modules[node.target], tuple(QUANT_MODULES.values()))
+    return isinstance(node, fx.Node) and node.op == "call_module" and is_quant_module(modules[node.target])
 
 
 def _conv_input(node: fx.Node, modules: dict[str, nn.Module], backend: Backend) -> list[Edge]:

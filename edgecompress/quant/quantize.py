@@ -1,17 +1,20 @@
-"""Model-level QAT preparation: fold BN, swap layers for quantized ones, calibrate the ranges."""
+"""Model-level quantization: fold BN, swap layers for their quantized twins, calibrate the ranges."""
 
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Sequence
+import warnings
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..errors import EdgeCompressError
+from ..helpers import evaluating
 from .calibrators import MaxCalibrator, make_calibrator
 from .fold import fold_batchnorm
-from .modules import QUANT_MODULES
+from .forward_loop import CalibrationData, as_forward_loop
+from .modules import overrides_forward, quant_module_for
 from .placement import get_backend, place_activation_quantizers
 from .quantizer import TensorQuantizer
 
@@ -25,7 +28,8 @@ def quantize_model(
     backend: str = "tensorrt",
     learn_scales: bool = False,
 ) -> nn.Module:
-    """A copy of ``model`` with BN folded, every Conv2d/Linear quantized and activation quantizers placed
+    """A copy of ``model`` with BN folded, every layer with a registered twin (Conv2d, Linear, see
+    :func:`~edgecompress.quant.modules.quant_module_for`) quantized and activation quantizers placed
     for ``backend`` ("tensorrt" or "onnxruntime"; see :mod:`.placement`).
 
     ``skip`` names layers (or whole submodules) to keep in float, and may also name quantizers placed
@@ -40,12 +44,8 @@ def quantize_model(
     """
     get_backend(backend)
     quantized = fold_batchnorm(model, example_input) if fold else copy.deepcopy(model)
-    float_layers = {}
-    for name, module in list(quantized.named_modules()):
-        quant_type = QUANT_MODULES.get(type(module))
-        if quant_type is not None:
-            float_layers[name] = module
-            quantized.set_submodule(name, quant_type.from_float(module))
+    float_layers = _swap_in_twins(quantized)
+    _warn_unmatched_subclasses(quantized, skip)
     quantized = place_activation_quantizers(quantized, backend)
     _keep_float(quantized, skip, dict(model.named_modules()), float_layers)
     if learn_scales:
@@ -55,6 +55,30 @@ def quantize_model(
     return quantized
 
 
+def _swap_in_twins(model: nn.Module) -> dict[str, nn.Module]:
+    """Replace every layer that has a quantized twin, in place; returns the float layers by name."""
+    float_layers = {}
+    for name, module in list(model.named_modules()):
+        quant_type = quant_module_for(module)
+        if quant_type is None or _is_under(name, float_layers):  # inside a layer already replaced
+            continue
+        twin = quant_type.from_float(module)
+        if not isinstance(getattr(twin, "input_quantizer", None), TensorQuantizer):
+            raise EdgeCompressError(f"{quant_type.__name__}.from_float must return a module with an input_quantizer (a TensorQuantizer)")
+        float_layers[name] = module
+        model.set_submodule(name, twin)
+    return float_layers
+
+
+def _warn_unmatched_subclasses(model: nn.Module, skip: Sequence[str]) -> None:
+    """Warn about layers that subclass a registered float type but stay float because they override forward."""
+    names = [name for name, module in model.named_modules()
+             if overrides_forward(module) and not _is_under(name, skip)]
+    if names:
+        warnings.warn(f"layers {names} subclass a quantizable layer type but override forward, so they stay float; "
+                      "register a quantized twin for their class with register_quant_module, or name them in skip", stacklevel=3)
+
+
 def _keep_float(quantized: nn.Module, skip: Sequence[str], original: dict[str, nn.Module], float_layers: dict[str, nn.Module]) -> None:
     """Put the float layers named in ``skip`` (or under a named submodule) back, and keep the named placed quantizers off."""
     placed = quantizers(quantized)
@@ -62,16 +86,17 @@ def _keep_float(quantized: nn.Module, skip: Sequence[str], original: dict[str, n
     if unknown:
         raise EdgeCompressError(f"skip names {unknown} are neither modules of the model nor placed quantizers; "
                                 "use names from model.named_modules() or from a sensitivity report")
-
-    def skipped(name: str) -> bool:
-        return any(name == prefix or name.startswith(prefix + ".") for prefix in skip)
-
     for name, layer in float_layers.items():
-        if skipped(name):
+        if _is_under(name, skip):
             quantized.set_submodule(name, layer)
     for name in skip:
         if name in placed:
             placed[name].keep_float()
+
+
+def _is_under(name: str, prefixes: Sequence[str]) -> bool:
+    """Whether module ``name`` is one of ``prefixes`` or inside one of them."""
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
 
 
 def quantizers(model: nn.Module) -> dict[str, TensorQuantizer]:
@@ -79,24 +104,42 @@ def quantizers(model: nn.Module) -> dict[str, TensorQuantizer]:
     return {name: module for name, module in model.named_modules() if isinstance(module, TensorQuantizer)}
 
 
-def calibrate(
-    model: nn.Module, batches: Iterable[torch.Tensor], *, method: str = "max", percentile: float = 99.99
-) -> dict[str, float]:
-    """Collect ranges on ``batches``, then switch every quantizer (but those kept in float) to fake quantization.
+def learned_range_groups(model: nn.Module, lr: float | None) -> list[dict]:
+    """Optimizer parameter groups that train the learned ranges (LSQ ``amax``) of ``model`` at their own ``lr``.
 
-    Activations use ``method`` (see :data:`~edgecompress.quant.calibrators.CALIBRATORS`); weights
-    always use the per-channel max of |w|. A batch may also be an (images, ...) tuple from a
-    DataLoader. Returns the range (amax) of every activation quantizer, by the name of the layer it
-    feeds (or of the quantizer, for one placed on an add/concat input).
+    For ``fit(..., param_groups=...)``: one group without weight decay, or none when ``lr`` is None
+    or no quantizer learns its range (the ranges then train with the other parameters).
+    """
+    ranges = [q.amax for q in quantizers(model).values() if isinstance(q.amax, nn.Parameter) and q.amax.requires_grad]
+    if lr is None or not ranges:
+        return []
+    return [{"params": ranges, "lr": lr, "weight_decay": 0.0}]
+
+
+def calibrate(
+    model: nn.Module, data: CalibrationData, *, method: str = "max", percentile: float = 99.99
+) -> dict[str, float]:
+    """Collect ranges on ``data``, then switch every quantizer (but those kept in float) to fake quantization.
+
+    ``data`` is a ``forward_loop(model)`` callable that runs representative inputs through the
+    model, or an iterable of batches (tensors or (images, ...) tuples from a DataLoader; see
+    :func:`~edgecompress.quant.forward_loop.batches_loop`). It runs once, with the model in eval
+    mode and without gradients. Activations use ``method`` (see
+    :data:`~edgecompress.quant.calibrators.CALIBRATORS`); weights always use the per-channel max of
+    |w|. Returns the range (amax) of every activation quantizer, by the name of the layer it feeds
+    (or of the quantizer, for one placed on an add/concat input).
     """
     every = quantizers(model)
     if not every:
         raise EdgeCompressError("the model has no quantizers; call quantize_model(model, example_input) before calibrate")
+    forward_loop = as_forward_loop(data)
     found = {name: quantizer for name, quantizer in every.items() if not quantizer.kept_float}
     for quantizer in found.values():
         quantizer.begin_calibration(make_calibrator(method, percentile=percentile) if quantizer.axis is None else MaxCalibrator(quantizer.axis))
     try:
-        _collect_statistics(model, batches, found)
+        with evaluating(model):
+            forward_loop(model)
+        _check_every_quantizer_saw_data(found)
     except BaseException:
         for quantizer in found.values():
             quantizer.abort_calibration()
@@ -109,26 +152,9 @@ def calibrate(
     return ranges
 
 
-def _collect_statistics(model: nn.Module, batches: Iterable[torch.Tensor], found: dict[str, TensorQuantizer]) -> None:
-    if _run_batches(model, batches) == 0:
-        raise EdgeCompressError("calibration got no batches; pass a non-empty iterable of input tensors")
+def _check_every_quantizer_saw_data(found: dict[str, TensorQuantizer]) -> None:
     unused = [name for name, quantizer in found.items() if quantizer.calibrator.collected == 0]
+    if unused and len(unused) == len(found):
+        raise EdgeCompressError("calibration ran no data through the model; the forward loop must call model(inputs) on representative batches")
     if unused:
         raise EdgeCompressError(f"quantizers {unused} received no input during calibration; skip their layers in quantize_model(skip=...)")
-
-
-@torch.no_grad()
-def _run_batches(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
-    was_training = model.training
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    model.eval()
-    seen = 0
-    try:
-        for batch in batches:
-            images = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model(images.to(device))
-            seen += 1
-    finally:
-        model.train(was_training)
-    return seen
-

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ..errors import EdgeCompressError
 from ..progress import console
 from .api import calibrated_model
+from .forward_loop import CalibrationData
 from .quantize import quantizers
 from .quantizer import QuantMode, TensorQuantizer
 
@@ -97,7 +98,7 @@ def _set_enabled(groups: dict[str, list[TensorQuantizer]], enabled: Iterable[str
 
 def analyze_sensitivity(
     model: nn.Module,
-    calib_loader: Iterable,
+    calib_data: CalibrationData,
     evaluate: Evaluate,
     *,
     max_drop: float = 0.01,
@@ -109,12 +110,14 @@ def analyze_sensitivity(
 ) -> tuple[nn.Module, SensitivityReport]:
     """Measure each layer's sensitivity with ``evaluate`` (higher is better) and choose the layers to keep in float.
 
-    Returns the calibrated model with those layers' quantizers disabled, and the report.
+    ``calib_data`` is what :func:`~edgecompress.quant.api.calibrated_model` takes: an iterable of
+    batches, or a ``forward_loop(model)`` callable together with ``example_input``. Returns the
+    calibrated model with those layers' quantizers disabled, and the report.
     """
     if max_drop < 0:
         raise EdgeCompressError(f"max_drop must be >= 0, got {max_drop}; pass e.g. 0.01 for one point of the metric")
     float_metric = float(evaluate(model))
-    quantized = calibrated_model(model, calib_loader, method=method, skip=skip, backend=backend, example_input=example_input)
+    quantized = calibrated_model(model, calib_data, method=method, skip=skip, backend=backend, example_input=example_input)
     groups = {layer: group for layer, group in layer_quantizers(quantized).items() if not all(q.kept_float for q in group)}
     with _EvaluationProgress("sensitivity", len(groups) + 1) as step:
         int8_metric = float(evaluate(quantized))

@@ -1,8 +1,9 @@
-"""The training engine shared by the baseline, sparse, fine-tune and QAT stages.
+"""The training loop: fit a model in place with one optimizer and learning-rate schedule.
 
 Adam with a cosine-annealed learning rate (the patent's recipe), linear warm-up, gradient clipping,
-an optional L1 penalty on BatchNorm gammas (network slimming), and a checkpoint after every epoch
-so an interrupted stage resumes where it stopped.
+an optional L1 penalty on BatchNorm gammas (network slimming), parameter groups with their own
+settings (e.g. learned quantizer ranges at their own learning rate), and a checkpoint after every
+epoch so interrupted training resumes where it stopped.
 
 The penalty is the patent's: loss += lambda * sum|gamma| over the BNs of prunable channels. Under
 Adam, lambda weighs the L1 subgradient against the task gradient of each gamma (Adam normalises
@@ -14,21 +15,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..artifacts import atomic_path
+from ..errors import EdgeCompressError
 from ..progress import progress_bar
-from ..quant import quantizers
 
 LossFn = Callable[[object, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters of one training stage."""
+    """Hyper-parameters of one training run."""
 
     epochs: int
     lr: float = 4e-3
@@ -36,7 +37,6 @@ class TrainConfig:
     warmup_steps: int = 50
     sparsity_lambda: float = 0.0
     grad_clip: float = 10.0
-    scale_lr: float | None = None  # learning rate of learnable quantizer ranges (LSQ amax); None: ``lr``
 
 
 @dataclass
@@ -52,21 +52,21 @@ def bn_l1(batchnorms: Sequence[nn.BatchNorm2d]) -> Tensor:
     return sum(bn.weight.abs().sum() for bn in batchnorms)
 
 
-def _learnable_ranges(model: nn.Module) -> list[nn.Parameter]:
-    """The trainable ``amax`` Parameters of the model's quantizers (learned scales, LSQ)."""
-    return [q.amax for q in quantizers(model).values() if isinstance(q.amax, nn.Parameter) and q.amax.requires_grad]
-
-
-def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; weight decay on weight matrices and kernels only, learned ranges in their own group when ``scale_lr`` is set."""
-    ranges = _learnable_ranges(model) if config.scale_lr is not None else []
-    own_group = {id(p) for p in ranges}
-    trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in own_group]
+def _optimizer(model: nn.Module, config: TrainConfig, param_groups: Sequence[dict[str, Any]] = ()) -> torch.optim.Optimizer:
+    """AdamW; weight decay on weight matrices and kernels only; ``param_groups`` keep their own settings (no decay unless set)."""
+    own = [{"weight_decay": 0.0, **group, "params": _group_params(group)} for group in param_groups]
+    in_own_group = {id(p) for group in own for p in group["params"]}
+    trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in in_own_group]
     groups = [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": config.weight_decay},
               {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
-    if ranges:
-        groups.append({"params": ranges, "weight_decay": 0.0, "lr": config.scale_lr})
-    return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.optim.AdamW(groups + own, lr=config.lr)
+
+
+def _group_params(group: dict[str, Any]) -> list[Tensor]:
+    params = group.get("params")
+    if params is None:
+        raise EdgeCompressError(f"a parameter group needs a 'params' entry, got keys {sorted(group)}")
+    return [params] if isinstance(params, Tensor) else list(params)
 
 
 def _lr_factor(step: int, total: int, config: TrainConfig) -> float:
@@ -85,11 +85,18 @@ def fit(
     config: TrainConfig,
     *,
     sparse_batchnorms: Sequence[nn.BatchNorm2d] = (),
+    param_groups: Sequence[dict[str, Any]] = (),
     checkpoint: Path | None = None,
     description: str = "train",
 ) -> TrainHistory:
-    """Train ``model`` in place; with ``checkpoint`` set, resume from it and rewrite it after each epoch."""
-    optimizer = _optimizer(model, config)
+    """Train ``model`` in place; with ``checkpoint`` set, resume from it and rewrite it after each epoch.
+
+    ``param_groups`` are torch optimizer groups (``{"params": [...], "lr": ...}``) for parameters
+    that need their own settings; their ``lr`` (default ``config.lr``) follows the same schedule,
+    and their weight decay is 0 unless the group sets it. Every other trainable parameter of
+    ``model`` goes in the default groups.
+    """
+    optimizer = _optimizer(model, config, param_groups)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     history = TrainHistory()
     if checkpoint is not None and checkpoint.is_file():

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import edgecompress as ec
 from edgecompress.errors import EdgeCompressError
-from edgecompress.quant import QuantConv2d, QuantMode, calibrate, quantize_model, quantizers
+from edgecompress.quant import QuantConv2d, QuantMode, calibrate, learned_range_groups, quantize_model, quantizers
 from edgecompress.train.loop import TrainConfig, _optimizer, fit
 
 
@@ -76,15 +76,17 @@ def test_empty_calibration_loader_is_an_error():
         ec.quantize(_classifier(), [])
 
 
-def test_scale_lr_trains_learned_ranges_in_their_own_group():
+def test_learned_ranges_train_in_their_own_group():
     images, labels = next(iter(_loader()))
     quantized = quantize_model(_classifier(), images[:1], learn_scales=True)
     calibrate(quantized, [images], method="max")
     ranges = [q.amax for q in quantizers(quantized).values() if q.axis is None]
     ranges_before, weight_before = [r.detach().clone() for r in ranges], quantized[3].weight.detach().clone()
-    config = TrainConfig(1, lr=1e-6, warmup_steps=0, scale_lr=1e-2, grad_clip=1e9)
-    assert [group["lr"] for group in _optimizer(quantized, config).param_groups] == [1e-6, 1e-6, 1e-2]
+    config = TrainConfig(1, lr=1e-6, warmup_steps=0, grad_clip=1e9)
+    groups = learned_range_groups(quantized, 1e-2)
+    assert learned_range_groups(quantized, None) == [] and learned_range_groups(_classifier(), 1e-2) == []
+    assert [group["lr"] for group in _optimizer(quantized, config, groups).param_groups] == [1e-6, 1e-6, 1e-2]
     # LSQ gradients of this tiny model are ~1e-8, Adam's eps: a scaled loss makes Adam's first step the full lr
-    fit(quantized, [(images, labels)], lambda logits, targets: 1e4 * F.cross_entropy(logits, targets), config)
+    fit(quantized, [(images, labels)], lambda logits, targets: 1e4 * F.cross_entropy(logits, targets), config, param_groups=groups)
     assert ranges and all(abs(float(r.detach() - before)) == pytest.approx(1e-2, rel=0.01) for r, before in zip(ranges, ranges_before))
     assert (quantized[3].weight - weight_before).abs().max() < 2e-6  # the weights' group kept the small lr

@@ -1,9 +1,11 @@
-"""The training engine: loss goes down, sparsity shrinks gammas, checkpoints resume."""
+"""The training loop: loss goes down, sparsity shrinks gammas, parameter groups keep their settings, checkpoints resume."""
 
+import pytest
 import torch
 from torch import nn
 
-from edgecompress.train.loop import TrainConfig, bn_l1, fit
+from edgecompress.errors import EdgeCompressError
+from edgecompress.train.loop import TrainConfig, _optimizer, bn_l1, fit
 
 
 def _problem():
@@ -42,3 +44,23 @@ def test_checkpoint_resumes_where_training_stopped(tmp_path):
     again, _, _ = _problem()
     history = fit(again, loader, loss_fn, TrainConfig(epochs=3, lr=1e-2), checkpoint=checkpoint)
     assert history.resumed_from_epoch == 2 and len(history.epoch_losses) == 3
+
+
+def test_param_groups_get_their_own_lr_and_no_weight_decay():
+    torch.manual_seed(0)
+    model, loader, loss_fn = _problem()
+    scale = nn.Parameter(torch.ones(()))  # a parameter of the model with its own learning rate
+    model.register_parameter("scale", scale)
+    config = TrainConfig(epochs=1, lr=1e-3, warmup_steps=0)
+    optimizer = _optimizer(model, config, [{"params": scale, "lr": 0.5}])
+    groups = optimizer.param_groups
+    assert [group["lr"] for group in groups] == [1e-3, 1e-3, 0.5] and groups[2]["weight_decay"] == 0.0
+    assert all(p is not scale for group in groups[:2] for p in group["params"])  # only in its own group
+    assert sum(len(group["params"]) for group in groups) == len(list(model.parameters()))
+    plain = _optimizer(model, config)
+    assert len(plain.param_groups) == 2 and any(p is scale for p in plain.param_groups[1]["params"])
+    with pytest.raises(EdgeCompressError, match="'params'"):
+        _optimizer(model, config, [{"lr": 0.5}])
+    loss_with_scale = lambda logits, targets: loss_fn(logits * model.scale, targets)  # noqa: E731
+    fit(model, loader, loss_with_scale, config, param_groups=[{"params": [scale], "lr": 0.5}])
+    assert abs(float(scale.detach()) - 1.0) > 0.1  # moved by its own, larger learning rate
