@@ -29,11 +29,20 @@ class VerifyReport:
     mismatched_fraction: float  # share of output values off by more than MISMATCH_TOLERANCE (relative)
 
 
-def verify_onnx(model: nn.Module, onnx_path: str | os.PathLike, example_input_shape: Sequence[int], *, trials: int = 3, seed: int = 0) -> VerifyReport:
-    """Run ``model`` (eval, no_grad) and ONNX Runtime on ``trials`` torch.randn inputs and compare every output."""
+def verify_onnx(model: nn.Module, onnx_path: str | os.PathLike, example_input_shape: Sequence[int], *, trials: int = 3, seed: int = 0,
+                optimized: bool = True) -> VerifyReport:
+    """Run ``model`` (eval, no_grad) and ONNX Runtime on ``trials`` torch.randn inputs and compare every output.
+
+    ``optimized=False`` switches onnxruntime's graph optimisations off: it then computes exactly what the
+    graph says (Q/DQ in float, no fused integer kernels), which checks the export itself rather than the
+    CPU's int8 kernels (see :func:`edgecompress.profile.cpu.int8_dot_products_saturate`).
+    """
     if not Path(onnx_path).is_file():
         raise EdgeCompressError(f"ONNX file not found: {onnx_path}; export the model first")
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if not optimized:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     onnx_input = session.get_inputs()[0]
     shape = list(example_input_shape)
     if not isinstance(onnx_input.shape[0], int):

@@ -2,9 +2,11 @@
 
 Bounds. With onnxruntime's graph optimisations off, the int8 ONNX computes the fake-quant model's
 arithmetic: same scales and zero points, round half to even, same saturation; only the float
-accumulation order of each conv differs (~1e-6 relative), which moves a value across a rounding
-boundary rarely; the tolerance (1e-3 of the largest output, a fraction of one output LSB) allows
-that. With optimisations on, onnxruntime requantizes inside its integer kernels (QLinearConv: int32
+accumulation order of each conv differs (~1e-6 relative), which rarely moves an intermediate value
+across a rounding boundary. Such a flip changes that value by one LSB, and the outputs it feeds by
+up to about 1% of the largest output (measured on an AVX2 CPU: 4 to 12 of 2048 output values, at most
+1.2%). So almost every output value must agree to 1e-3 of the largest output, and none may be off by
+more than 2%. With optimisations on, onnxruntime requantizes inside its integer kernels (QLinearConv: int32
 accumulator times one fixed-point multiplier), which rounds differently by at most one LSB per layer;
 those steps propagate, so the fused model is held to 5% of the largest output, well below the int8
 quantization noise itself (fake-quant vs float: 1-14% on these models).
@@ -15,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
 import pytest
 import torch
 from torch import nn
@@ -22,13 +25,20 @@ from torch import nn
 from edgecompress.errors import EdgeCompressError
 from edgecompress.export import export_onnx, ort_optimized_int8_ops, qdq_summary, verify_onnx
 from edgecompress.models import YoloMobileNetV2
+from edgecompress.profile.cpu import int8_dot_products_saturate
 from edgecompress.quant import calibrate, quantize_model, quantizers
 from edgecompress.quant.quantizer import QuantMode
 
-from export_models import randomise_batchnorm
+from .export_models import randomise_batchnorm
 
-UNFUSED_REL_BOUND = 1e-3
+UNFUSED_REL_BOUND = 1e-3  # for all but UNFUSED_FLIPPED of the output values
+UNFUSED_FLIPPED = 0.01  # share of output values a rounding-boundary flip may move further
+UNFUSED_MAX_REL = 0.02
 FUSED_REL_BOUND = 0.05
+
+# onnxruntime's fused int8 kernels match the fake-quant model within the bounds below only where 8-bit dot
+# products do not saturate; elsewhere (x86 without VNNI) the checks compare against the unfused graph instead.
+INT8_KERNELS_EXACT = not int8_dot_products_saturate()
 
 
 def _quantized_export(model: nn.Module, size: int, path, backend: str):
@@ -39,7 +49,8 @@ def _quantized_export(model: nn.Module, size: int, path, backend: str):
     return quantized, export_onnx(quantized, example, path, int8=True)
 
 
-def _unfused_max_rel_error(model: nn.Module, path, size: int) -> float:
+def _unfused_errors(model: nn.Module, path, size: int) -> tuple[float, float]:
+    """Largest error relative to the largest |output|, and the share of output values off by more than UNFUSED_REL_BOUND."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -48,7 +59,8 @@ def _unfused_max_rel_error(model: nn.Module, path, size: int) -> float:
         output = model(images)
     expected = [output] if isinstance(output, torch.Tensor) else list(output)
     actual = session.run(None, {"images": images.numpy()})
-    return max(float(np.abs(got - want.numpy()).max() / np.abs(want.numpy()).max()) for got, want in zip(actual, expected))
+    errors = [np.abs(got - want.numpy()) / np.abs(want.numpy()).max() for got, want in zip(actual, expected)]
+    return max(float(e.max()) for e in errors), float(np.mean(np.concatenate([e.ravel() for e in errors]) > UNFUSED_REL_BOUND))
 
 
 def _head_convs(path) -> int:
@@ -65,8 +77,9 @@ def test_int8_export_per_backend(small_model, backend, tmp_path):
     assert summary.conv == summary.conv_quantized == sum(isinstance(m, nn.Conv2d) for m in model.modules())
     assert summary.weights_per_channel
     assert summary.zero_points_zero or backend == "onnxruntime"  # onnxruntime: signed activations are asymmetric uint8
-    assert _unfused_max_rel_error(quantized, path, size) < UNFUSED_REL_BOUND
-    assert verify_onnx(quantized, path, (1, 3, size, size), trials=2).max_rel_error < FUSED_REL_BOUND
+    worst, flipped = _unfused_errors(quantized, path, size)
+    assert flipped < UNFUSED_FLIPPED and worst < UNFUSED_MAX_REL, (worst, flipped)
+    assert verify_onnx(quantized, path, (1, 3, size, size), trials=2, optimized=INT8_KERNELS_EXACT).max_rel_error < FUSED_REL_BOUND
     if backend == "onnxruntime":  # every conv not producing a model output runs as an integer kernel
         int8_ops = ort_optimized_int8_ops(path)
         assert int8_ops.get("QLinearConv", 0) == summary.conv - _head_convs(path), int8_ops
@@ -103,8 +116,9 @@ def test_bundled_detector_runs_int8_kernels_in_onnxruntime(tmp_path):
     assert int8_ops["QLinearAdd"] >= 1 and int8_ops["QLinearConcat"] == 2
     calibrated = {q.zero_point for q in quantizers(quantized).values() if q.axis is None}
     assert _activation_zero_points(path) == calibrated and calibrated - {0}  # signed tensors: zero point from min and max
-    assert _unfused_max_rel_error(quantized, path, 64) < UNFUSED_REL_BOUND
-    assert verify_onnx(quantized, path, (1, 3, 64, 64), trials=2).max_rel_error < FUSED_REL_BOUND
+    worst, flipped = _unfused_errors(quantized, path, 64)
+    assert flipped < UNFUSED_FLIPPED and worst < UNFUSED_MAX_REL, (worst, flipped)
+    assert verify_onnx(quantized, path, (1, 3, 64, 64), trials=2, optimized=INT8_KERNELS_EXACT).max_rel_error < FUSED_REL_BOUND
 
 
 def _activation_zero_points(path) -> set[int]:
@@ -145,3 +159,21 @@ def test_int8_export_keeps_layers_turned_back_to_float(tmp_path):
     path = export_onnx(quantized, example, tmp_path / "mixed.onnx", int8=True)
     summary = qdq_summary(path)
     assert summary.conv == 2 and summary.conv_quantized == 1
+
+
+@pytest.mark.skipif(INT8_KERNELS_EXACT, reason="this CPU's int8 dot products do not saturate (VNNI, or not x86)")
+@pytest.mark.parametrize("backend", ["tensorrt", "onnxruntime"])
+def test_fused_int8_kernels_agree_with_7_bit_weights_where_8_bit_ones_saturate(small_model, backend, tmp_path):
+    """On x86 without VNNI the fused kernels' 16-bit intermediate overflows with full 8-bit weights; the documented
+    workaround, weights on 7 bits (scale doubled, values in [-63, 63]), brings them back within the fused bound."""
+    name, model, size = small_model
+    example = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(10))
+    quantized = quantize_model(model, example, backend=backend)
+    calibrate(quantized, [torch.rand(4, 3, size, size, generator=torch.Generator().manual_seed(11)) for _ in range(3)])
+    for quantizer in quantizers(quantized).values():
+        if quantizer.axis is not None:
+            quantizer.amax.mul_(2)
+    path = export_onnx(quantized, example, tmp_path / f"{name}-{backend}-7bit.onnx", int8=True)
+    weights = [numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
+    assert weights and max(int(np.abs(w).max()) for w in weights) <= 64
+    assert verify_onnx(quantized, path, (1, 3, size, size), trials=2).max_rel_error < FUSED_REL_BOUND

@@ -10,6 +10,7 @@ from torch import nn
 from edgecompress.errors import EdgeCompressError
 from edgecompress.export import convert_fp16, export_onnx, ort_optimized_int8_ops, qdq_summary, verify_onnx
 from edgecompress.models import YoloMobileNetV2
+from edgecompress.profile.cpu import int8_dot_products_saturate
 from edgecompress.quant import QuantConv2d, calibrate, quantize_model
 
 from .export_models import TinyDetector, conv_stack, randomise_batchnorm
@@ -22,6 +23,10 @@ from .export_models import TinyDetector, conv_stack, randomise_batchnorm
 # (fake-quant vs float) is 1-14% on the same models. A one-layer model has no upstream rounding to
 # propagate and agrees to float precision (test_single_quant_conv_is_exact_in_onnxruntime).
 INT8_REL_BOUND = 0.05
+
+# onnxruntime's fused int8 kernels match the fake-quant model within the bounds below only where 8-bit dot
+# products do not saturate; elsewhere (x86 without VNNI) the checks compare against the unfused graph instead.
+INT8_KERNELS_EXACT = not int8_dot_products_saturate()
 FLOAT_REL_BOUND = 1e-4
 FP16_REL_BOUND = 1e-2  # fp16 keeps ~11 bits: ~5e-4 per operation, summed over a few layers
 
@@ -55,7 +60,7 @@ def test_int8_export_quantizes_every_conv_for_tensorrt(small_model, tmp_path):
     raw = qdq_summary(export_onnx(quantized, example, tmp_path / f"{name}-raw.onnx", simplify=False))
     assert raw.conv_quantized == summary.conv_quantized and raw.weights_per_channel  # onnxslim kept every pair
 
-    report = verify_onnx(quantized, path, example.shape, trials=5)
+    report = verify_onnx(quantized, path, example.shape, trials=5, optimized=INT8_KERNELS_EXACT)
     assert report.trials == 5
     assert report.max_rel_error < INT8_REL_BOUND, report
 
@@ -128,7 +133,7 @@ def test_bundled_detector_exports_fully_quantized(tmp_path):
     summary = qdq_summary(path)
     assert summary.fully_quantized and summary.conv == _conv_count(model)
     assert len(onnx.load(str(path)).graph.output) == 3
-    assert verify_onnx(quantized, path, example.shape, trials=2).max_rel_error < INT8_REL_BOUND
+    assert verify_onnx(quantized, path, example.shape, trials=2, optimized=INT8_KERNELS_EXACT).max_rel_error < INT8_REL_BOUND
     assert ort_optimized_int8_ops(path).get("QLinearConv", 0) >= 1
 
 
