@@ -40,7 +40,8 @@ from edgecompress.data.calib import calib_batches, load_calibration_images
 from edgecompress.errors import EdgeCompressError
 from edgecompress.export import export_onnx, openvino_conv_precisions, ort_optimized_int8_ops
 from edgecompress.models import resolve_model
-from edgecompress.pipeline import DEFAULT_CALIB, BuildConfig
+from edgecompress.run import DEFAULT_CALIB
+from edgecompress.settings import BuildConfig
 from edgecompress.profile import compare_models
 from edgecompress.quant import BACKENDS, CALIBRATORS, EntropyCalibrator, MaxCalibrator, calibrate, learned_range_groups, quantize_model, quantizers
 from edgecompress.tasks import get_task, onnx_predict, torch_predict
