@@ -4,24 +4,26 @@ Each stage writes its artifacts into ``runs/<name>/<stage>/`` with a ``manifest.
 produced them (a fingerprint of the settings it read and of every stage before it). Rerunning the
 same build reuses stages whose fingerprint is unchanged; ``from_stage`` reruns from a stage on. A
 stage works in ``runs/<name>/.partial/<stage>/`` and is renamed into place only when complete, so
-an interrupted build leaves no half-written stage, and training resumes from its last epoch.
+an interrupted build leaves no half-written stage, and training resumes from its last epoch. The run
+folder is locked while a build uses it and cleaned only inside (see :mod:`edgecompress.run_folder`);
+``config.json`` is written when the build finishes, so it always describes what is on disk.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from .artifacts import write_json
+from .artifacts import write_json, write_text
 from .errors import EdgeCompressError
 from .progress import console
 from .run import Run
+from .run_folder import PARTIAL, check_run_name, claim, discard_unresumable, locked, recover, replace_dir, run_name_from
 from .settings import BuildConfig
 from .stages import STAGE_NAMES, STAGES, Stage
 
@@ -52,12 +54,12 @@ def run_stage(run: Run, stage: Stage, fingerprint: str, force: bool) -> dict[str
         console.print(f"[green]✓[/] {stage.name}: reused (fingerprint {fingerprint})")
         run.outcomes[stage.name] = stage.outcome.from_manifest(manifest)
         return manifest
-    partial = run.dir / ".partial" / stage.name
+    partial = run.dir / PARTIAL / stage.name
     marker = partial / ".fingerprint"
     if partial.exists() and (force or not marker.is_file() or marker.read_text() != fingerprint):
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
-    marker.write_text(fingerprint)
+    write_text(marker, fingerprint)
     console.rule(f"[bold]{stage.name}")
     run.reseed()
     started = time.time()
@@ -75,9 +77,7 @@ def run_stage(run: Run, stage: Stage, fingerprint: str, force: bool) -> dict[str
     }
     write_json(partial / "manifest.json", manifest)
     marker.unlink()
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(partial, final)
+    replace_dir(partial, final)
     run.outcomes[stage.name] = outcome
     status = f"skipped: {outcome.skipped}" if outcome.skipped else f"done in {manifest['wall_s']:.1f}s"
     console.print(f"[green]✓[/] {stage.name}: {status}")
@@ -86,13 +86,23 @@ def run_stage(run: Run, stage: Stage, fingerprint: str, force: bool) -> dict[str
 
 def build(config: BuildConfig | None = None, **overrides: Any) -> Path:
     """Run the whole pipeline; returns the run folder. Keyword arguments override ``config`` fields."""
-    config = replace(config or BuildConfig(), **overrides).resolved()
+    config = replace(config or BuildConfig(), **overrides)
+    named = config.name is not None
+    config = config.resolved()
+    config = replace(config, name=check_run_name(config.name) if named else run_name_from(config.name))
     if config.from_stage is not None and config.from_stage not in STAGE_NAMES:
         raise EdgeCompressError(f"unknown stage {config.from_stage!r} for --from; choose one of {', '.join(STAGE_NAMES)}")
     config.check()
     run = Run(config)
-    run.dir.mkdir(parents=True, exist_ok=True)
-    write_json(run.dir / "config.json", asdict(config))
+    claim(run.dir)
+    with locked(run.dir):
+        recover(run.dir)
+        _run_stages(run)
+    return run.dir
+
+
+def _run_stages(run: Run) -> None:
+    config = run.config
     previous = ""
     force_from = STAGE_NAMES.index(config.from_stage) if config.from_stage else len(STAGE_NAMES)
     try:
@@ -101,19 +111,7 @@ def build(config: BuildConfig | None = None, **overrides: Any) -> Path:
             run.manifests[stage.name] = run_stage(run, stage, fingerprint, force=index >= force_from)
             previous = fingerprint
     except BaseException:
-        _discard_unresumable(run.dir)
+        discard_unresumable(run.dir, STAGE_NAMES)
         raise
-    shutil.rmtree(run.dir / ".partial", ignore_errors=True)
-    return run.dir
-
-
-def _discard_unresumable(run_dir: Path) -> None:
-    """After a failure keep only what a rerun can use: finished stages and training checkpoints."""
-    partial = run_dir / ".partial"
-    for folder in partial.glob("*"):
-        if not (folder / "checkpoint.pt").is_file():
-            shutil.rmtree(folder)
-    if partial.is_dir() and not any(partial.iterdir()):
-        partial.rmdir()
-    if not any((run_dir / name).is_dir() for name in STAGE_NAMES) and not partial.is_dir():
-        shutil.rmtree(run_dir)
+    shutil.rmtree(run.dir / PARTIAL, ignore_errors=True)
+    write_json(run.dir / "config.json", asdict(config))

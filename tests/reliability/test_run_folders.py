@@ -1,0 +1,104 @@
+"""Run folders are the tool's own: it deletes nothing outside one it made, and one build at a time uses it."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from edgecompress.errors import EdgeCompressError
+from edgecompress.run_folder import ASIDE, MARKER, check_run_name, claim, locked, recover, replace_dir
+
+from .conftest import build_args, edgecompress, one_line_error, start
+
+
+def _tree(root) -> set[str]:
+    return {str(path.relative_to(root)) for path in root.rglob("*")}
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "/abs/path", "../escape", "-dash", "spa ce"])
+def test_a_run_name_is_one_plain_folder_name(tiny_project, tmp_path, name):
+    runs = tmp_path / "project" / "runs"
+    (runs / "other-run").mkdir(parents=True)
+    (runs / "other-run" / "model.pt").write_text("someone's result")
+    (tmp_path / "project" / "src.py").write_text("print('sources')")
+    before = _tree(tmp_path)
+    name = name if name != "/abs/path" else str(tmp_path / "project")
+    error = one_line_error(edgecompress(*build_args(tiny_project, runs, "--name", name)))
+    assert "run name" in error and "--name" in error
+    assert _tree(tmp_path) == before
+
+
+def test_a_folder_with_foreign_files_is_refused_and_kept(tiny_project, tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "mine").mkdir(parents=True)
+    (runs / "mine" / "notes.txt").write_text("not a run")
+    error = one_line_error(edgecompress(*build_args(tiny_project, runs, "--name", "mine")))
+    assert "not made by edgecompress" in error
+    assert (runs / "mine" / "notes.txt").read_text() == "not a run" and _tree(runs) == {"mine", "mine/notes.txt"}
+
+
+def test_a_failed_first_stage_removes_only_the_new_run_folder(tiny_project, tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "other-run").mkdir(parents=True)
+    (runs / "other-run" / "report.md").write_text("kept")
+    broken = tiny_project / "broken.py"
+    broken.write_text("def tiny(num_classes=10):\n    raise ValueError('no such layer')\n")
+    args = build_args(tiny_project, runs, "--name", "new")
+    args[args.index("--model") + 1] = f"{broken}:tiny"
+    result = edgecompress(*args)
+    assert result.returncode == 2 and "no such layer" in result.stderr
+    assert _tree(runs) == {"other-run", "other-run/report.md"}
+
+
+def test_a_second_build_of_a_locked_run_exits_2_naming_the_holder(tiny_project, tmp_path):
+    runs = tmp_path / "runs"
+    run_dir = runs / "busy"
+    claim(run_dir)
+    with locked(run_dir):
+        error = one_line_error(edgecompress(*build_args(tiny_project, runs, "--name", "busy")))
+    assert f"PID {os.getpid()}" in error and "another process" in error
+    assert _tree(run_dir) == {MARKER, ".lock"}
+
+
+def test_two_concurrent_builds_leave_one_finished_run_and_one_refusal(tiny_project, tmp_path):
+    runs = tmp_path / "runs"
+    first = start(*build_args(tiny_project, runs, "--name", "same"))
+    lock = runs / "same" / ".lock"
+    deadline = time.time() + 120
+    while not (lock.is_file() and lock.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.1)
+    second = edgecompress(*build_args(tiny_project, runs, "--name", "same"))
+    first_out, first_err = first.communicate(timeout=600)
+    assert first.returncode == 0, first_err
+    assert f"PID {first.pid}" in one_line_error(second)
+    assert json.loads((runs / "same" / "report.json").read_text())["models"]
+    assert (runs / "same" / "config.json").is_file() and not (runs / "same" / ".partial").exists()
+
+
+def test_names_and_claims_in_python():
+    assert check_run_name("yolo-mbv2_cpu.v2") == "yolo-mbv2_cpu.v2"
+    with pytest.raises(EdgeCompressError, match="run name"):
+        check_run_name("..")
+
+
+def test_an_interrupted_stage_move_is_put_back_in_order(tmp_path):
+    """replace_dir moves the old stage aside, the new one in, then deletes the old; a kill between any two steps is recovered."""
+    run_dir = tmp_path / "run"
+    (run_dir / "prune").mkdir(parents=True)
+    (run_dir / "prune" / "model.pt").write_text("old")
+    # killed after moving the old folder aside, before moving the new one in: the old one comes back
+    os.replace(run_dir / "prune", run_dir / f"prune{ASIDE}")
+    recover(run_dir)
+    assert (run_dir / "prune" / "model.pt").read_text() == "old" and not (run_dir / f"prune{ASIDE}").exists()
+    # killed after moving the new one in, before deleting the old one: the new one stays
+    (run_dir / f"prune{ASIDE}").mkdir()
+    recover(run_dir)
+    assert (run_dir / "prune" / "model.pt").read_text() == "old" and not (run_dir / f"prune{ASIDE}").exists()
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "model.pt").write_text("new")
+    replace_dir(new, run_dir / "prune")
+    assert (run_dir / "prune" / "model.pt").read_text() == "new" and not new.exists() and list(run_dir.iterdir()) == [run_dir / "prune"]
