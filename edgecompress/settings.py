@@ -84,13 +84,13 @@ class BuildConfig:
     weights: str | None = setting(None, "State dict to load; skips baseline training.")
     task: str = setting("detect", "What the model does: detect (YOLO data.yaml) or classify (ImageFolder with train/ and val/).", choices=_tasks)
     data: str | None = setting(None, "Dataset: a YOLO data.yaml, or an ImageFolder root. Default: the task's bundled set (digits detection).")
-    calib: str | None = setting(None, "Folder of calibration images. Default: the bundled calib_data/.")
+    calib: str | None = setting(None, "Folder of calibration images. Default: an evenly spread sample of --data's training images, or the bundled calib_data/ without --data.")
     name: str | None = setting(None, "Run name: the folder under --runs-dir. Default: MODEL-TARGET.")
     runs_dir: str = setting("runs", "Where run folders are written.")
     image_size: int = setting(128, "Square input size in pixels.", minimum=1)
     batch_size: int = setting(32, "Training and evaluation batch size.", minimum=1)
     lr: float = setting(1e-2, "Peak Adam learning rate (cosine-annealed); QAT uses lr/100.")
-    epochs: int = setting(20, "Baseline training epochs (ignored with --weights).", minimum=0)
+    epochs: int = setting(20, "Baseline training epochs (ignored with --weights; 0 only with --weights).", minimum=0)
     sparse_epochs: int = setting(8, "Sparse-training epochs.", minimum=0)
     sparsity_lambda: float = setting(1e-3, "L1 weight on BN gammas during sparse training.", minimum=0)
     prune_ratio: float = setting(0.6, "Fraction of prunable channels removed (global threshold).")
@@ -137,11 +137,42 @@ class BuildConfig:
         check_arguments(self.prune_ratio, self.criterion, self.min_channels, self.round_to)
         if self.target_macs is not None and not 0 < self.target_macs < 1:
             raise EdgeCompressError(f"--target-macs must be in (0, 1), got {self.target_macs}; 0.5 removes half the MACs")
+        if not 0 < self.lr < float("inf"):
+            raise EdgeCompressError(f"--lr must be a positive number, got {self.lr}; the default is 0.01")
+        if self.epochs == 0 and self.weights is None:
+            raise EdgeCompressError("--epochs 0 without --weights would ship an untrained model; pass --weights FILE or --epochs >= 1")
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise EdgeCompressError(f"--weights file {self.weights} not found; pass the path of a saved state dict")
+        if self.calib is not None and not Path(self.calib).is_dir():
+            raise EdgeCompressError(f"--calib folder {self.calib} not found; pass a folder of a few hundred images from your deployment data")
+        check_training_memory(self.image_size, self.batch_size, self.batch_size * 3 * self.image_size**2 * 4 * MIN_ACTIVATIONS_PER_INPUT)
         _check_zoo_task(self.model, self.task)
         if not self.profile_runtimes:
             raise EdgeCompressError("--profile-runtime needs at least one runtime; the default is onnxruntime")
         for runtime in self.profile_runtimes:
             get_runtime(runtime)  # its package is installed
+
+
+# One training batch holds at least this many times its input batch (float32): the activations
+# autograd saves for backward. The zoo's CNNs save 80-600x; a CNN with BatchNorm saves several times
+# its input in its first layer alone. Run.preflight measures the real model's.
+MIN_ACTIVATIONS_PER_INPUT = 8
+
+
+def check_training_memory(image_size: int, batch_size: int, needed: float, *, estimate: str = "at least") -> None:
+    """Refuse a build whose one training batch needs more memory than is available now, naming the two flags that set it."""
+    import psutil
+
+    available = psutil.virtual_memory().available
+    if needed > available:
+        raise EdgeCompressError(
+            f"--image-size {image_size} with --batch-size {batch_size} needs {estimate} {_gigabytes(needed)} of memory for one "
+            f"training batch, but {_gigabytes(available)} is available; lower --image-size or --batch-size"
+        )
+
+
+def _gigabytes(count: float) -> str:
+    return f"{count / 2**30:,.1f} GiB"
 
 
 def _check_zoo_task(model: str, task: str) -> None:

@@ -1,10 +1,12 @@
-"""Data in: YOLO-layout detection sets, image-folder classification sets, calibration images, and the
-bundled digits detection set built from scikit-learn's handwritten digits."""
+"""Data in: YOLO-layout detection sets, image-folder classification sets, calibration images, the
+checks every image passes before training, and the bundled digits detection set built from
+scikit-learn's handwritten digits."""
 
-from .calib import calib_batches, load_calibration_images
+from .calib import calib_batches, calibration_paths, load_calibration_images, load_images, spread
+from .checks import check_images, image_paths
 from .digits import make_calibration_images, make_digits_detection
 from .imagefolder import ImageFolderDataset
-from .preprocess import IMAGE_SUFFIXES, Letterbox, letterbox, list_images, load_rgb
+from .preprocess import IMAGE_SUFFIXES, Letterbox, letterbox, list_images, load_image
 from .yolo import DataConfig, YoloDetectionDataset, collate_detection, label_path, load_data_yaml, read_labels
 
 __all__ = [
@@ -14,14 +16,19 @@ __all__ = [
     "Letterbox",
     "YoloDetectionDataset",
     "calib_batches",
+    "calibration_paths",
+    "check_images",
     "collate_detection",
+    "image_paths",
     "label_path",
     "letterbox",
     "list_images",
     "load_calibration_images",
     "load_data_yaml",
-    "load_rgb",
+    "load_image",
+    "load_images",
     "make_calibration_images",
     "make_digits_detection",
     "read_labels",
+    "spread",
 ]

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import EdgeCompressError
-from .preprocess import jitter_photometric, letterbox, list_images, load_rgb, random_placement
+from .preprocess import jitter_photometric, letterbox, list_images, load_image, random_placement
 
 
 class ImageFolderDataset(Dataset):
@@ -33,12 +33,17 @@ class ImageFolderDataset(Dataset):
         self.image_size = image_size
         self.augment = augment
 
+    @property
+    def image_paths(self) -> list[Path]:
+        """The image file of each sample, in order (what the input checks decode)."""
+        return [path for path, _ in self.samples]
+
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        image = load_rgb(path)
+        image = load_image(path)
         if not self.augment:
             return letterbox(image, self.image_size)[0], label
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))

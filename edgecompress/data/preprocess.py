@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from ..errors import EdgeCompressError
+from ..errors import EdgeCompressError, describe
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 PAD_VALUE = 114  # grey letterbox padding, as in YOLOv5/v8
+SIXTEEN_BIT_MAX = 65535.0
 
 
 @dataclass(frozen=True)
@@ -40,19 +41,37 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def load_rgb(path: Path) -> Image.Image:
-    """Open an image as RGB, applying its EXIF orientation (labels refer to the upright image)."""
+def load_image(path: Path) -> Image.Image:
+    """Open an image upright (EXIF orientation: labels refer to the upright image), ready for :func:`letterbox`.
+
+    Most images come back as 8-bit "RGB" (palette, grey+alpha, RGBA and CMYK converted; alpha dropped,
+    as OpenCV reads them at deployment). Greyscale wider than 8 bits (a 16-bit PNG opens as "I;16" or
+    "I") comes back as "F" scaled from [0, 65535] to [0, 1], keeping its precision:
+    ``convert("RGB")`` would clip every value above 255 to white.
+    """
     try:
         with Image.open(path) as image:
-            return ImageOps.exif_transpose(image).convert("RGB")
-    except OSError as exc:
-        raise EdgeCompressError(f"cannot read image {path} ({exc}); delete or re-save the file") from None
+            return _letterbox_mode(ImageOps.exif_transpose(image))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise EdgeCompressError(f"cannot read image {path} ({describe(exc)}); delete or re-save the file") from None
+
+
+def _letterbox_mode(image: Image.Image) -> Image.Image:
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        return Image.fromarray(np.clip(np.asarray(image, dtype=np.float32) / SIXTEEN_BIT_MAX, 0.0, 1.0))
+    if image.mode == "F":  # floating-point samples are taken to be in [0, 1] already
+        return Image.fromarray(np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # what PIL asks for before dropping a palette's transparency
+    return image.convert("RGB")
 
 
 def letterbox(
     image: Image.Image, size: int, *, zoom: float = 1.0, shift: tuple[float, float] = (0.0, 0.0)
 ) -> tuple[torch.Tensor, Letterbox]:
     """Resize keeping aspect ratio into a ``size`` x ``size`` grey canvas; return ``[3,S,S]`` in [0,1].
+
+    ``image``: as :func:`load_image` returns it, "RGB" or, for wide greyscale, "F" in [0,1].
 
     ``zoom`` and ``shift`` (output pixels) perturb the placement for augmentation; the defaults
     give the plain centred letterbox used at inference.
@@ -62,9 +81,15 @@ def letterbox(
     new_w, new_h = max(1, round(width * ratio)), max(1, round(height * ratio))
     pad_x = round((size - new_w) / 2 + shift[0])
     pad_y = round((size - new_h) / 2 + shift[1])
-    canvas = Image.new("RGB", (size, size), (PAD_VALUE,) * 3)
-    canvas.paste(image.resize((new_w, new_h), Image.BILINEAR), (pad_x, pad_y))
-    array = np.asarray(canvas, dtype=np.float32) / 255.0
+    if image.mode == "F":  # wide greyscale from load_image: resized in float, then repeated over three channels
+        canvas = Image.new("F", (size, size), PAD_VALUE / 255.0)
+        canvas.paste(image.resize((new_w, new_h), Image.BILINEAR), (pad_x, pad_y))
+        array = np.repeat(np.asarray(canvas, dtype=np.float32)[..., None], 3, axis=2)
+    else:
+        canvas = Image.new("RGB", (size, size), (PAD_VALUE,) * 3)
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        canvas.paste(rgb.resize((new_w, new_h), Image.BILINEAR), (pad_x, pad_y))
+        array = np.asarray(canvas, dtype=np.float32) / 255.0
     tensor = torch.from_numpy(array.transpose(2, 0, 1).copy())
     return tensor, Letterbox(new_w / width, new_h / height, float(pad_x), float(pad_y))
 

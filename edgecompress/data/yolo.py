@@ -17,7 +17,7 @@ import yaml
 from torch.utils.data import Dataset
 
 from ..errors import EdgeCompressError
-from .preprocess import jitter_photometric, letterbox, list_images, load_rgb, random_placement
+from .preprocess import jitter_photometric, letterbox, list_images, load_image, random_placement
 
 MIN_BOX_SIDE = 2.0  # output pixels; boxes that augmentation cuts thinner than this are dropped
 
@@ -155,11 +155,16 @@ class YoloDetectionDataset(Dataset):
         folder = {"train": config.train_images, "val": config.val_images}[split]
         return cls(folder, image_size, augment=augment, num_classes=config.nc)
 
+    @property
+    def image_paths(self) -> list[Path]:
+        """The image file of each sample, in order (what the input checks decode)."""
+        return self.images
+
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = load_rgb(self.images[index])
+        image = load_image(self.images[index])
         labels = self.labels[index]
         size = self.image_size
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item())) if self.augment else None

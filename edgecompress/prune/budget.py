@@ -7,14 +7,15 @@ so finding the global ratio that meets ``target_macs`` is a bisection with no fo
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..graph import ChannelGraph, ChannelGroup
+from ..graph import ChannelGraph, ChannelGroup, analyze
 from .surgery import dimension_size
 
 Key = tuple[str, str]  # (module, "out" | "in")
@@ -78,3 +79,29 @@ def bisect_ratio(removed_at: Callable[[float], float], target: float, steps: int
         middle = (low + high) / 2
         low, high = (low, middle) if removed_at(middle) >= target else (middle, high)
     return high
+
+
+def max_removable_fraction(model: nn.Module, example_input: torch.Tensor | None = None, *, metric: str = "macs", min_channels: int = 1,
+                           round_to: int = 1, ignore: Sequence[str] = (), graph: ChannelGraph | None = None) -> float:
+    """The largest fraction of the model's MACs (or parameters, ``metric="params"``) channel pruning can
+    remove: every prunable group cut to the fewest channels the planner lets it keep (``min_channels``,
+    rounded up as ``round_to`` asks). A ``target_macs`` above it is out of reach; checking costs one
+    analysis (pass ``graph`` to reuse one made with the same ``ignore``) and no training.
+    """
+    graph = graph if graph is not None else analyze(model, example_input, ignore)
+    modules = dict(model.named_modules())
+    groups = graph.prunable_groups
+    total = sum(graph.layer_macs.values()) if metric == "macs" else sum(p.numel() for p in model.parameters())
+    cost = CostModel(metric, total, graph, groups, [torch.arange(group.size) for group in groups], modules)
+    floor = max(min_channels, 1)
+    removed = []
+    for group in groups:
+        multiple = _group_multiple(group, round_to)
+        removed.append(group.size - min(-(-floor // multiple) * multiple, group.size))
+    return cost.removed_fraction(removed)
+
+
+def _group_multiple(group: ChannelGroup, round_to: int) -> int:
+    """The multiple of group channels a group keeps, as ``plan.group_rounding`` computes it (plan imports this module)."""
+    spans = min(len(indices) for member in group.members for indices in member.indices)
+    return round_to // math.gcd(round_to, spans)
