@@ -115,6 +115,7 @@ class QuantOutcome(StageOutcome):
     ptq: dict[str, float] = field(default_factory=dict)
     backend: str = ""
     calibration_images: int = 0
+    calibration_source: str = ""  # where the calibration images came from, in words
     activation_ranges: dict[str, float] | None = None
     kept_float: list[str] | None = None  # set when a sensitivity analysis chose the layers kept in float
     train_loss: list[float] = field(default_factory=list)

@@ -94,6 +94,7 @@ def build(config: BuildConfig | None = None, **overrides: Any) -> Path:
         raise EdgeCompressError(f"unknown stage {config.from_stage!r} for --from; choose one of {', '.join(STAGE_NAMES)}")
     config.check()
     run = Run(config)
+    run.preflight()  # every input checked before the first training step; a refusal leaves no run folder
     claim(run.dir)
     with locked(run.dir):
         recover(run.dir)

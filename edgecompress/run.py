@@ -63,11 +63,6 @@ class Run:
         return self.task.default_data(root, train_images=config.train_images, val_images=config.val_images,
                                       image_size=config.image_size, seed=config.seed)
 
-    def calibration_folder(self) -> Path:
-        """``--calib``, or the bundled calibration images (what the qat stage read before
-        :meth:`calibration_images`, which also samples a user's ``--data``)."""
-        return Path(self.config.calib) if self.config.calib else DEFAULT_CALIB
-
     def calibration_files(self) -> list[Path]:
         """The images int8 is calibrated on, at most ``--calib-images`` spread evenly: those of ``--calib``;
         else, with ``--data``, its training images (the deployment's own data, not the bundled digits);

@@ -130,7 +130,7 @@ def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
     With ``max_drop`` set, a sensitivity analysis first keeps the layers whose int8 version costs
     most accuracy in float until the calibrated model is within ``max_drop`` of the float one.
     """
-    from .data.calib import calib_batches, load_calibration_images
+    from .data.calib import calib_batches
     from .quant import calibrate, quantize_model
     from .quant.sensitivity import analyze_sensitivity
 
@@ -139,7 +139,7 @@ def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
         return QuantOutcome(skipped=f"{target.name} has no int8 support in TensorRT {target.tensorrt}; deploying the pruned model in {target.precision}")
     model = load_model(run.artifact("finetune", "model"))
     backend = target.qdq_backend
-    images = load_calibration_images(run.calibration_folder(), config.image_size, limit=config.calib_images)
+    images = run.calibration_images()
     outputs, ranges, kept_float = {"model": "model.pt"}, None, None
     if config.max_drop is None:
         model = quantize_model(model, run.example_input(), skip=config.ignore, backend=backend)
@@ -160,7 +160,7 @@ def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
     scores = _evaluate(run, model)
     save_model(model, folder / "model.pt")
     return QuantOutcome(outputs=outputs, scores=scores, ptq=ptq, backend=backend, calibration_images=int(images.shape[0]),
-                        activation_ranges=ranges, kept_float=kept_float, train_loss=losses)
+                        calibration_source=run.calibration_source(), activation_ranges=ranges, kept_float=kept_float, train_loss=losses)
 
 
 def _int8_ready(run: Run) -> bool:
