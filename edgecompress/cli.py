@@ -8,12 +8,15 @@ declared once and checked once, by the config itself.
 from __future__ import annotations
 
 import inspect
+import sys
 import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
+from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from .errors import EdgeCompressError
@@ -93,7 +96,9 @@ def command_from(config_type: type, name: str, action: Callable[[Any], None], do
 def _build(config: BuildConfig) -> None:
     run_dir = run_build(config)
     console.print(f"\n[bold green]done:[/] {run_dir}/report.md")
-    console.print((run_dir / "report.md").read_text(), markup=False, highlight=False)
+    # The report is the output: stdout, as written (logs and progress stay on stderr), so `| cat` keeps it whole.
+    sys.stdout.write((run_dir / "report.md").read_text())
+    sys.stdout.flush()
 
 
 def _quantize(job: QuantizeJob) -> None:
@@ -113,12 +118,13 @@ def targets() -> None:
     """List the deployment targets and the facts each build plan follows."""
     from .targets import list_targets
 
-    table = Table(title="deployment targets")
-    for column in ("target", "GPU arch", "JetPack", "TRT", "int8", "DLA", "memory", "precision"):
-        table.add_column(column, no_wrap=column in ("target", "GPU arch"))
+    # No side borders and short headers: one line per target in 80 columns.
+    table = Table(title="deployment targets", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in ("target", "arch", "JetPack", "TRT", "int8", "DLA", "memory", "precision"):
+        table.add_column(column, overflow="fold")
     for t in list_targets():
         table.add_row(t.name, t.gpu_arch or "–", t.jetpack or "–", t.tensorrt or "–", "yes" if t.int8 else "no", str(t.dla_cores), f"{t.memory_gb:g} GB", t.precision)
-    console.print(table)
+    Console().print(table)  # the command's output: stdout
 
 
 @app.command()
@@ -127,10 +133,8 @@ def check(
     target: str = typer.Option(..., help="Deployment target or an unambiguous alias (orin-nano, agx-orin, 4090); `edgecompress targets` lists them."),
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON instead of a table."),
 ) -> None:
-    """Lint a Q/DQ ONNX graph against the target's TensorRT rules, without TensorRT. Exit 1 on errors."""
+    """Lint an ONNX graph for the target without TensorRT: ops its TensorRT parser lacks, custom ops, Q/DQ rules. Exit 1 on errors."""
     import json
-
-    from rich.console import Console
 
     from .engine import check_onnx
     from .targets import get_target
@@ -151,8 +155,10 @@ def check(
             table.add_row(f"[{colours[f.severity]}]{f.severity}[/]", f.rule, f.node, f.op, f.message, f.fix)
         if report.findings:
             out.print(table)
-        verdict = "[bold red]errors found[/]" if report.errors else "[bold green]ok[/]"
-        out.print(f"{verdict}: {len(report.errors)} errors, {len(report.warnings)} warnings, {len(report.findings) - len(report.errors) - len(report.warnings)} notes")
+        in_float = any(f.rule == "no-qdq" for f in report.findings)
+        verdict = "[bold red]errors found[/]" if report.errors else "[bold green]ok[/]" + (" in float (no Q/DQ)" if in_float else "")
+        counts = {"error": len(report.errors), "warning": len(report.warnings), "note": len(report.findings) - len(report.errors) - len(report.warnings)}
+        out.print(f"{verdict}: " + ", ".join(f"{n} {kind}{'' if n == 1 else 's'}" for kind, n in counts.items()))
     raise typer.Exit(1 if report.errors else 0)
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import os
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,10 @@ import numpy as np
 from .artifacts import atomic_path, write_json, write_text
 from .outcomes import ExportOutcome, ModelOutcome, QuantOutcome, SparseOutcome
 from .run import Run
+from .settings import BuildConfig, flag_of
+
+# A model whose p90 latency exceeds this multiple of its median was timed on a busy machine.
+UNSTEADY_P90 = 2.0
 
 # Which stage trained each exported model (its torch scores) and which one gives its size.
 MODEL_ROWS = {"baseline": ("baseline", "baseline"), "pruned": ("finetune", "finetune"), "fp16": ("finetune", "finetune"), "int8": ("qat", "finetune")}
@@ -56,6 +61,16 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 round``, ``3 rounds``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _flag(name: str) -> str:
+    """The CLI flag of a build setting (``--profile-rounds``)."""
+    return next(flag_of(item) for item in fields(BuildConfig) if item.name == name)
+
+
 def _row(run: Run, label: str, latency: dict[str, dict[str, dict]]) -> dict[str, Any]:
     """Facts of one deployable model: accuracy in torch and onnxruntime, size, compute and speed in each runtime
     (the ``latency_*`` keys are the first runtime's)."""
@@ -81,16 +96,20 @@ def _row(run: Run, label: str, latency: dict[str, dict[str, dict]]) -> dict[str,
     }
 
 
-def _markdown(run: Run, rows: list[dict[str, Any]]) -> str:
+def _markdown(run: Run, rows: list[dict[str, Any]], latency: dict[str, dict[str, dict]], folder: Path) -> str:
+    """report.md as read from ``folder`` (its links are relative to it)."""
     metric = run.task.primary_metric
     base = rows[0]
-    runtime, *other_runtimes = run.config.profile_runtimes
-    lines = [
-        f"# edgecompress report: {run.config.name}",
-        "",
-        f"Model `{run.config.model}`, task `{run.config.task}`, target `{run.target.name}` ({run.target.description}), "
-        f"input {run.config.image_size}x{run.config.image_size}. Latency: {runtime} on this machine's CPU, batch {run.config.profile_batch}, "
-        f"{run.config.profile_rounds} interleaved rounds of {run.config.profile_runs} runs after warm-up, each in a fresh process.",
+    config = run.config
+    runtime, *other_runtimes = config.profile_runtimes
+    lines = [f"# edgecompress report: {config.name}", ""]
+    if config.quick:
+        lines += [f"> **Quick run** ({_flag('quick')}): tiny data and one epoch per stage, so the {metric} figures are meaningless; "
+                  "it only shows that every stage runs.", ""]
+    lines += [
+        f"Model `{config.model}`, task `{config.task}`, target `{run.target.name}` ({run.target.description}), "
+        f"input {config.image_size}x{config.image_size}. Latency: {runtime} on this machine's CPU, batch {config.profile_batch}, "
+        f"{_count(config.profile_rounds, 'interleaved round')} of {_count(config.profile_runs, 'run')} after warm-up, each in a fresh process.",
         "",
         f"| model | {metric} (torch) | {metric} (onnxruntime) | params | MACs | ONNX size | latency median | latency p90 | speed-up | peak memory |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -106,18 +125,17 @@ def _markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         lines += ["", RUNTIME_NOTES[runtime]]
     for other in other_runtimes:
         lines += _runtime_table(other, rows)
+    lines += _unsteady_latency_note(latency)
     labels = {row["model"] for row in rows}
-    timed_in_onnxruntime = "onnxruntime" in run.config.profile_runtimes  # the notes below explain onnxruntime's figures
+    timed_in_onnxruntime = "onnxruntime" in config.profile_runtimes  # the notes below explain onnxruntime's figures
     if "int8" in labels and timed_in_onnxruntime:
         lines += ["", INT8_NOTES.get(run.outcomes["qat"].backend, "")]
-    if "fp16" in labels and timed_in_onnxruntime:
-        lines += ["", "The fp16 row is the pruned model converted to fp16 (inputs and outputs stay fp32), the ONNX a "
-                  "strongly typed TensorRT network builds in fp16; onnxruntime's CPU provider has few fp16 kernels, "
-                  "so its latency here says nothing about the GPU."]
+    if "fp16" in labels:
+        lines += ["", _fp16_note(run, timed_in_onnxruntime)]
     lines += ["", "## Stages", "", "| stage | status | wall time | notes |", "|---|---|---|---|"]
     for name, manifest in run.manifests.items():
         lines.append(f"| {name} | {manifest['status']} | {manifest['wall_s']:.1f} s | {_stage_note(run, name)} |")
-    lines += _gamma_section(run.outcomes["sparse"])
+    lines += _gamma_section(run, folder)
     engine = run.outcomes["engine"]
     lines += ["", "## Deployment", "", f"Result: **{engine.kind}** at {engine.precision}.", ""]
     if engine.command:
@@ -139,13 +157,43 @@ def _runtime_table(runtime: str, rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _gamma_section(sparse: SparseOutcome) -> list[str]:
-    """Histogram of |gamma| of the prunable BNs before and after sparse training."""
+def _unsteady_latency_note(latency: dict[str, dict[str, dict]]) -> list[str]:
+    """A warning naming every model whose p90 is over UNSTEADY_P90 times its median: its rounds disagree."""
+    unsteady = [f"{label} in {runtime} (p90 {stats['p90_ms']:.2f} ms, {stats['p90_ms'] / stats['median_ms']:.1f}x its median {stats['median_ms']:.2f} ms)"
+                for runtime, by_model in latency.items() for label, stats in by_model.items()
+                if stats.get("median_ms") and stats.get("p90_ms") and stats["p90_ms"] > UNSTEADY_P90 * stats["median_ms"]]
+    if not unsteady:
+        return []
+    return ["", f"> **Unsteady latency**: {'; '.join(unsteady)}. Its timed runs disagree, as on a busy machine; rerun with more "
+                f"{_flag('profile_rounds')} or on a quieter machine before trusting these figures."]
+
+
+def _fp16_note(run: Run, timed_in_onnxruntime: bool) -> str:
+    """What the fp16 row is, and what the deployment ships (a TensorRT 8/10 target builds the float ONNX with --fp16)."""
+    target = run.target
+    files = run.outcomes["export"].outputs
+    _, shipped = target.deployment(int8_ready=not run.outcomes["qat"].skipped)
+    note = f"The fp16 row is the pruned model converted to fp16 (`{files['fp16']}`, inputs and outputs stay fp32), the ONNX a strongly typed (TensorRT 11) build takes."
+    if shipped != "fp16" and target.tensorrt:
+        note += (f" {target.name} ships `{files.get(shipped, shipped)}` instead: its TensorRT {target.tensorrt} builds the float ONNX with --fp16, "
+                 "so the deployed engine runs in fp16 but starts from the pruned row's file.")
+    if timed_in_onnxruntime:
+        note += " onnxruntime's CPU provider has few fp16 kernels, so the fp16 latency here says nothing about the GPU."
+    return note
+
+
+def _gamma_section(run: Run, folder: Path) -> list[str]:
+    """Histogram of |gamma| of the prunable BNs before and after sparse training; the plot linked relative to ``folder``."""
+    sparse: SparseOutcome = run.outcomes["sparse"]
     before, after = sparse.gamma_before, sparse.gamma_after
+    if before is None or after is None:
+        return []
     edges = before.edges
     bins = [f"{lo}–{hi}" for lo, hi in zip(edges, edges[1:])]
+    plot = sparse.outputs.get("gamma_plot")
+    image = [f"![BN gamma distribution]({Path(os.path.relpath(run.dir / 'sparse' / plot, folder)).as_posix()})", ""] if plot else []
     return [
-        "", "## BN gammas (sparse training)", "", "![BN gamma distribution](sparse/gamma_histogram.png)", "",
+        "", "## BN gammas (sparse training)", "", *image,
         "| abs(gamma) | " + " | ".join(bins) + " |",
         "|---|" + "---|" * len(bins),
         "| before | " + " | ".join(str(c) for c in before.counts) + " |",
@@ -166,14 +214,14 @@ def _stage_note(run: Run, name: str) -> str:
         return f"BN gammas < 0.01: {outcome.gamma_before.fraction_below_001:.1%} -> {outcome.gamma_after.fraction_below_001:.1%}"
     if name == "prune":
         plan, blocks = outcome.plan, outcome.removed_blocks
-        note = f"replaced {len(blocks)} residual blocks by identity; " if blocks else ""
+        note = f"replaced {_count(len(blocks), 'residual block')} by identity; " if blocks else ""
         goal = f"MAC target {plan['target_macs']:.0%} removed; " if plan.get("target_macs") is not None else ""
         return note + goal + f"removed {plan['channels_removed']} of {plan['channels_total']} prunable channels; before fine-tune: " + _scores(outcome.scores)
     if name == "qat":
         note = f"{outcome.backend} Q/DQ layout; "
         if outcome.kept_float is not None:
-            note += f"sensitivity analysis kept {len(outcome.kept_float)} layers in float ({', '.join(outcome.kept_float) or 'none'}); "
-        return note + "after calibration (PTQ): " + _scores(outcome.ptq) + f"; {outcome.calibration_images} calibration images"
+            note += f"sensitivity analysis kept {_count(len(outcome.kept_float), 'layer')} in float ({', '.join(outcome.kept_float) or 'none'}); "
+        return note + "after calibration (PTQ): " + _scores(outcome.ptq) + f"; {_count(outcome.calibration_images, 'calibration image')}"
     if name == "engine":
         return f"{outcome.kind} at {outcome.precision}"
     if name == "export":
@@ -192,8 +240,9 @@ def write_report(run: Run, folder: Path, latency: dict[str, dict[str, dict]]) ->
         "stages": {name: {k: m[k] for k in ("status", "reason", "wall_s", "metrics")} for name, m in run.manifests.items()},
         "total_wall_s": round(sum(m["wall_s"] for m in run.manifests.values()), 1),
     }
-    markdown = _markdown(run, rows)
-    for where in (folder, run.dir):
+    # Links are relative to where each copy ends up: the run folder, and the stage's own folder run.dir/<stage>
+    # (a stage writes into a partial folder that the pipeline then moves there).
+    for where, final in ((folder, run.dir / folder.name), (run.dir, run.dir)):
         write_json(where / "report.json", data)
-        write_text(where / "report.md", markdown)
+        write_text(where / "report.md", _markdown(run, rows, latency, final))
     return {"report_md": "report.md", "report_json": "report.json"}

@@ -13,9 +13,9 @@ from edgecompress.run import Run
 from edgecompress.settings import BuildConfig
 
 
-def _run(tmp_path, *, quantized: bool = True, runtimes=("onnxruntime",)) -> Run:
+def _run(tmp_path, *, quantized: bool = True, runtimes=("onnxruntime",), **settings) -> Run:
     target = "cpu" if quantized else "jetson-nano"
-    run = Run(BuildConfig(target=target, name="unit", runs_dir=str(tmp_path), profile_runtimes=runtimes).resolved())
+    run = Run(BuildConfig(target=target, name="unit", runs_dir=str(tmp_path), profile_runtimes=runtimes, **settings).resolved())
     gammas = np.abs(np.random.default_rng(0).normal(0, 0.3, 100))
     exported = {"baseline": ExportedModel(1e-6, 1e-6, {"map50": 0.90}), "pruned": ExportedModel(2e-6, 2e-6, {"map50": 0.88})}
     if quantized:
@@ -27,7 +27,7 @@ def _run(tmp_path, *, quantized: bool = True, runtimes=("onnxruntime",)) -> Run:
         qat = QuantOutcome(skipped="jetson-nano has no int8 support in TensorRT 8.2")
     run.outcomes = {
         "baseline": ModelOutcome(outputs={"model": "model.pt"}, scores={"map50": 0.9, "map50_95": 0.5}, params=2_000_000, macs=400_000_000),
-        "sparse": SparseOutcome(outputs={"model": "model.pt"}, scores={"map50": 0.89}, gamma_before=GammaHistogram.of(gammas),
+        "sparse": SparseOutcome(outputs={"model": "model.pt", "gamma_plot": "gamma_histogram.png"}, scores={"map50": 0.89}, gamma_before=GammaHistogram.of(gammas),
                                 gamma_after=GammaHistogram.of(gammas * 0.02)),
         "prune": PruneOutcome(outputs={"model": "model.pt"}, scores={"map50": 0.4}, params=700_000, macs=150_000_000,
                               plan={"channels_removed": 300, "channels_total": 500, "target_macs": None}),
@@ -51,7 +51,7 @@ def test_report_rows_come_from_the_outcomes(tmp_path):
     markdown = (run.dir / "report.md").read_text()
     assert "| baseline | 0.9000 | 0.9000 | 2,000,000 | 400.0 M | 1.00 MB | 4.00 ms | 4.40 ms | 1.00x | 10.0 MB |" in markdown
     assert "| int8 | 0.8600 | 0.8700 | 700,000 | 150.0 M |" in markdown and "| 4.00x |" in markdown  # int8 size is the pruned model's
-    assert "sensitivity analysis kept 1 layers in float (head.2)" in markdown and "PTQ): map50 0.8000" in markdown
+    assert "sensitivity analysis kept 1 layer in float (head.2)" in markdown and "PTQ): map50 0.8000" in markdown
     assert "removed 300 of 500 prunable channels" in markdown and "QLinearConv" in markdown  # onnxruntime layout note
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert [row["model"] for row in report["models"]] == ["baseline", "pruned", "int8"]
@@ -68,3 +68,53 @@ def test_skipped_quantization_reports_the_fp16_row_and_the_reason(tmp_path):
     assert "| fp16 | 0.8800 | 0.8800 |" in markdown and "The fp16 row is the pruned model converted to fp16" in markdown
     assert "Latency in openvino" in markdown and "| pruned | 1.00 ms | 1.10 ms | 2.00x | 10.0 MB |" in markdown
     assert "Result: **onnxruntime** at int8." in markdown
+
+
+def test_quick_run_says_its_scores_are_meaningless(tmp_path):
+    latency = _latency(["baseline", "pruned", "int8"], [4.0, 2.0, 1.0])
+    run = _run(tmp_path, quick=True)
+    write_report(run, run.dir / "report", latency)
+    lines = (run.dir / "report.md").read_text().splitlines()
+    assert lines[0] == "# edgecompress report: unit" and lines[2].startswith("> **Quick run** (--quick)") and "map50 figures are meaningless" in lines[2]
+    assert "1 interleaved round of 20 runs" in lines[4]  # --quick profiles one round
+    write_report(_run(tmp_path / "full"), tmp_path / "full" / "report", latency)
+    assert "Quick run" not in (tmp_path / "full" / "unit" / "report.md").read_text()
+
+
+def test_unsteady_latency_is_named(tmp_path):
+    run = _run(tmp_path, profile_rounds=3)
+    latency = _latency(["baseline", "pruned", "int8"], [4.0, 2.0, 1.0])
+    write_report(run, run.dir / "report", latency)
+    assert "Unsteady latency" not in (run.dir / "report.md").read_text()  # p90 = 1.1x the median
+    latency["onnxruntime"]["int8"]["p90_ms"] = 10.0  # 10x its median
+    write_report(run, run.dir / "report", latency)
+    markdown = (run.dir / "report.md").read_text()
+    note = next(line for line in markdown.splitlines() if "Unsteady latency" in line)
+    assert "int8 in onnxruntime (p90 10.00 ms, 10.0x its median 1.00 ms)" in note and "--profile-rounds" in note and "quieter machine" in note
+    assert "baseline in" not in note and "3 interleaved rounds of 100 runs" in markdown
+
+
+def test_gamma_histogram_link_resolves_from_each_report(tmp_path):
+    run = _run(tmp_path)
+    partial = run.dir / ".partial" / "report"  # the pipeline moves the stage's folder to run.dir/report when done
+    write_report(run, partial, _latency(["baseline", "pruned", "int8"], [4.0, 2.0, 1.0]))
+    assert "![BN gamma distribution](sparse/gamma_histogram.png)" in (run.dir / "report.md").read_text()
+    assert "![BN gamma distribution](../sparse/gamma_histogram.png)" in (partial / "report.md").read_text()
+    for text, final in (((run.dir / "report.md").read_text(), run.dir), ((partial / "report.md").read_text(), run.dir / "report")):
+        link = text.split("![BN gamma distribution](")[1].split(")")[0]
+        assert (final / link).resolve() == (run.dir / "sparse" / "gamma_histogram.png").resolve()
+
+
+def test_fp16_note_says_what_the_nano_ships(tmp_path):
+    from dataclasses import replace
+
+    labels = ["baseline", "pruned", "fp16"]
+    run = _run(tmp_path, quantized=False)
+    write_report(run, run.dir / "report", _latency(labels, [4.0, 2.0, 3.0]))
+    note = next(line for line in (run.dir / "report.md").read_text().splitlines() if line.startswith("The fp16 row"))
+    assert "converted to fp16 (`fp16.onnx`" in note  # the file name comes from the export outcome
+    assert "jetson-nano ships `pruned.onnx` instead: its TensorRT 8.2 builds the float ONNX with --fp16" in note
+    run.target = replace(run.target, tensorrt="11.4")  # strongly typed: the fp16 ONNX is what ships
+    write_report(run, run.dir / "report", _latency(labels, [4.0, 2.0, 3.0]))
+    note = next(line for line in (run.dir / "report.md").read_text().splitlines() if line.startswith("The fp16 row"))
+    assert "ships" not in note and "strongly typed (TensorRT 11)" in note

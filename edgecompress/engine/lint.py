@@ -1,6 +1,6 @@
-"""Q/DQ lint: check an int8 ONNX graph against TensorRT's explicit-quantization rules, without TensorRT.
+"""ONNX lint: check a graph against the target TensorRT's ONNX parser (its ops) and explicit-quantization rules, without TensorRT.
 
-The rules live in :data:`~edgecompress.export.lint_rules.RULES`; one marked ``tensorrt_only`` is
+The rules live in :data:`~edgecompress.engine.lint_rules.RULES`; one marked ``tensorrt_only`` is
 skipped for targets without TensorRT (the CPU, where onnxruntime accepts uint8 and asymmetric Q/DQ).
 """
 
@@ -37,7 +37,7 @@ class LintReport:
 
     @property
     def ok(self) -> bool:
-        """No errors: TensorRT should build this graph in int8 as quantized."""
+        """No errors: the target should parse and build this graph (in int8 where it has Q/DQ)."""
         return not self.errors
 
     def to_dict(self) -> dict:

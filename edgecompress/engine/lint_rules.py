@@ -1,10 +1,10 @@
-"""The rules of the Q/DQ lint (:mod:`edgecompress.engine.lint`): one small function per TensorRT rule, in :data:`RULES`.
+"""The rules of the ONNX lint (:mod:`edgecompress.engine.lint`): one small function per TensorRT rule, in :data:`RULES`.
 
 Sources: TensorRT developer guide, "Explicit Quantization" and "Q/DQ Layer-Placement Recommendations"
 (https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/quantized-types-explicit-quantization.html):
 int8 only, zero point 0 (symmetric), constant scales, weights per output channel; quantize every
-input of a weighted op and the residual input of an Add. Opset limits and operator additions per
-TensorRT version: onnx-tensorrt ``docs/operators.md`` and ``docs/Changelog.md`` of each release.
+input of a weighted op and the residual input of an Add. Which ops each TensorRT version's ONNX
+parser imports: :mod:`edgecompress.engine.onnx_ops` (onnx-tensorrt ``docs/operators.md`` per release).
 """
 
 from __future__ import annotations
@@ -17,17 +17,12 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .onnx_ops import DEFAULT_DOMAINS, LOCAL_FUNCTIONS_SINCE, PLUGIN_LIBRARY_SUFFIX, first_release_with, supported_ops
 from .target import Target, tensorrt_version
 
 Severity = Literal["error", "warning", "info"]
 SEVERITY_ORDER: dict[str, int] = {"error": 0, "warning": 1, "info": 2}
 
-# Operators the ONNX parser gained in a release (onnx-tensorrt Changelog.md; LayerNormalization: TensorRT 8.6).
-MIN_TENSORRT_FOR_OP: dict[str, tuple[int, int]] = {
-    **dict.fromkeys(("NonMaxSuppression", "RoiAlign", "GridSample", "NonZero", "Mod", "Trilu", "MeanVarianceNormalization", "RandomNormal", "RandomUniform"), (8, 5)),
-    "LayerNormalization": (8, 6),
-}
-UNSUPPORTED_OPS = {"BitShift", "Bernoulli"}  # marked N in every onnx-tensorrt support matrix
 WEIGHTED_OPS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}  # op -> axis of the weight's output channels
 # Ops TensorRT runs in floating point only: a DQ feeding them is an int8 -> float reformat with rounding error.
 FLOAT_ONLY_OPS = {"Softmax", "LayerNormalization", "Exp", "Log", "Div", "Pow", "Sqrt", "Reciprocal", "Erf", "TopK", "NonMaxSuppression"}
@@ -63,6 +58,20 @@ class Graph:
             for name in node.input:
                 self.consumers[name].append(node)
         self.quantized = any(node.op_type in QDQ_OPS for node in self.nodes)
+        self.functions = {(function.domain, function.name) for function in model.functions}
+
+    def every_node(self) -> list[onnx.NodeProto]:
+        """Every node the parser imports: the graph's, those of If/Loop/Scan bodies and of model-local functions."""
+        found: list[onnx.NodeProto] = []
+        pending = [self.nodes, *(list(function.node) for function in self.model.functions)]
+        while pending:
+            for node in pending.pop():
+                found.append(node)
+                for attribute in node.attribute:
+                    if attribute.type == onnx.AttributeProto.GRAPH:
+                        pending.append(list(attribute.g.node))
+                    pending += [list(body.node) for body in attribute.graphs]
+        return found
 
     def dq_of(self, tensor: str) -> onnx.NodeProto | None:
         node = self.producer.get(tensor)
@@ -103,16 +112,33 @@ def check_opset(graph: Graph, target: Target) -> list[Finding]:
 
 
 def check_operators(graph: Graph, target: Target) -> list[Finding]:
+    """Every node whose op the target's ONNX parser has no importer for: a standard op it lacks, or a custom op."""
     trt = tensorrt_version(target.tensorrt)
-    findings = []
-    for node in graph.nodes:
-        needed = MIN_TENSORRT_FOR_OP.get(node.op_type)
-        if node.op_type in UNSUPPORTED_OPS:
-            findings.append(Finding("error", "unsupported-op", label(node), node.op_type, f"TensorRT has no {node.op_type} importer", "replace the op or implement a TensorRT plugin"))
-        elif needed is not None and trt < needed:
-            findings.append(Finding("error", "unsupported-op", label(node), node.op_type, f"{node.op_type} needs TensorRT {needed[0]}.{needed[1]}+, the target has {target.tensorrt}",
-                                    "move the op out of the model (e.g. NMS into post-processing) or pick a newer target"))
-    return findings
+    supported = supported_ops(trt)
+    findings = [_operator_finding(graph, node, target, trt) for node in graph.every_node()
+                if node.domain not in DEFAULT_DOMAINS or node.op_type not in supported]
+    return [finding for finding in findings if finding is not None]
+
+
+def _operator_finding(graph: Graph, node: onnx.NodeProto, target: Target, trt: tuple[int, int]) -> Finding | None:
+    op, where = node.op_type, label(node)
+    if (node.domain, op) in graph.functions:  # a model-local function: the parser inlines it (its body is checked too)
+        if trt >= LOCAL_FUNCTIONS_SINCE:
+            return None
+        return Finding("error", "custom-op", where, op, f"{op} is a model-local function; TensorRT parses those from 9.0, the target has {target.tensorrt}",
+                       "inline the functions before export (onnx.inliner.inline_local_functions) or pick a newer target")
+    if op.endswith(PLUGIN_LIBRARY_SUFFIX):
+        return Finding("info", "custom-op", where, op, f"{op} is a plugin of TensorRT's plugin library, not an ONNX op",
+                       f"fine where TensorRT {target.tensorrt} ships this plugin (trtexec loads the library)")
+    if node.domain not in DEFAULT_DOMAINS:
+        return Finding("error", "custom-op", where, op, f"custom op (domain {node.domain!r}): TensorRT's ONNX parser imports standard ONNX ops only",
+                       f"load a TensorRT plugin named {op} when building, or export the model without custom ops")
+    since = first_release_with(op)
+    if since is None:
+        return Finding("error", "unsupported-op", where, op, f"TensorRT {target.tensorrt}'s ONNX parser has no {op} importer",
+                       f"replace {op} by supported ops or move it into post-processing (or write a TensorRT plugin named {op})")
+    return Finding("error", "unsupported-op", where, op, f"{op} needs TensorRT {since[0]}.{since[1]}+, the target has {target.tensorrt}",
+                   "move the op out of the model (e.g. NMS into post-processing) or pick a newer target")
 
 
 def check_int8_support(graph: Graph, target: Target) -> list[Finding]:
@@ -120,6 +146,20 @@ def check_int8_support(graph: Graph, target: Target) -> list[Finding]:
         return []
     return [Finding("error", "no-int8", "<model>", "-", f"{target.name} ({target.gpu_arch}) has no int8 kernels, so a Q/DQ network does not build",
                     "deploy the float/fp16 export to this target, or pick an int8 target")]
+
+
+def check_float_model(graph: Graph, target: Target) -> list[Finding]:
+    """A float graph for an int8 target builds, but in float: say so instead of a bare ok."""
+    if graph.quantized or not target.int8 or target.precision != "int8":
+        return []
+    if not target.tensorrt:
+        runs = "onnxruntime runs it in fp32"
+    elif target.strongly_typed:
+        runs = f"TensorRT {target.tensorrt} (strongly typed) builds it in the ONNX's own float types"
+    else:
+        runs = f"TensorRT {target.tensorrt} builds it in fp32, or fp16 with --fp16"
+    return [Finding("info", "no-qdq", "<model>", "-", f"no Q/DQ in this model: {runs}, not int8",
+                    "export the int8 model (edgecompress quantize, or a build's export/int8.onnx) for int8 speed; fine if float is meant")]
 
 
 def check_zero_points(graph: Graph, target: Target) -> list[Finding]:
@@ -238,6 +278,7 @@ RULES: dict[str, LintRule] = {
     "opset": LintRule(check_opset, tensorrt_only=True),
     "unsupported-op": LintRule(check_operators, tensorrt_only=True),
     "no-int8": LintRule(check_int8_support, tensorrt_only=False),
+    "no-qdq": LintRule(check_float_model, tensorrt_only=False),
     "zero-point": LintRule(check_zero_points, tensorrt_only=True),
     "dynamic-scale": LintRule(check_constant_scales, tensorrt_only=True),
     "weighted-ops": LintRule(check_weighted_ops, tensorrt_only=False),

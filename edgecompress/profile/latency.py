@@ -70,7 +70,7 @@ def _measure(
     if runs < 1 or warmup < 0:
         raise EdgeCompressError(f"runs must be >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup})")
     command = [
-        sys.executable, "-m", "edgecompress.profile.worker", str(onnx_path),
+        sys.executable, "-m", "edgecompress.profile", str(onnx_path),  # the worker (profile/__main__.py)
         "--shape", ",".join(str(dim) for dim in input_shape), "--warmup", str(warmup), "--runs", str(runs),
         "--threads", str(threads or 0), "--seed", str(seed), "--runtime", runner, *(["--progress"] if progress else []),
     ]

@@ -1,7 +1,7 @@
 """Time one ONNX model on the CPU in a fresh process and print the measurements as JSON.
 
-Run as ``python -m edgecompress.profile.worker MODEL --shape 1,3,64,64 [--runtime openvino] ...``; a fresh
-process per model keeps one model's allocations out of the next one's memory figure.
+Run as ``python -m edgecompress.profile MODEL --shape 1,3,64,64 [--runtime openvino] ...`` (the package's
+``__main__``); a fresh process per model keeps one model's allocations out of the next one's memory figure.
 
 The runtimes are those of :mod:`edgecompress.profile.runtimes`.
 """
@@ -73,7 +73,7 @@ def measure(model: str, shape: tuple[int, ...], warmup: int, runs: int, threads:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m edgecompress.profile", description=__doc__)
     parser.add_argument("model")
     parser.add_argument("--shape", required=True, help="comma-separated input shape, e.g. 1,3,224,224")
     parser.add_argument("--warmup", type=int, default=10)
@@ -86,7 +86,3 @@ def main(argv: list[str] | None = None) -> None:
     shape = tuple(int(dim) for dim in args.shape.split(","))
     result = measure(args.model, shape, args.warmup, args.runs, args.threads or None, args.seed, args.progress, args.runtime)
     json.dump(result, sys.stdout)
-
-
-if __name__ == "__main__":
-    main()

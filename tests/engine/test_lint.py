@@ -12,7 +12,7 @@ from torch import nn
 from edgecompress.errors import EdgeCompressError
 from edgecompress.export import export_onnx
 from edgecompress.engine import check_onnx
-from edgecompress.targets import get_target
+from edgecompress.targets import get_target, list_targets
 from edgecompress.quant import calibrate, quantize_model
 
 
@@ -161,3 +161,150 @@ def test_onnxruntime_backend_export_passes_for_cpu_but_not_tensorrt(tmp_path):
     path = export_onnx(model, x, tmp_path / "ort.onnx")
     assert check_onnx(path, get_target("cpu")).ok
     assert "int8-type" in {f.rule for f in check_onnx(path, get_target("jetson-orin-nano")).errors}  # uint8 activations: onnxruntime only
+
+
+# --- operator support per TensorRT version (engine/onnx_ops.py) and custom ops ---
+
+TENSORRT_TARGETS = [t.name for t in list_targets() if t.tensorrt]
+
+
+def _float_model(*nodes: onnx.NodeProto, opset: int = 13, domains: dict[str, int] | None = None,
+                 functions: list[onnx.FunctionProto] = ()) -> onnx.ModelProto:
+    """x [1, 4, 8, 8] -> Relu -> r -> nodes... -> y (the last node writes y)."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["r"], name="relu0"), *nodes], "ops",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])])
+    opsets = [helper.make_opsetid("", opset), *(helper.make_opsetid(d, v) for d, v in (domains or {}).items())]
+    return helper.make_model(graph, opset_imports=opsets, functions=list(functions))
+
+
+def _findings(model: onnx.ModelProto, tmp_path, target: str, check: bool = True) -> list[tuple[str, str, str]]:
+    path = tmp_path / f"{target}.onnx"
+    if check:
+        onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return [(f.severity, f.rule, f.op) for f in check_onnx(path, get_target(target)).findings if f.rule != "no-qdq"]
+
+
+@pytest.mark.parametrize("target", TENSORRT_TARGETS)
+def test_unique_is_unsupported_on_every_tensorrt(tmp_path, target):
+    model = _float_model(helper.make_node("Unique", ["r"], ["y"], name="unique0"))
+    assert _findings(model, tmp_path, target) == [("error", "unsupported-op", "Unique")]
+    report = check_onnx(tmp_path / f"{target}.onnx", get_target(target))
+    assert "no Unique importer" in report.errors[0].message and not report.ok
+
+
+def test_custom_domain_op_needs_a_plugin(tmp_path):
+    model = _float_model(helper.make_node("FancyActivation", ["r"], ["y"], name="fancy0", domain="com.example"), domains={"com.example": 1})
+    for target in ("jetson-nano", "jetson-orin-nano", "rtx-4090"):
+        assert _findings(model, tmp_path, target) == [("error", "custom-op", "FancyActivation")]
+    finding = check_onnx(tmp_path / "rtx-4090.onnx", get_target("rtx-4090")).errors[0]
+    assert "com.example" in finding.message and "plugin named FancyActivation" in finding.fix
+    assert check_onnx(tmp_path / "rtx-4090.onnx", get_target("cpu")).findings[0].rule == "no-qdq"  # onnxruntime: no TensorRT rules
+
+
+def test_tensorrt_plugin_library_op_is_a_note(tmp_path):
+    model = _float_model(helper.make_node("EfficientNMS_TRT", ["r"], ["y"], name="nms0", domain="trt.plugins"), domains={"trt.plugins": 1})
+    assert _findings(model, tmp_path, "jetson-agx-orin", check=False) == [("info", "custom-op", "EfficientNMS_TRT")]
+
+
+@pytest.mark.parametrize("op, inputs, opset, older, newer, since", [
+    ("LayerNormalization", ["r", "r"], 17, "jetson-xavier-nx", "jetson-orin-nano", "8.6"),  # TensorRT 8.5 vs 10.3
+    ("NonZero", ["r"], 13, "jetson-nano", "jetson-xavier-nx", "8.5"),  # 8.2 vs 8.5
+])
+def test_op_newer_than_the_targets_tensorrt(tmp_path, op, inputs, opset, older, newer, since):
+    model = _float_model(helper.make_node(op, inputs, ["y"], name="op0"), opset=opset)
+    assert _findings(model, tmp_path, older) == [("error", "unsupported-op", op)]
+    assert f"needs TensorRT {since}+" in check_onnx(tmp_path / f"{older}.onnx", get_target(older)).errors[0].message
+    assert _findings(model, tmp_path, newer) == []
+
+
+def test_op_of_a_newer_tensorrt_10(tmp_path):
+    """Attention (ONNX opset 23) came with TensorRT 10.14: not on the Orin's 10.3, fine on the desktop 10.16 (opset aside)."""
+    from dataclasses import replace
+
+    from edgecompress.engine.lint_rules import check_operators, Graph
+
+    model = _float_model(helper.make_node("Attention", ["r", "r", "r"], ["y"], name="attention0"), opset=23)
+    graph = Graph(model)
+    assert [(f.rule, f.op) for f in check_operators(graph, get_target("jetson-orin-nano"))] == [("unsupported-op", "Attention")]
+    assert check_operators(graph, get_target("rtx-4090")) == []
+    assert [f.op for f in check_operators(graph, replace(get_target("rtx-4090"), tensorrt="10.5"))] == ["Attention"]
+
+
+def test_ops_inside_subgraphs_and_local_functions(tmp_path):
+    branch = helper.make_graph([helper.make_node("Unique", ["r"], ["u"], name="unique_in_branch")], "then", [],
+                               [helper.make_tensor_value_info("u", TensorProto.FLOAT, ["n"])])
+    other = helper.make_graph([helper.make_node("Identity", ["r"], ["u2"], name="identity_in_branch")], "else", [],
+                              [helper.make_tensor_value_info("u2", TensorProto.FLOAT, ["n"])])
+    cond = helper.make_node("Constant", [], ["cond"], name="cond0", value=helper.make_tensor("c", TensorProto.BOOL, [], [True]))
+    model = _float_model(cond, helper.make_node("If", ["cond"], ["y"], name="if0", then_branch=branch, else_branch=other))
+    assert _findings(model, tmp_path, "jetson-agx-orin") == [("error", "unsupported-op", "Unique")]
+
+    function = helper.make_function("local.fn", "DoubleRelu", ["a"], ["b"], [helper.make_node("Relu", ["a"], ["t"]), helper.make_node("Relu", ["t"], ["b"])],
+                                    [helper.make_opsetid("", 13)])
+    model = _float_model(helper.make_node("DoubleRelu", ["r"], ["y"], name="fn0", domain="local.fn"), domains={"local.fn": 1}, functions=[function])
+    assert _findings(model, tmp_path, "jetson-orin-nano") == []  # TensorRT 9.0+ inlines local functions
+    assert _findings(model, tmp_path, "jetson-xavier-nx") == [("error", "custom-op", "DoubleRelu")]
+
+
+def test_float_model_for_an_int8_target_says_no_qdq(tmp_path):
+    path = tmp_path / "float.onnx"
+    onnx.save(_float_model(helper.make_node("Relu", ["r"], ["y"], name="relu1")), str(path))
+    for target in ("jetson-orin-nano", "rtx-4090", "cpu"):
+        report = check_onnx(path, get_target(target))
+        assert report.ok and [(f.severity, f.rule) for f in report.findings] == [("info", "no-qdq")], target
+        assert report.findings[0].message.startswith("no Q/DQ in this model") and "int8" in report.findings[0].fix
+    assert check_onnx(path, get_target("jetson-nano")).findings == []  # fp16 is the Nano's precision: nothing to say
+    assert "strongly typed" in check_onnx(path, _trt11()).findings[0].message
+
+
+def _trt11():
+    from dataclasses import replace
+
+    return replace(get_target("rtx-4090"), tensorrt="11.4")
+
+
+def test_op_lists_per_tensorrt_release():
+    from edgecompress.engine.onnx_ops import RELEASES, first_release_with, supported_ops
+
+    versions = [release.version for release in RELEASES]
+    assert versions == sorted(versions) and all(release.source.startswith("https://") for release in RELEASES)
+    for older, newer in zip(versions, versions[1:]):
+        assert supported_ops(older) < supported_ops(newer)
+    experimental = {"ImageScaler", "ParametricSoftplus", "ScaledTanh"}  # old experimental ONNX ops TensorRT still imports
+    assert all(onnx.defs.has(op) for op in supported_ops((11, 5)) - experimental)
+    assert {"Conv", "QuantizeLinear", "DequantizeLinear", "Resize", "Concat"} <= supported_ops((8, 2))
+    assert "Unique" not in supported_ops((11, 5)) and first_release_with("Unique") is None
+    assert first_release_with("Trilu") == (8, 5) and first_release_with("DFT") == (11, 2)
+    assert supported_ops((7, 1)) == supported_ops((8, 2))  # older than the table: the 8.2 list
+
+
+@pytest.mark.parametrize("model_name, size", [("resnet20", 32), ("mobilenetv2", 32), ("yolo-mbv2", 64), ("yolov8n", 64)])
+def test_zoo_exports_lint_clean_for_every_target(tmp_path, model_name, size):
+    """The project's own models, float and int8, at each target's export opset: no false unsupported-op."""
+    from edgecompress.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(model_name).eval()
+    x = torch.rand(1, 3, size, size)
+    exports = {opset: export_onnx(model, x, tmp_path / f"float{opset}.onnx", opset=opset) for opset in {t.export_opset for t in list_targets()}}
+    for target in list_targets():
+        report = check_onnx(exports[target.export_opset], target)
+        assert not report.errors and not report.warnings, (target.name, report.findings)
+
+
+@pytest.mark.parametrize("target", [t.name for t in list_targets()])
+def test_clean_exports_lint_clean_for_every_target(tmp_path, target):
+    target = get_target(target)
+    x = torch.randn(2, 3, 16, 16)
+    float_report = check_onnx(export_onnx(_tiny_cnn(), x, tmp_path / "float.onnx", opset=target.export_opset), target)
+    assert float_report.ok and not float_report.warnings
+    assert {f.rule for f in float_report.findings} == ({"no-qdq"} if target.int8 else set())
+    model = quantize_model(_tiny_cnn(), x, backend=target.qdq_backend)
+    calibrate(model, [torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))], method="max")
+    int8_report = check_onnx(export_onnx(model, x, tmp_path / "int8.onnx", opset=target.export_opset), target)
+    if target.int8:
+        assert int8_report.findings == [], int8_report.findings
+    else:
+        assert [f.rule for f in int8_report.findings] == ["no-int8"]
