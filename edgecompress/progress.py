@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Iterable, Iterator, TypeVar
 
 from rich.console import Console
+from rich.errors import LiveError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True)
@@ -42,8 +43,16 @@ def track(items: Iterable[T], description: str, total: int | None = None, *, kee
     """
     if total is None and hasattr(items, "__len__"):
         total = len(items)
-    with progress_bar(loss=False, transient=not keep) as bar:
+    bar = progress_bar(loss=False, transient=not keep)
+    try:
+        bar.start()
+    except LiveError:  # inside another display, on a rich that cannot nest them: no bar of its own
+        yield from items
+        return
+    try:
         yield from bar.track(items, total=total, description=description)
+    finally:
+        bar.stop()
 
 
 @contextmanager

@@ -221,7 +221,8 @@ def _stage_note(run: Run, name: str) -> str:
         note = f"{outcome.backend} Q/DQ layout; "
         if outcome.kept_float is not None:
             note += f"sensitivity analysis kept {_count(len(outcome.kept_float), 'layer')} in float ({', '.join(outcome.kept_float) or 'none'}); "
-        return note + "after calibration (PTQ): " + _scores(outcome.ptq) + f"; {_count(outcome.calibration_images, 'calibration image')}"
+        source = f"calibrated on {outcome.calibration_source}" if outcome.calibration_source else _count(outcome.calibration_images, "calibration image")
+        return note + "after calibration (PTQ): " + _scores(outcome.ptq) + f"; {source}"
     if name == "engine":
         return f"{outcome.kind} at {outcome.precision}"
     if name == "export":

@@ -14,7 +14,7 @@ from torch import nn
 from .artifacts import load_model, save_model, write_json, write_text
 from .outcomes import (EngineOutcome, ExportedModel, ExportOutcome, GammaHistogram, ModelOutcome, PruneOutcome, QuantOutcome,
                        ReportOutcome, SparseOutcome, StageOutcome)
-from .progress import console
+from .progress import console, status, track
 from .run import Run
 from .stats import model_stats
 from .tasks import onnx_predict, torch_predict
@@ -86,7 +86,7 @@ def _accumulate_gradients(run: Run, model: nn.Module, batches: int = 8) -> None:
     loss_fn = run.task.loss(model)
     model.train()
     model.zero_grad(set_to_none=True)
-    for images, targets in itertools.islice(run.data.train, batches):
+    for images, targets in track(itertools.islice(run.data.train, batches), "gradients for the criterion", total=min(batches, len(run.data.train))):
         loss_fn(model(images), targets).backward()
 
 
@@ -100,14 +100,17 @@ def prune_stage(run: Run, folder: Path) -> PruneOutcome:
     example = run.example_input()
     removed_blocks: list[str] = []
     if config.prune_layers:
-        removed_blocks = prune_layers(model, example, n=config.prune_layers, criterion=criterion, ignore=config.ignore)
+        with status("scoring residual blocks"):
+            removed_blocks = prune_layers(model, example, n=config.prune_layers, criterion=criterion, ignore=config.ignore)
         console.print(f"  replaced {len(removed_blocks)} residual blocks by identity: {', '.join(removed_blocks)}")
     if criterion.needs_gradients:
         _accumulate_gradients(run, model)
     goal = {"target_macs": config.target_macs} if config.target_macs is not None else {"ratio": config.prune_ratio}
-    plan = plan_pruning(model, example, **goal, criterion=criterion, ignore=config.ignore,
-                        min_channels=config.min_channels, round_to=config.round_to)
-    model = apply_plan(model, plan)
+    with status(f"planning the pruning ({criterion.name})"):
+        plan = plan_pruning(model, example, **goal, criterion=criterion, ignore=config.ignore,
+                            min_channels=config.min_channels, round_to=config.round_to)
+    with status("removing channels"):
+        model = apply_plan(model, plan)
     model.zero_grad(set_to_none=True)
     scores = _evaluate(run, model)
     save_model(model, folder / "model.pt")
@@ -179,7 +182,7 @@ def export(run: Run, folder: Path) -> ExportOutcome:
     elif run.target.precision == "fp16":
         sources["fp16"] = ("finetune", "pruned_fp16.onnx")
     outputs, models = {}, {}
-    for label, (stage, file_name) in sources.items():
+    for label, (stage, file_name) in track(list(sources.items()), "exporting", keep=True):
         model = load_model(run.artifact(stage, "model")).eval()
         if label == "fp16":
             path = convert_fp16(folder / outputs["pruned"], folder / file_name)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ..errors import EdgeCompressError
 from ..helpers import model_device
+from ..progress import track
 
 ForwardLoop = Callable[[nn.Module], object]
 CalibrationData = Union[ForwardLoop, Iterable]
@@ -37,7 +38,7 @@ def batches_loop(batches: Iterable) -> ForwardLoop:
     def forward_loop(model: nn.Module) -> None:
         device = model_device(model)
         seen = 0
-        for batch in batches:
+        for batch in track(batches, "calibrating"):
             model(batch_images(batch).to(device))
             seen += 1
         if seen == 0:

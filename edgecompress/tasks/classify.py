@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from ..errors import EdgeCompressError
 from ..eval import classification_accuracy
 from ..eval.predict import Predict
+from ..progress import track
 from .base import Loss, Task, TaskData, limit_dataset
 
 
@@ -45,7 +46,7 @@ class ClassificationTask(Task):
     @torch.no_grad()
     def evaluate(self, predict: Predict, model: nn.Module, loader: DataLoader) -> dict[str, float]:
         logits, labels = [], []
-        for images, batch_labels in loader:
+        for images, batch_labels in track(loader, "evaluating"):
             output = predict(images)
             logits.append(torch.as_tensor(output[0] if isinstance(output, (list, tuple)) else output))
             labels.append(batch_labels)

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Subset
 from ..errors import EdgeCompressError
 from ..eval import batched_nms, evaluate_detections, targets_to_pixel_xyxy
 from ..eval.predict import Predict
+from ..progress import track
 from .base import Loss, Task, TaskData, limit_dataset
 
 
@@ -142,7 +143,7 @@ class DetectionTask(Task):
     def evaluate(self, predict: Predict, model: nn.Module, loader: DataLoader) -> dict[str, float]:
         head = detection_head_for(model)
         predictions, truths, num_classes = [], [], 1
-        for images, targets in loader:
+        for images, targets in track(loader, "evaluating"):
             decoded = head.decode([torch.as_tensor(o) for o in predict(images)], model)
             num_classes = max(decoded.shape[-1] - 5, 1)  # rows are (box, objectness, class probabilities)
             predictions += postprocess(decoded)
