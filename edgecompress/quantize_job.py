@@ -1,4 +1,8 @@
-"""The ``edgecompress quantize`` command's job: read a model and data, quantize, write model.pt, model.onnx and a manifest."""
+"""The ``edgecompress quantize`` command's job: read a model and data, quantize, write model.pt, model.onnx and a manifest.
+
+The output folder is replaced as a whole when every file is written (:func:`~edgecompress.artifacts.atomic_dir`),
+so an interrupted job leaves the previous output, or none, never a mix.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ def _backends() -> list[str]:
 class QuantizeJob:
     """What ``edgecompress quantize`` does: the model and data to read, how to quantize, where to write."""
 
-    model: str = setting(..., "Zoo name, path/to/file.py:callable, package.module:callable or a torch.save(model) file.", argument=True)
+    model: str = setting(..., "Zoo name, path/to/file.py:callable, package.module:callable or a model file (edgecompress.save_model).", argument=True)
     data: str = setting(..., "Validation/training data: a YOLO data.yaml (detect) or an ImageFolder root with train/ and val/ (classify).")
     out: str = setting(..., "Folder for model.pt, model.onnx, manifest.json and sensitivity.json/.md.")
     task: str = setting("detect", "Which metric sensitivity and QAT use.", choices=_tasks)
@@ -51,14 +55,31 @@ class QuantizeJob:
     qat_epochs: int = setting(0, "Quantization-aware training epochs after calibration.", minimum=0)
     lr: float = setting(1e-4, "QAT learning rate.")
     skip: tuple[str, ...] = setting((), "Layers (module names) or placed quantizers (e.g. add_1_quantizer, from sensitivity.json) kept in float; repeatable.")
+    trust_model: bool = setting(False, "Load a MODEL file that needs code to load (torch.save(model), an Ultralytics checkpoint): "
+                                       "loading it can run anything in it, so only for files you trust.")
+
+
+OUTPUTS = frozenset({"model.pt", "model.onnx", "manifest.json", "sensitivity.json", "sensitivity.md"})
+
+
+def check_out_folder(out: Path) -> None:
+    """``--out`` is replaced as a whole, so it must be new, empty or an earlier quantize output with nothing else in it."""
+    if out.exists() and not out.is_dir():
+        raise EdgeCompressError(f"--out {out} is a file; pass a folder for the outputs")
+    names = {entry.name for entry in out.iterdir()} if out.is_dir() else set()
+    if names and ("manifest.json" not in names or not names <= OUTPUTS):
+        others = sorted(names - OUTPUTS) or ["no manifest.json"]
+        raise EdgeCompressError(f"--out {out} holds files quantize did not write ({', '.join(others[:3])}); "
+                                "pass a new or empty folder: quantize replaces --out as a whole")
 
 
 def run_quantize_job(job: QuantizeJob) -> dict[str, Path]:
     """Quantize a model file or zoo model for deployment; writes model.pt, model.onnx, manifest.json (and sensitivity.json/.md).
 
-    Every file is written atomically; inputs are all checked (model, data, calibration images) before any work.
+    Inputs are all checked (output folder, model, data, calibration images) before any work; the output
+    folder is replaced as a whole once every file is written. A model file loads safely unless ``trust_model``.
     """
-    from .artifacts import save_model, write_json, write_text
+    from .artifacts import atomic_dir, save_model, write_json, write_text
     from .data.calib import calib_batches, load_calibration_images
     from .export import export_onnx
     from .models import ZOO, resolve_model
@@ -66,25 +87,24 @@ def run_quantize_job(job: QuantizeJob) -> dict[str, Path]:
     from .quant.sensitivity import analyze_sensitivity
 
     check_settings(job)
+    check_out_folder(Path(job.out))
     task = get_task(job.task)
     image_size = job.image_size or (ZOO[job.model].image_size if job.model in ZOO else None)
     if image_size is None:
         raise EdgeCompressError(f"--image-size is needed for {job.model}; pass the input size the model was trained at")
     data = task.load(Path(job.data), image_size, job.batch_size, limit=job.limit)
-    model = resolve_model(job.model, num_classes=data.num_classes, weights=job.weights).eval()
+    model = resolve_model(job.model, num_classes=data.num_classes, weights=job.weights, trust=job.trust_model).eval()
     images = load_calibration_images(Path(job.calib) if job.calib else DEFAULT_CALIB, image_size, limit=job.calib_images)
     example = images[:1]
 
     def evaluate(candidate: nn.Module) -> float:
         return task.evaluate(torch_predict(candidate), candidate, data.val)[task.primary_metric]
 
-    outputs: dict[str, Path] = {}
     calib = calib_batches(images, job.batch_size)
+    report = None
     if job.sensitivity:
         quantized, report = analyze_sensitivity(model, calib, evaluate, max_drop=job.max_drop, method=job.method, skip=job.skip,
                                                 backend=job.backend, example_input=example, metric_name=task.primary_metric)
-        outputs["sensitivity_json"] = write_text(Path(job.out) / "sensitivity.json", report.to_json())
-        outputs["sensitivity_md"] = write_text(Path(job.out) / "sensitivity.md", report.to_markdown())
         metrics = {"float": report.float_metric, "int8": report.int8_metric, "mixed": report.mixed_metric, "kept_float": report.skip}
     else:
         quantized = calibrated_model(model, calib, method=job.method, skip=job.skip, backend=job.backend, example_input=example)
@@ -92,9 +112,14 @@ def run_quantize_job(job: QuantizeJob) -> dict[str, Path]:
     if job.qat_epochs:
         train_qat(quantized, data.train, task.loss(quantized), epochs=job.qat_epochs, lr=job.lr)
         metrics["qat"] = evaluate(quantized)
-    outputs["model"] = save_model(quantized.eval(), Path(job.out) / "model.pt")
-    outputs["onnx"] = export_onnx(quantized, example, Path(job.out) / "model.onnx")
-    manifest = {"settings": asdict(job), "image_size": image_size, "metric": task.primary_metric,
-                "metrics": metrics, "calibration_images": int(images.shape[0]), "outputs": {k: p.name for k, p in outputs.items()}}
-    outputs["manifest"] = write_json(Path(job.out) / "manifest.json", manifest)
-    return outputs
+    names: dict[str, str] = {}
+    with atomic_dir(job.out) as folder:
+        if report is not None:
+            names["sensitivity_json"] = write_text(folder / "sensitivity.json", report.to_json()).name
+            names["sensitivity_md"] = write_text(folder / "sensitivity.md", report.to_markdown()).name
+        names["model"] = save_model(quantized.eval(), folder / "model.pt").name
+        names["onnx"] = export_onnx(quantized, example, folder / "model.onnx").name
+        manifest = {"settings": asdict(job), "image_size": image_size, "metric": task.primary_metric,
+                    "metrics": metrics, "calibration_images": int(images.shape[0]), "outputs": dict(names)}
+        names["manifest"] = write_json(folder / "manifest.json", manifest).name
+    return {label: Path(job.out) / name for label, name in names.items()}

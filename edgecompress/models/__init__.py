@@ -1,4 +1,4 @@
-"""The model zoo and the loader for models a user brings (zoo name, python callable, saved module)."""
+"""The model zoo and the loader for models a user brings (zoo name, python callable, saved model file)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-from torch import nn
+from torch import fx, nn
 
-from ..artifacts import load_model
-from ..errors import EdgeCompressError
+from ..artifacts import UnsafeFileError, load_model, read_plain, register_classes_of
+from ..errors import EdgeCompressError, describe
 from .classifiers import MobileNetV2, ResNetCifar, VGGBN
 from .detector import YoloMobileNetV2
 from .yolov8 import YoloV8
@@ -51,45 +50,78 @@ def _call_factory(factory: object, spec: str, num_classes: int) -> nn.Module:
     if not callable(factory):
         raise EdgeCompressError(f"{spec} is not callable; point --model at a function or class returning an nn.Module")
     try:
-        model = factory(num_classes=num_classes)
-    except TypeError:
-        model = factory()
+        try:
+            model = factory(num_classes=num_classes)
+        except TypeError:
+            model = factory()
+    except Exception as exc:  # the user's code: whatever it raises is theirs to fix
+        raise EdgeCompressError(f"building the model with {spec} failed ({describe(exc)}); fix the model code and retry") from None
     if not isinstance(model, nn.Module):
         raise EdgeCompressError(f"{spec} returned a {type(model).__name__}, not an nn.Module")
     return model
 
 
-def _factory_from_spec(spec: str) -> object:
+_USER_FILES: dict[tuple[Path, int], object] = {}  # (file, mtime): module, so a file's classes are the same objects all run long
+
+
+def _module_from_spec(spec: str) -> tuple[object, str]:
+    """The module a ``file.py:callable`` or ``package.module:callable`` spec names (imported, i.e. run), and the callable's name."""
     location, _, attribute = spec.rpartition(":")
     if location.endswith(".py"):
         path = Path(location)
         if not path.is_file():
             raise EdgeCompressError(f"model file not found: {path}; pass --model path/to/file.py:callable")
-        module_spec = importlib.util.spec_from_file_location(f"edgecompress_user_{path.stem}", path)
-        module = importlib.util.module_from_spec(module_spec)
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as exc:
-            raise EdgeCompressError(f"importing {path} failed ({type(exc).__name__}: {exc}); fix the file and retry") from None
-    else:
-        try:
-            module = importlib.import_module(location)
-        except ImportError as exc:
-            raise EdgeCompressError(f"cannot import {location} ({exc}); pass package.module:callable on PYTHONPATH") from None
+        key = (path.resolve(), path.stat().st_mtime_ns)
+        if key not in _USER_FILES:
+            module_spec = importlib.util.spec_from_file_location(f"edgecompress_user_{path.stem}", path)
+            module = importlib.util.module_from_spec(module_spec)
+            try:
+                module_spec.loader.exec_module(module)
+            except Exception as exc:
+                raise EdgeCompressError(f"importing {path} failed ({type(exc).__name__}: {exc}); fix the file and retry") from None
+            _USER_FILES[key] = module
+        return _USER_FILES[key], attribute
+    try:
+        return importlib.import_module(location), attribute
+    except ImportError as exc:
+        raise EdgeCompressError(f"cannot import {location} ({exc}); pass package.module:callable on PYTHONPATH") from None
+
+
+def _factory_from_spec(spec: str) -> object:
+    module, attribute = _module_from_spec(spec)
     if not hasattr(module, attribute):
-        raise EdgeCompressError(f"{location} has no attribute {attribute!r}; check the name after ':' in --model")
+        raise EdgeCompressError(f"{spec.rpartition(':')[0]} has no attribute {attribute!r}; check the name after ':' in --model")
     return getattr(module, attribute)
 
 
+def _is_code_spec(spec: str) -> bool:
+    return spec not in ZOO and ":" in spec and not Path(spec).is_file()
+
+
+def model_classes(spec: str) -> tuple[type[nn.Module], ...]:
+    """The nn.Module classes of a ``--model`` spec's code (its module imported, as ``--model`` does), for ``load_model(classes=...)``.
+
+    A stage that reloads a model built from ``file.py:callable`` in a fresh process passes these, so the
+    file's classes load safely. A zoo name or a model file gives none (the zoo's classes are edgecompress's).
+    """
+    if not _is_code_spec(spec):
+        return ()
+    module, _ = _module_from_spec(spec)
+    classes = [value for value in vars(module).values() if isinstance(value, type) and issubclass(value, nn.Module)]
+    return tuple(cls for cls in classes if not issubclass(cls, fx.GraphModule))
+
+
 def load_weights(model: nn.Module, weights: str | Path) -> nn.Module:
-    """Load a state dict (or a checkpoint holding one under 'model' / 'state_dict') into ``model``."""
+    """Load a state dict (or a checkpoint or edgecompress model file holding one under 'model' / 'state_dict') into ``model``.
+
+    The file is read as plain data (``weights_only=True``): nothing in it runs.
+    """
     path = Path(weights)
-    if not path.is_file():
-        raise EdgeCompressError(f"weights file not found: {path}; pass --weights path/to/state_dict.pt")
+    fix = "pass a state dict saved with torch.save(model.state_dict())"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise EdgeCompressError(f"cannot read weights {path} ({type(exc).__name__}); pass a state dict saved with torch.save(model.state_dict())") from None
+        state = read_plain(path, what="weights file", fix=fix)
+    except UnsafeFileError as error:
+        raise EdgeCompressError(f"{error}, not a state dict; {fix}") from None
     if isinstance(state, dict):
         state = state.get("model", state.get("state_dict", state))
     if not isinstance(state, dict):
@@ -102,19 +134,26 @@ def load_weights(model: nn.Module, weights: str | Path) -> nn.Module:
     return model
 
 
-def resolve_model(spec: str, *, num_classes: int = 10, weights: str | Path | None = None) -> nn.Module:
-    """Turn ``--model`` into a module: a zoo name, ``file.py:callable``, ``package.module:callable`` or a saved module."""
+def resolve_model(spec: str, *, num_classes: int = 10, weights: str | Path | None = None, trust: bool = False) -> nn.Module:
+    """Turn ``--model`` into a module: a zoo name, ``file.py:callable``, ``package.module:callable`` or a saved model file.
+
+    A model file is loaded safely (:func:`~edgecompress.artifacts.load_model`): one that needs code to
+    load (``torch.save(model)``, an Ultralytics checkpoint) is refused unless ``trust`` (``--trust-model``).
+    The classes of a model built from code are registered, so the files this run saves of it load again.
+    """
     if spec in ZOO:
         model = build_model(spec, num_classes)
-    elif ":" in spec and not Path(spec).is_file():
+    elif _is_code_spec(spec):
         model = _call_factory(_factory_from_spec(spec), spec, num_classes)
+        register_classes_of(model)  # the user asked to run this code: reloading its modules is no new trust
     elif Path(spec).suffix in {".pt", ".pth", ".pkl"} or Path(spec).is_file():
-        model = load_model(spec)
+        model = load_model(spec, trust=trust)
     else:
         raise EdgeCompressError(
-            f"cannot resolve --model {spec!r}; use a zoo name ({', '.join(ZOO)}), path/to/file.py:callable, package.module:callable or a torch.save(model) file"
+            f"cannot resolve --model {spec!r}; use a zoo name ({', '.join(ZOO)}), path/to/file.py:callable, package.module:callable or a model file"
         )
     return load_weights(model, weights) if weights is not None else model
 
 
-__all__ = ["ZOO", "ZooEntry", "build_model", "resolve_model", "load_weights", "YoloMobileNetV2", "YoloV8", "ResNetCifar", "VGGBN", "MobileNetV2"]
+__all__ = ["ZOO", "ZooEntry", "build_model", "resolve_model", "load_weights", "model_classes", "YoloMobileNetV2", "YoloV8", "ResNetCifar",
+           "VGGBN", "MobileNetV2"]

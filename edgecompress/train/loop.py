@@ -5,6 +5,11 @@ an optional L1 penalty on BatchNorm gammas (network slimming), parameter groups 
 settings (e.g. learned quantizer ranges at their own learning rate), and a checkpoint after every
 epoch so interrupted training resumes where it stopped.
 
+A checkpoint holds only tensors and plain data (state dicts and the epoch losses) and is read with
+``weights_only=True``, so nothing in it can run. One that cannot be used (truncated by a crash,
+corrupt, foreign, or not matching the model) is ignored with one warning: the stage trains from its
+first epoch and overwrites it after that epoch.
+
 The penalty is the patent's: loss += lambda * sum|gamma| over the BNs of prunable channels. Under
 Adam, lambda weighs the L1 subgradient against the task gradient of each gamma (Adam normalises
 their sum), so gammas whose task gradient is weaker than lambda collapse to about zero.
@@ -13,6 +18,7 @@ their sum), so gammas whose task gradient is weaker than lambda collapse to abou
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -20,7 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..artifacts import atomic_path
+from ..artifacts import UnsafeFileError, atomic_path, read_plain
 from ..errors import EdgeCompressError
 from ..progress import progress_bar
 
@@ -78,6 +84,29 @@ def _lr_factor(step: int, total: int, config: TrainConfig) -> float:
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, checkpoint: Path) -> TrainHistory | None:
+    """Load ``checkpoint`` into the model and optimizer; None, with a warning and both untouched, when it cannot be used."""
+    fresh = "ignoring it: training starts from epoch 1 and replaces it"
+    try:
+        state = read_plain(checkpoint, what="resume checkpoint", fix=fresh)
+    except UnsafeFileError as error:  # fit() never writes one that needs code
+        warnings.warn(f"{error}; {fresh}", stacklevel=3)
+        return None
+    except EdgeCompressError as error:
+        warnings.warn(str(error), stacklevel=3)
+        return None
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    try:
+        losses = [float(loss) for loss in state["epoch_losses"]]
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except Exception as exc:  # a checkpoint of another model or layout: keys, shapes or groups differ
+        model.load_state_dict(before)
+        warnings.warn(f"resume checkpoint {checkpoint} does not fit this training ({type(exc).__name__}); {fresh}", stacklevel=3)
+        return None
+    return TrainHistory(losses, resumed_from_epoch=len(losses))
+
+
 def fit(
     model: nn.Module,
     loader: Iterable[tuple[Tensor, Tensor]],
@@ -99,11 +128,8 @@ def fit(
     optimizer = _optimizer(model, config, param_groups)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     history = TrainHistory()
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        history = TrainHistory(state["epoch_losses"], resumed_from_epoch=len(state["epoch_losses"]))
+    if checkpoint is not None and Path(checkpoint).exists():
+        history = _resume(model, optimizer, Path(checkpoint)) or history
     steps_per_epoch = len(loader)
     total_steps = config.epochs * steps_per_epoch
     model.train()
