@@ -19,11 +19,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from .artifacts import write_json, write_text
+from .artifacts import read_marker, recover_dir, replace_dir, write_json, write_marker
 from .errors import EdgeCompressError
 from .progress import console
 from .run import Run
-from .run_folder import PARTIAL, check_run_name, claim, discard_unresumable, locked, recover, replace_dir, run_name_from
+from .run_folder import PARTIAL, check_run_name, claim, discard_unresumable, locked, run_name_from
 from .settings import BuildConfig
 from .stages import STAGE_NAMES, STAGES, Stage
 
@@ -56,10 +56,10 @@ def run_stage(run: Run, stage: Stage, fingerprint: str, force: bool) -> dict[str
         return manifest
     partial = run.dir / PARTIAL / stage.name
     marker = partial / ".fingerprint"
-    if partial.exists() and (force or not marker.is_file() or marker.read_text() != fingerprint):
+    if partial.exists() and (force or read_marker(marker) != fingerprint):
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
-    write_text(marker, fingerprint)
+    write_marker(marker, fingerprint)
     console.rule(f"[bold]{stage.name}")
     run.reseed()
     started = time.time()
@@ -97,7 +97,8 @@ def build(config: BuildConfig | None = None, **overrides: Any) -> Path:
     run.preflight()  # every input checked before the first training step; a refusal leaves no run folder
     claim(run.dir)
     with locked(run.dir):
-        recover(run.dir)
+        for name in STAGE_NAMES:
+            recover_dir(run.dir / name)  # a stage move a killed build left half done
         _run_stages(run)
     return run.dir
 

@@ -125,7 +125,7 @@ class Run:
         from .models import ZOO, resolve_model
 
         config = self.config
-        model = resolve_model(config.model, num_classes=num_classes, weights=config.weights)
+        model = resolve_model(config.model, num_classes=num_classes, weights=config.weights, trust=config.trust_model)
         example = self.example_input()
         try:
             per_image = _saved_activation_bytes(model, example)
@@ -155,6 +155,13 @@ class Run:
         """A fixed random batch of one input, for tracing, statistics and export."""
         generator = torch.Generator().manual_seed(self.config.seed)
         return torch.randn(1, 3, self.config.image_size, self.config.image_size, generator=generator)
+
+    def load_stage_model(self, stage: str) -> nn.Module:
+        """The model a finished stage saved, loaded safely (the classes of a ``file.py:callable`` model allowed)."""
+        from .artifacts import load_model
+        from .models import model_classes
+
+        return load_model(self.artifact(stage, "model"), classes=model_classes(self.config.model), trust=self.config.trust_model)
 
     def artifact(self, stage: str, name: str) -> Path:
         """Path of an artifact a finished stage recorded in its outcome."""

@@ -24,7 +24,6 @@ MARKER = ".edgecompress-run"
 LOCK = ".lock"
 PARTIAL = ".partial"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-ASIDE = ".replaced"  # suffix of a finished stage folder moved aside while its rerun moves in
 
 
 def check_run_name(name: str) -> str:
@@ -78,33 +77,6 @@ def locked(run_dir: Path) -> Iterator[None]:
         handle.close()  # closing releases the lock
 
 
-def replace_dir(new: Path, final: Path) -> None:
-    """Move the folder ``new`` onto ``final``: the old ``final`` is moved aside, ``new`` renamed in, then the old deleted.
-
-    At every instant either the old or the new folder is at ``final`` or aside; :func:`recover` puts an
-    interrupted move back in order.
-    """
-    aside = final.with_name(final.name + ASIDE)
-    if aside.exists():
-        shutil.rmtree(aside)
-    if final.exists():
-        os.replace(final, aside)
-    os.replace(new, final)
-    _sync_dir(final.parent)
-    if aside.exists():
-        shutil.rmtree(aside)
-
-
-def recover(run_dir: Path) -> None:
-    """Finish or undo stage moves a killed build left: a folder aside with no stage in place goes back."""
-    for aside in run_dir.glob(f"*{ASIDE}"):
-        final = aside.with_name(aside.name.removesuffix(ASIDE))
-        if final.exists():
-            shutil.rmtree(aside)
-        else:
-            os.replace(aside, final)
-
-
 def discard_unresumable(run_dir: Path, stage_names: tuple[str, ...]) -> None:
     """After a failure keep what a rerun can use (finished stages, training checkpoints); remove only our own leftovers.
 
@@ -123,15 +95,3 @@ def discard_unresumable(run_dir: Path, stage_names: tuple[str, ...]) -> None:
         for name in ours:
             (run_dir / name).unlink(missing_ok=True)
         run_dir.rmdir()
-
-
-def _sync_dir(folder: Path) -> None:
-    """Flush a folder's entries (a rename) to disk, where the OS allows opening folders."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -81,6 +81,8 @@ class BuildConfig:
 
     target: str = setting("cpu", "Deployment target or an unambiguous alias (orin-nano, 4090); `edgecompress targets` lists them.", choices=_targets)
     model: str = setting("yolo-mbv2", "Zoo name, path/to/file.py:callable, package.module:callable or a torch.save(model) file.")
+    trust_model: bool = setting(False, "Load a --model file that needs code to load (a torch.save(model) file, an Ultralytics checkpoint): "
+                                       "loading it can run anything in it, so only for files you trust.")
     weights: str | None = setting(None, "State dict to load; skips baseline training.")
     task: str = setting("detect", "What the model does: detect (YOLO data.yaml) or classify (ImageFolder with train/ and val/).", choices=_tasks)
     data: str | None = setting(None, "Dataset: a YOLO data.yaml, or an ImageFolder root. Default: the task's bundled set (digits detection).")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .artifacts import load_model, save_model, write_json, write_text
+from .artifacts import save_model, write_json, write_text
 from .outcomes import (EngineOutcome, ExportedModel, ExportOutcome, GammaHistogram, ModelOutcome, PruneOutcome, QuantOutcome,
                        ReportOutcome, SparseOutcome, StageOutcome)
 from .progress import console, status, track
@@ -45,7 +45,7 @@ def baseline(run: Run, folder: Path) -> ModelOutcome:
     from .models import resolve_model
 
     config = run.config
-    model = resolve_model(config.model, num_classes=run.data.num_classes, weights=config.weights)
+    model = resolve_model(config.model, num_classes=run.data.num_classes, weights=config.weights, trust=config.trust_model)
     analyze(model, run.example_input(), ignore=config.ignore)  # a model the pruner cannot handle fails before training
     run.task.check_model(model)
     losses: list[float] = []
@@ -67,7 +67,7 @@ def sparse(run: Run, folder: Path) -> SparseOutcome:
     from .report import plot_gamma_distribution
 
     config = run.config
-    model = load_model(run.artifact("baseline", "model"))
+    model = run.load_stage_model("baseline")
     batchnorms = [bn for _, bn in prunable_batchnorms(model, run.example_input(), ignore=config.ignore)]
     before = _gammas(batchnorms)
     losses = _train(run, model, folder, TrainConfig(config.sparse_epochs, lr=config.lr, sparsity_lambda=config.sparsity_lambda), "sparse", sparse=batchnorms)
@@ -96,7 +96,7 @@ def prune_stage(run: Run, folder: Path) -> PruneOutcome:
 
     config = run.config
     criterion = get_criterion(config.criterion)
-    model = load_model(run.artifact("sparse", "model"))
+    model = run.load_stage_model("sparse")
     example = run.example_input()
     removed_blocks: list[str] = []
     if config.prune_layers:
@@ -120,7 +120,7 @@ def prune_stage(run: Run, folder: Path) -> PruneOutcome:
 def finetune(run: Run, folder: Path) -> ModelOutcome:
     """Fine-tune the pruned model to recover accuracy."""
     config = run.config
-    model = load_model(run.artifact("prune", "model"))
+    model = run.load_stage_model("prune")
     losses = _train(run, model, folder, TrainConfig(config.finetune_epochs, lr=config.lr), "finetune")
     scores = _evaluate(run, model)
     save_model(model, folder / "model.pt")
@@ -140,7 +140,7 @@ def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
     config, target = run.config, run.target
     if not target.int8:
         return QuantOutcome(skipped=f"{target.name} has no int8 support in TensorRT {target.tensorrt}; deploying the pruned model in {target.precision}")
-    model = load_model(run.artifact("finetune", "model"))
+    model = run.load_stage_model("finetune")
     backend = target.qdq_backend
     images = run.calibration_images()
     outputs, ranges, kept_float = {"model": "model.pt"}, None, None
@@ -183,7 +183,7 @@ def export(run: Run, folder: Path) -> ExportOutcome:
         sources["fp16"] = ("finetune", "pruned_fp16.onnx")
     outputs, models = {}, {}
     for label, (stage, file_name) in track(list(sources.items()), "exporting", keep=True):
-        model = load_model(run.artifact(stage, "model")).eval()
+        model = run.load_stage_model(stage).eval()
         if label == "fp16":
             path = convert_fp16(folder / outputs["pruned"], folder / file_name)
         else:

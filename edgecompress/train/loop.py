@@ -5,7 +5,8 @@ an optional L1 penalty on BatchNorm gammas (network slimming), parameter groups 
 settings (e.g. learned quantizer ranges at their own learning rate), and a checkpoint after every
 epoch so interrupted training resumes where it stopped.
 
-A checkpoint holds only tensors and plain data (state dicts and the epoch losses) and is read with
+A checkpoint holds only tensors and plain data (state dicts, the epoch losses and the random states
+of torch and of the loader's shuffle, so a resumed run draws what an uninterrupted one would) and is read with
 ``weights_only=True``, so nothing in it can run. One that cannot be used (truncated by a crash,
 corrupt, foreign, or not matching the model) is ignored with one warning: the stage trains from its
 first epoch and overwrites it after that epoch.
@@ -84,7 +85,20 @@ def _lr_factor(step: int, total: int, config: TrainConfig) -> float:
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, checkpoint: Path) -> TrainHistory | None:
+def _random_states(loader: Iterable) -> dict[str, Tensor]:
+    """torch's global random state (augmentation draws from it) and the loader's shuffle generator's, if it has one."""
+    generator = getattr(loader, "generator", None)
+    return {"torch": torch.get_rng_state(), **({"loader": generator.get_state()} if generator is not None else {})}
+
+
+def _restore_random_states(loader: Iterable, states: dict[str, Tensor]) -> None:
+    torch.set_rng_state(states["torch"])
+    generator = getattr(loader, "generator", None)
+    if generator is not None and "loader" in states:
+        generator.set_state(states["loader"])
+
+
+def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, checkpoint: Path, loader: Iterable) -> TrainHistory | None:
     """Load ``checkpoint`` into the model and optimizer; None, with a warning and both untouched, when it cannot be used."""
     fresh = "ignoring it: training starts from epoch 1 and replaces it"
     try:
@@ -100,6 +114,8 @@ def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, checkpoint: Path
         losses = [float(loss) for loss in state["epoch_losses"]]
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if "random" in state:
+            _restore_random_states(loader, state["random"])
     except Exception as exc:  # a checkpoint of another model or layout: keys, shapes or groups differ
         model.load_state_dict(before)
         warnings.warn(f"resume checkpoint {checkpoint} does not fit this training ({type(exc).__name__}); {fresh}", stacklevel=3)
@@ -129,7 +145,7 @@ def fit(
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     history = TrainHistory()
     if checkpoint is not None and Path(checkpoint).exists():
-        history = _resume(model, optimizer, Path(checkpoint)) or history
+        history = _resume(model, optimizer, Path(checkpoint), loader) or history
     steps_per_epoch = len(loader)
     total_steps = config.epochs * steps_per_epoch
     model.train()
@@ -154,6 +170,7 @@ def fit(
             history.epoch_losses.append(running / max(steps_per_epoch, 1))
             if checkpoint is not None:
                 with atomic_path(checkpoint) as tmp:
-                    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch_losses": history.epoch_losses}, tmp)
+                    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch_losses": history.epoch_losses,
+                                "random": _random_states(loader)}, tmp)
     model.eval()
     return history

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from edgecompress.errors import EdgeCompressError
-from edgecompress.run_folder import ASIDE, MARKER, check_run_name, claim, locked, recover, replace_dir
+from edgecompress.run_folder import MARKER, check_run_name, claim, locked
 
 from .conftest import build_args, edgecompress, one_line_error, start
 
@@ -83,23 +83,3 @@ def test_names_and_claims_in_python():
     assert check_run_name("yolo-mbv2_cpu.v2") == "yolo-mbv2_cpu.v2"
     with pytest.raises(EdgeCompressError, match="run name"):
         check_run_name("..")
-
-
-def test_an_interrupted_stage_move_is_put_back_in_order(tmp_path):
-    """replace_dir moves the old stage aside, the new one in, then deletes the old; a kill between any two steps is recovered."""
-    run_dir = tmp_path / "run"
-    (run_dir / "prune").mkdir(parents=True)
-    (run_dir / "prune" / "model.pt").write_text("old")
-    # killed after moving the old folder aside, before moving the new one in: the old one comes back
-    os.replace(run_dir / "prune", run_dir / f"prune{ASIDE}")
-    recover(run_dir)
-    assert (run_dir / "prune" / "model.pt").read_text() == "old" and not (run_dir / f"prune{ASIDE}").exists()
-    # killed after moving the new one in, before deleting the old one: the new one stays
-    (run_dir / f"prune{ASIDE}").mkdir()
-    recover(run_dir)
-    assert (run_dir / "prune" / "model.pt").read_text() == "old" and not (run_dir / f"prune{ASIDE}").exists()
-    new = tmp_path / "new"
-    new.mkdir()
-    (new / "model.pt").write_text("new")
-    replace_dir(new, run_dir / "prune")
-    assert (run_dir / "prune" / "model.pt").read_text() == "new" and not new.exists() and list(run_dir.iterdir()) == [run_dir / "prune"]
