@@ -793,4 +793,5 @@ def load_model(path: str | os.PathLike, *, trust: bool = False, classes: Iterabl
     if _state_dict_like(data):
         raise EdgeCompressError(f"cannot load model file {path}: it holds a state dict (weights only), not a model; "
                                 f"pass the architecture as --model NAME and this file as --weights {path}")
-    raise EdgeCompressError(f"cannot load model file {path}: it holds a {type(data).__name__}, not a model; {fix}")
+    kind = type(data).__name__
+    raise EdgeCompressError(f"cannot load model file {path}: it holds {'an' if kind[0].lower() in 'aeiou' else 'a'} {kind}, not a model; {fix}")

@@ -42,7 +42,7 @@ class QuantizeJob:
     data: str = setting(..., "Validation/training data: a YOLO data.yaml (detect) or an ImageFolder root with train/ and val/ (classify).")
     out: str = setting(..., "Folder for model.pt, model.onnx, manifest.json and sensitivity.json/.md.")
     task: str = setting("detect", "Which metric sensitivity and QAT use.", choices=_tasks)
-    calib: str | None = setting(None, "Folder of calibration images. Default: the bundled calib_data/.")
+    calib: str | None = setting(None, "Folder of calibration images. Default: an evenly spread sample of the --data training images.")
     weights: str | None = setting(None, "State dict to load into MODEL.")
     image_size: int | None = setting(None, "Square input size; defaults to the zoo model's.", minimum=1)
     batch_size: int = setting(16, "Calibration and evaluation batch size.", minimum=1)
@@ -80,6 +80,7 @@ def run_quantize_job(job: QuantizeJob) -> dict[str, Path]:
     folder is replaced as a whole once every file is written. A model file loads safely unless ``trust_model``.
     """
     from .artifacts import atomic_dir, save_model, write_json, write_text
+    from .data import image_paths, load_images, spread
     from .data.calib import calib_batches, load_calibration_images
     from .export import export_onnx
     from .models import ZOO, resolve_model
@@ -94,7 +95,11 @@ def run_quantize_job(job: QuantizeJob) -> dict[str, Path]:
         raise EdgeCompressError(f"--image-size is needed for {job.model}; pass the input size the model was trained at")
     data = task.load(Path(job.data), image_size, job.batch_size, limit=job.limit)
     model = resolve_model(job.model, num_classes=data.num_classes, weights=job.weights, trust=job.trust_model).eval()
-    images = load_calibration_images(Path(job.calib) if job.calib else DEFAULT_CALIB, image_size, limit=job.calib_images)
+    training = None if job.calib else image_paths(data.train.dataset)  # a user's own data, not the bundled digits
+    if training:
+        images = load_images(spread(training, job.calib_images), image_size)
+    else:
+        images = load_calibration_images(Path(job.calib) if job.calib else DEFAULT_CALIB, image_size, limit=job.calib_images)
     example = images[:1]
 
     def evaluate(candidate: nn.Module) -> float:
