@@ -13,19 +13,8 @@ from torch import nn
 
 from .errors import EdgeCompressError
 from .quant.api import calibrated_model, train_qat
-from .quant.calibrators import CALIBRATORS
 from .run import DEFAULT_CALIB
-from .settings import check_settings, setting
-
-
-def _tasks() -> list[str]:
-    from .tasks import TASKS
-
-    return list(TASKS)
-
-
-def _calibrators() -> list[str]:
-    return list(CALIBRATORS)
+from .settings import calibrator_names, check_settings, setting, task_names
 
 
 def _backends() -> list[str]:
@@ -41,14 +30,14 @@ class QuantizeJob:
     model: str = setting(..., "Zoo name, path/to/file.py:callable, package.module:callable or a model file (edgecompress.save_model).", argument=True)
     data: str = setting(..., "Validation/training data: a YOLO data.yaml (detect) or an ImageFolder root with train/ and val/ (classify).")
     out: str = setting(..., "Folder for model.pt, model.onnx, manifest.json and sensitivity.json/.md.")
-    task: str = setting("detect", "Which metric sensitivity and QAT use.", choices=_tasks)
+    task: str = setting("detect", "Which metric sensitivity and QAT use.", choices=task_names)
     calib: str | None = setting(None, "Folder of calibration images. Default: an evenly spread sample of the --data training images.")
     weights: str | None = setting(None, "State dict to load into MODEL.")
     image_size: int | None = setting(None, "Square input size; defaults to the zoo model's.", minimum=1)
     batch_size: int = setting(16, "Calibration and evaluation batch size.", minimum=1)
     calib_images: int = setting(256, "Calibration images used (spread over the folder).", minimum=1)
     limit: int | None = setting(None, "Use at most this many training images (validation: fewer); for quick runs.", minimum=1)
-    method: str = setting("mse", "Activation calibrator (entropy is KL, and clips ReLU6 detectors hard).", choices=_calibrators)
+    method: str = setting("mse", "Activation calibrator (entropy is KL, and clips ReLU6 detectors hard).", choices=calibrator_names)
     backend: str = setting("tensorrt", "Q/DQ layout: tensorrt (int8 symmetric) or onnxruntime (uint8 activations).", choices=_backends)
     sensitivity: bool = setting(False, "Measure each layer's accuracy drop and keep the worst layers in float.")
     max_drop: float = setting(0.01, "With --sensitivity: largest allowed metric drop of the int8 model (absolute, e.g. 0.01 mAP).", minimum=0)

@@ -45,31 +45,31 @@ def check_settings(config: Any) -> None:
             raise EdgeCompressError(f"{flag_of(item)} must be >= {meta['minimum']:g}, got {value}")
 
 
-def _targets() -> list[str]:
+def target_names() -> list[str]:
     from .targets import TARGETS
 
     return list(TARGETS)
 
 
-def _tasks() -> list[str]:
+def task_names() -> list[str]:
     from .tasks import TASKS
 
     return list(TASKS)
 
 
-def _criteria() -> list[str]:
+def criterion_names() -> list[str]:
     from .prune import CRITERIA
 
     return list(CRITERIA)
 
 
-def _calibrators() -> list[str]:
+def calibrator_names() -> list[str]:
     from .quant.calibrators import CALIBRATORS
 
     return list(CALIBRATORS)
 
 
-def _runtimes() -> list[str]:
+def runtime_names() -> list[str]:
     from .profile.runtimes import RUNTIMES
 
     return list(RUNTIMES)
@@ -79,12 +79,12 @@ def _runtimes() -> list[str]:
 class BuildConfig:
     """Every setting of a build; the CLI's ``build`` options are generated from these fields."""
 
-    target: str = setting("cpu", "Deployment target or an unambiguous alias (orin-nano, 4090); `edgecompress targets` lists them.", choices=_targets)
+    target: str = setting("cpu", "Deployment target or an unambiguous alias (orin-nano, 4090); `edgecompress targets` lists them.", choices=target_names)
     model: str = setting("yolo-mbv2", "Zoo name, path/to/file.py:callable, package.module:callable or a torch.save(model) file.")
     trust_model: bool = setting(False, "Load a --model file that needs code to load (a torch.save(model) file, an Ultralytics checkpoint): "
                                        "loading it can run anything in it, so only for files you trust.")
     weights: str | None = setting(None, "State dict to load; skips baseline training.")
-    task: str = setting("detect", "What the model does: detect (YOLO data.yaml) or classify (ImageFolder with train/ and val/).", choices=_tasks)
+    task: str = setting("detect", "What the model does: detect (YOLO data.yaml) or classify (ImageFolder with train/ and val/).", choices=task_names)
     data: str | None = setting(None, "Dataset: a YOLO data.yaml, or an ImageFolder root. Default: the task's bundled set (digits detection).")
     calib: str | None = setting(None, "Folder of calibration images. Default: an evenly spread sample of --data's training images, or the bundled calib_data/ without --data.")
     name: str | None = setting(None, "Run name: the folder under --runs-dir. Default: MODEL-TARGET.")
@@ -98,20 +98,20 @@ class BuildConfig:
     prune_ratio: float = setting(0.6, "Fraction of prunable channels removed (global threshold).")
     target_macs: float | None = setting(None, "Fraction of MACs to remove (0.5 halves them); replaces --prune-ratio.")
     prune_layers: int = setting(0, "Residual blocks (x + f(x)) to replace by identity before channel pruning.", minimum=0)
-    criterion: str = setting("bn-gamma", "Channel importance criterion.", choices=_criteria)
+    criterion: str = setting("bn-gamma", "Channel importance criterion.", choices=criterion_names)
     min_channels: int = setting(8, "Channels every layer keeps at least.")
     round_to: int = setting(8, "Kept channels are rounded up to a multiple of this.")
     ignore: tuple[str, ...] = setting((), "Module names never pruned nor quantized (repeatable).")
     finetune_epochs: int = setting(8, "Fine-tuning epochs after pruning.", minimum=0)
     qat_epochs: int = setting(2, "Quantization-aware training epochs after calibration.", minimum=0)
     max_drop: float | None = setting(None, "Keep the most quantization-sensitive layers in float until int8 is within this metric drop (e.g. 0.01).", minimum=0)
-    calib_method: str = setting("mse", "Activation calibrator.", choices=_calibrators)
+    calib_method: str = setting("mse", "Activation calibrator.", choices=calibrator_names)
     calib_images: int = setting(256, "Calibration images used (spread over the folder).", minimum=1)
     train_images: int = setting(2000, "Training images of the bundled dataset (and the limit of a --quick run on yours).", minimum=1)
     val_images: int = setting(400, "Validation images of the bundled dataset.", minimum=1)
     profile_runs: int = setting(100, "Timed runs per model, round and runtime.", minimum=1)
     profile_rounds: int = setting(3, "Interleaved profiling rounds (each model once per round).", minimum=1)
-    profile_runtimes: tuple[str, ...] = setting(("onnxruntime",), "CPU runtime the report times the models in (repeatable).", choices=_runtimes, flag="--profile-runtime")
+    profile_runtimes: tuple[str, ...] = setting(("onnxruntime",), "CPU runtime the report times the models in (repeatable).", choices=runtime_names, flag="--profile-runtime")
     profile_batch: int = setting(1, "Batch size of the report's timed inputs: 1 for latency, larger for throughput.", minimum=1)
     seed: int = setting(0, "Seed of every random choice (weights, shuffles, example inputs).")
     quick: bool = setting(False, "Tiny data and one epoch per stage: a smoke run of a few minutes.")
