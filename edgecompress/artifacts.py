@@ -260,6 +260,15 @@ def _needed_global(exc: BaseException, path: Path) -> str | None:
     return None
 
 
+def _check_readable(path: Path, what: str, fix: str) -> None:
+    """A one-line error for a missing, empty or truncated file, before torch reads it."""
+    if not path.is_file():
+        raise EdgeCompressError(f"{what} not found: {path}; {fix}")
+    problem = _problem(path)
+    if problem:
+        raise EdgeCompressError(f"cannot load {what} {path}: {problem}; {fix}")
+
+
 def read_plain(path: str | os.PathLike, *, what: str = "file", fix: str = "pass a file written by torch.save") -> Any:
     """``torch.load(path, weights_only=True)``: tensors and plain data only, never code from the file.
 
@@ -268,11 +277,7 @@ def read_plain(path: str | os.PathLike, *, what: str = "file", fix: str = "pass 
     :class:`UnsafeFileError`, whose ``needs`` names the first one (the caller says what to do).
     """
     path = Path(path)
-    if not path.is_file():
-        raise EdgeCompressError(f"{what} not found: {path}; {fix}")
-    problem = _problem(path)
-    if problem:
-        raise EdgeCompressError(f"cannot load {what} {path}: {problem}; {fix}")
+    _check_readable(path, what, fix)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -288,11 +293,7 @@ def read_plain(path: str | os.PathLike, *, what: str = "file", fix: str = "pass 
 
 def _read_trusted(path: Path, fix: str) -> Any:
     """``torch.load(weights_only=False)``: may run code from the file; only for files the caller trusts."""
-    if not path.is_file():
-        raise EdgeCompressError(f"model file not found: {path}; {fix}")
-    problem = _problem(path)
-    if problem:
-        raise EdgeCompressError(f"cannot load model file {path}: {problem}; {fix}")
+    _check_readable(path, "model file", fix)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

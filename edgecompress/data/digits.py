@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -19,7 +18,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from ..artifacts import write_json, write_text
+from ..artifacts import atomic_dir, write_json, write_text
 from ..errors import EdgeCompressError
 
 GENERATOR_VERSION = 1
@@ -138,19 +137,9 @@ def _build_atomically(root: Path, params: dict, build: Callable[[Path], None]) -
     """Build into a sibling temp folder, then swap it in; refuse to replace a folder we did not make."""
     if root.exists() and any(root.iterdir()) and not (root / PARAMS_FILE).is_file():
         raise EdgeCompressError(f"{root} exists and was not made by the digits generator; pass an empty or new folder")
-    tmp = root.parent / f".{root.name}.building-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(root) as tmp:
         build(tmp)
         write_json(tmp / PARAMS_FILE, params)
-        old = root.parent / f".{root.name}.old-{os.getpid()}"
-        if root.exists():
-            os.replace(root, old)
-        os.replace(tmp, root)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 
