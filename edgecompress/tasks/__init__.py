@@ -12,6 +12,7 @@ from ..eval.predict import Predict, onnx_predict, torch_predict
 from .base import Loss, Task, TaskData
 from .classify import ClassificationTask
 from .detect import DETECTION_HEADS, DetectionHead, DetectionTask, detection_head_for, postprocess, register_detection_head
+from .anchor_free import AnchorFreeHead
 from .yolo_anchors import YoloAnchorHead
 
 TASKS: dict[str, Task] = {}
@@ -33,8 +34,10 @@ def get_task(name: str) -> Task:
 register_task(DetectionTask())
 register_task(ClassificationTask())
 register_detection_head(YoloAnchorHead())
+register_detection_head(AnchorFreeHead())
 
 __all__ = [
+    "AnchorFreeHead",
     "DETECTION_HEADS",
     "TASKS",
     "ClassificationTask",

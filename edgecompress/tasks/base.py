@@ -64,6 +64,11 @@ class Task(ABC):
     def prepare(self, model: nn.Module, data: TaskData) -> None:
         """Fit what the model needs from the data before training from scratch; nothing by default."""
 
+    def export_module(self, model: nn.Module) -> nn.Module:
+        """The module exported (ONNX) and deployed in place of ``model``: ``model`` itself by default; a task
+        may append the fixed post-processing its deployed layout needs (it must stay float)."""
+        return model
+
     @abstractmethod
     def evaluate(self, predict: Predict, model: nn.Module, loader: DataLoader) -> dict[str, float]:
         """Metrics of ``predict`` on ``loader``, ``primary_metric`` among them; ``model`` supplies the facts decoding needs."""

@@ -59,7 +59,12 @@ class DetectionHead(ABC):
 
     @abstractmethod
     def decode(self, outputs: list[Tensor], model: nn.Module) -> Tensor:
-        """Raw outputs -> [B, N, 5 + C] rows (cx, cy, w, h in pixels, objectness, C class probabilities), before NMS."""
+        """Outputs (of the model or of its :meth:`export_module`) -> [B, N, 5 + C] rows (cx, cy, w, h in pixels,
+        objectness, C class probabilities), before NMS."""
+
+    def export_module(self, model: nn.Module) -> nn.Module:
+        """The module deployed for ``model`` (see :meth:`Task.export_module`): the model itself by default."""
+        return model
 
 
 DETECTION_HEADS: dict[str, DetectionHead] = {}
@@ -127,6 +132,9 @@ class DetectionTask(Task):
     def loss(self, model: nn.Module) -> Loss:
         return detection_head_for(model).loss(model)
 
+    def export_module(self, model: nn.Module) -> nn.Module:
+        return detection_head_for(model).export_module(model)
+
     def prepare(self, model: nn.Module, data: TaskData) -> None:
         """Fit the head's priors to the training boxes before training from scratch.
 
@@ -144,7 +152,9 @@ class DetectionTask(Task):
         head = detection_head_for(model)
         predictions, truths, num_classes = [], [], 1
         for images, targets in track(loader, "evaluating"):
-            decoded = head.decode([torch.as_tensor(o) for o in predict(images)], model)
+            outputs = predict(images)
+            outputs = [outputs] if isinstance(outputs, Tensor) else [torch.as_tensor(o) for o in outputs]
+            decoded = head.decode(outputs, model)
             num_classes = max(decoded.shape[-1] - 5, 1)  # rows are (box, objectness, class probabilities)
             predictions += postprocess(decoded)
             truths += [targets_to_pixel_xyxy(targets[targets[:, 0] == b, 1:], images.shape[-1]) for b in range(images.shape[0])]
