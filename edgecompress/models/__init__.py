@@ -14,6 +14,7 @@ from ..artifacts import UnsafeFileError, load_model, read_plain, register_classe
 from ..errors import EdgeCompressError, describe
 from .classifiers import MobileNetV2, ResNetCifar, VGGBN
 from .detector import YoloMobileNetV2
+from .ultralytics import UltralyticsDetector, is_ultralytics_checkpoint, load_ultralytics_checkpoint
 from .yolov8 import YoloV8
 
 
@@ -33,9 +34,9 @@ ZOO: dict[str, ZooEntry] = {
     "resnet56": ZooEntry(lambda num_classes=10: ResNetCifar(56, num_classes), "classify", 32, "ResNet-56 for 32 px images"),
     "vgg11-bn": ZooEntry(lambda num_classes=10: VGGBN(11, num_classes), "classify", 32, "VGG-11 with BatchNorm, width 0.5"),
     "mobilenetv2": ZooEntry(lambda num_classes=10: MobileNetV2(num_classes, width=0.5, stem_stride=1), "classify", 32, "MobileNetV2 width 0.5, stride-1 stem for 32 px"),
-    # Anchor-free: the pipeline's detection loss and decoding are anchor-based, so these serve the pruning engine and benchmarks.
-    "yolov8n": ZooEntry(lambda num_classes=80: YoloV8(num_classes, "n"), "detect-anchor-free", 640, "YOLOv8-n style: C2f, SPPF, PAN, decoupled anchor-free head"),
-    "yolov8s": ZooEntry(lambda num_classes=80: YoloV8(num_classes, "s"), "detect-anchor-free", 640, "YOLOv8-s style: C2f, SPPF, PAN, decoupled anchor-free head"),
+    # Anchor-free (edgecompress.tasks.anchor_free): trained with a task-aligned assigner, DFL and CIoU; exported in Ultralytics' layout.
+    "yolov8n": ZooEntry(lambda num_classes=80: YoloV8(num_classes, "n"), "detect", 640, "YOLOv8-n style: C2f, SPPF, PAN, decoupled anchor-free head"),
+    "yolov8s": ZooEntry(lambda num_classes=80: YoloV8(num_classes, "s"), "detect", 640, "YOLOv8-s style: C2f, SPPF, PAN, decoupled anchor-free head"),
 }
 
 
@@ -138,7 +139,8 @@ def resolve_model(spec: str, *, num_classes: int = 10, weights: str | Path | Non
     """Turn ``--model`` into a module: a zoo name, ``file.py:callable``, ``package.module:callable`` or a saved model file.
 
     A model file is loaded safely (:func:`~edgecompress.artifacts.load_model`): one that needs code to
-    load (``torch.save(model)``, an Ultralytics checkpoint) is refused unless ``trust`` (``--trust-model``).
+    load (``torch.save(model)``, an Ultralytics checkpoint) is refused unless ``trust`` (``--trust-model``);
+    an Ultralytics detection checkpoint becomes an :class:`~edgecompress.models.ultralytics.UltralyticsDetector`.
     The classes of a model built from code are registered, so the files this run saves of it load again.
     """
     if spec in ZOO:
@@ -147,7 +149,7 @@ def resolve_model(spec: str, *, num_classes: int = 10, weights: str | Path | Non
         model = _call_factory(_factory_from_spec(spec), spec, num_classes)
         register_classes_of(model)  # the user asked to run this code: reloading its modules is no new trust
     elif Path(spec).suffix in {".pt", ".pth", ".pkl"} or Path(spec).is_file():
-        model = load_model(spec, trust=trust)
+        model = load_ultralytics_checkpoint(spec, trust=trust) if is_ultralytics_checkpoint(spec) else load_model(spec, trust=trust)
     else:
         raise EdgeCompressError(
             f"cannot resolve --model {spec!r}; use a zoo name ({', '.join(ZOO)}), path/to/file.py:callable, package.module:callable or a model file"
