@@ -1,4 +1,7 @@
-"""Analysis, planning and surgery of a YOLOv8-size model (about 200 convs) take seconds, not minutes."""
+"""Analysis, planning and surgery of a YOLOv8-size model (about 200 convs) take seconds, not minutes.
+
+Timed in this process's CPU seconds, not wall seconds, so other work on a shared machine does not fail it.
+"""
 
 from __future__ import annotations
 
@@ -21,12 +24,12 @@ def test_yolov8_size_model_is_analysed_planned_and_cut_within_5_seconds() -> Non
     before_shapes = [y.shape for y in outputs(model, x)]
     before = model_stats(model, x)
 
-    start = time.perf_counter()
+    start = time.process_time()
     plan = plan_pruning(model, x, target_macs=0.5, round_to=8)
     apply_plan(model, plan)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
 
     assert [y.shape for y in outputs(model, x)] == before_shapes
     assert model_stats(model, x).macs <= 0.5 * before.macs
     assert all(model.get_submodule(f"detect.{branch}.{level}.2").out_channels == width for branch, width in (("box", 64), ("cls", 80)) for level in range(3))
-    assert elapsed < 5, f"analysis + planning + surgery took {elapsed:.1f} s"
+    assert elapsed < 5, f"analysis + planning + surgery took {elapsed:.1f} CPU seconds"
