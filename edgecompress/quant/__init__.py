@@ -9,7 +9,7 @@ from .fold import conv_bn_pairs, fold_batchnorm
 from .forward_loop import CalibrationData, ForwardLoop, batches_loop
 from .modules import QUANT_MODULES, QuantConv2d, QuantLinear, quant_module_for, register_quant_module
 from .placement import BACKENDS, place_activation_quantizers
-from .quantize import calibrate, learned_range_groups, quantize_model, quantizers
+from .quantize import calibrate, default_float_layers, learned_range_groups, quantize_model, quantizers
 from .quantizer import QuantMode, TensorQuantizer
 from .api import quantize  # the function shadows the .quantize submodule name; import from .quantize explicitly
 
@@ -17,5 +17,5 @@ __all__ = [
     "CALIBRATORS", "EntropyCalibrator", "HistogramCalibrator", "MaxCalibrator", "MseCalibrator", "PercentileCalibrator",
     "make_calibrator", "conv_bn_pairs", "fold_batchnorm", "CalibrationData", "ForwardLoop", "batches_loop",
     "QUANT_MODULES", "QuantConv2d", "QuantLinear", "quant_module_for", "register_quant_module", "BACKENDS", "place_activation_quantizers",
-    "calibrate", "learned_range_groups", "quantize_model", "quantizers", "QuantMode", "TensorQuantizer", "quantize",
+    "calibrate", "default_float_layers", "learned_range_groups", "quantize_model", "quantizers", "QuantMode", "TensorQuantizer", "quantize",
 ]

@@ -17,13 +17,14 @@ LossFn = Callable[[object, Tensor], Tensor]
 
 def calibrated_model(
     model: nn.Module, calib_data: CalibrationData, *, method: str = "mse", skip: Sequence[str] = (), backend: str = "tensorrt",
-    example_input: Tensor | None = None, percentile: float = 99.99,
+    example_input: Tensor | None = None, percentile: float = 99.99, float_layers: Sequence[str] | None = None,
 ) -> nn.Module:
     """A quantized copy of ``model`` (BN folded, layers swapped) calibrated on ``calib_data``; ``model`` is untouched.
 
     ``calib_data`` is a ``forward_loop(model)`` callable, which needs ``example_input`` to trace the
     model, or an iterable of batches (tensors or (images, ...) tuples), whose first batch's first
-    image is the example input unless ``example_input`` is given.
+    image is the example input unless ``example_input`` is given. ``skip`` and ``float_layers`` are
+    :func:`~edgecompress.quant.quantize_model`'s (None: the model's default float layers).
     """
     if method not in CALIBRATORS:
         raise EdgeCompressError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATORS)}")
@@ -38,7 +39,7 @@ def calibrated_model(
             raise EdgeCompressError("the calibration loader is empty; pass a few hundred representative images")
         example = example_input if example_input is not None else batch_images(first)[:1]
         forward_loop = batches_loop(itertools.chain([first], batches))
-    quantized = quantize_model(model, example, skip=tuple(skip), backend=backend)
+    quantized = quantize_model(model, example, skip=tuple(skip), float_layers=float_layers, backend=backend)
     calibrate(quantized, forward_loop, method=method, percentile=percentile)
     return quantized
 
@@ -66,6 +67,7 @@ def quantize(
     method: str = "mse",
     qat_epochs: int = 0,
     skip: Sequence[str] = (),
+    float_layers: Sequence[str] | None = None,
     backend: str = "tensorrt",
     train_loader: Iterable | None = None,
     loss_fn: LossFn | None = None,
@@ -75,7 +77,9 @@ def quantize(
     """An int8 fake-quantized copy of ``model``, ready for :func:`~edgecompress.export.export_onnx`.
 
     Folds BatchNorm, swaps every layer with a registered quantized twin (Conv2d, Linear) not in
-    ``skip`` for that twin, calibrates activation ranges with ``method`` on ``calib_data`` (an
+    ``skip`` (nor in ``float_layers``: None keeps the model's default float layers, a detector's
+    prediction convs, see :func:`~edgecompress.quant.quantize.default_float_layers`; ``()``
+    quantizes them too) for that twin, calibrates activation ranges with ``method`` on ``calib_data`` (an
     iterable of tensors or (images, ...) batches, or a ``forward_loop(model)`` callable together
     with ``example_input``), then runs ``qat_epochs`` of quantization-aware training on
     ``train_loader`` with ``loss_fn``.
@@ -84,7 +88,8 @@ def quantize(
         raise EdgeCompressError(f"qat_epochs must be >= 0, got {qat_epochs}")
     if qat_epochs and (train_loader is None or loss_fn is None):
         raise EdgeCompressError("qat_epochs > 0 needs train_loader and loss_fn; pass both, or qat_epochs=0 for calibration only")
-    quantized = calibrated_model(model, calib_data, method=method, skip=skip, backend=backend, example_input=example_input)
+    quantized = calibrated_model(model, calib_data, method=method, skip=skip, backend=backend, example_input=example_input,
+                                 float_layers=float_layers)
     if qat_epochs:
         train_qat(quantized, train_loader, loss_fn, epochs=qat_epochs, lr=lr)
     return quantized.eval()

@@ -10,11 +10,18 @@ recommendations", and its QAT toolkits):
   graph holds one Q and every consumer reads its DQ;
 - the inputs of a ``torch.cat`` share one scale: the concat then commutes with Q/DQ and runs in int8;
 - tensors that leave the model (a detector's raw maps, a classifier's logits) stay float, so the
-  head's sigmoid and box decoding run in higher precision.
+  head's sigmoid and box decoding run in higher precision: a concat whose output no quantized layer
+  reads (a detector's box and class maps gathered into one output) keeps float inputs.
 
 ``tensorrt``: int8 symmetric, zero point 0. An add gets a quantizer on its residual input (the one
 not computed by a conv), so TensorRT fuses conv + add and the add reads int8; an add of two conv
 outputs quantizes both. Pooling and upsampling are left alone: TensorRT moves Q/DQ through them.
+Splits and concats keep one scale end to end, as NVIDIA's YOLO QAT recipes sync them: a
+``chunk``/``split`` whose parts are all quantized gets its input quantized too, and a concat's
+output is quantized with its inputs' quantizer, so a C2f/C3k2 block's split, its parts, the
+concat gathering them and the conv reading the concat share one scale, and TensorRT fuses the
+concat instead of requantizing (the Q/DQ pairs on either side of a split or concat have equal
+scales, which TensorRT removes).
 
 ``onnxruntime``: what its CPU QDQ fusions need to run QLinearConv/QLinearAdd/QLinearConcat/
 QLinearAveragePool/int8 Resize. Every input of an add, concat, pooling or upsampling layer is quantized too, so each conv
@@ -46,6 +53,8 @@ ADD_OPS = {operator.add, torch.add, operator.iadd}
 CONCAT_OPS = {torch.cat, torch.concat}
 RESAMPLE_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Upsample)
 RESAMPLE_FUNCTIONS = {F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.interpolate}
+SPLIT_METHODS = {"chunk", "split", "tensor_split", "unbind"}
+SPLIT_FUNCTIONS = {torch.chunk, torch.split, torch.tensor_split, torch.unbind}
 
 
 @dataclass(frozen=True)
@@ -55,11 +64,12 @@ class Backend:
     quantize_residual_only: bool  # add: quantize only the input no conv computed (TensorRT fuses the conv one)
     quantize_resampling: bool
     uint8_activations: bool  # uint8 activations (zero point 0, or asymmetric when signed), for x86 U8S8 kernels
+    one_scale_through_split_concat: bool  # a split's input and a concat's output share their parts' scale (else QLinearConcat requantizes)
 
 
 BACKENDS: dict[str, Backend] = {
-    "tensorrt": Backend(quantize_residual_only=True, quantize_resampling=False, uint8_activations=False),
-    "onnxruntime": Backend(quantize_residual_only=False, quantize_resampling=True, uint8_activations=True),
+    "tensorrt": Backend(quantize_residual_only=True, quantize_resampling=False, uint8_activations=False, one_scale_through_split_concat=True),
+    "onnxruntime": Backend(quantize_residual_only=False, quantize_resampling=True, uint8_activations=True, one_scale_through_split_concat=False),
 }
 
 
@@ -96,8 +106,10 @@ def place_activation_quantizers(model: nn.Module, backend_name: str) -> nn.Modul
     except EdgeCompressError as error:
         warnings.warn(f"{error}; its adds and concats stay float", stacklevel=3)
         return model
-    edges = _quantized_edges(graph, modules, backend)
-    groups = _group_tensors(edges)
+    edges = _without_float_concats(_quantized_edges(graph, modules, backend))
+    if backend.one_scale_through_split_concat:
+        edges += _split_inputs(graph, edges)
+    groups = _group_tensors(edges, backend.one_scale_through_split_concat)
     inserted = _assign_quantizers(model, graph, groups, edges, modules, backend)
     if not inserted:
         return model
@@ -181,8 +193,49 @@ _EDGE_RULES: tuple[Callable[[fx.Node, dict[str, nn.Module], Backend], list[Edge]
 )
 
 
-def _group_tensors(edges: list[Edge]) -> dict[fx.Node, fx.Node]:
-    """Union-find over producers: the inputs of one concat share a group (and so a scale); maps producer -> root."""
+def _without_float_concats(edges: list[Edge]) -> list[Edge]:
+    """``edges`` less the inputs of concats whose output no quantized consumer reads (they stay float, like the
+    detector's output maps): quantizing them would only round tensors that leave the model or feed float ops."""
+    while True:
+        read = {producer for _, _, producer in edges}
+        kept = [edge for edge in edges if not (_is_concat_input(edge) and edge[0] not in read)]
+        if len(kept) == len(edges):
+            return edges
+        edges = kept
+
+
+def _is_concat_input(edge: Edge) -> bool:
+    return len(edge[1]) == 2  # only concat edges address an element of a list argument
+
+
+def _split_inputs(graph: fx.Graph, edges: list[Edge]) -> list[Edge]:
+    """An edge onto the input of every chunk/split whose parts are read only quantized (the halves of a C2f block)."""
+    quantized_reads: dict[fx.Node, set[fx.Node]] = {}
+    for consumer, _, producer in edges:
+        quantized_reads.setdefault(producer, set()).add(consumer)
+    found = []
+    for node in graph.nodes:
+        parts = _split_parts(node)
+        if parts and all(set(part.users) <= quantized_reads.get(part, set()) for part in parts):
+            found.append((node, (0,), node.args[0]))
+    return found
+
+
+def _split_parts(node: fx.Node) -> list[fx.Node]:
+    """The indexing nodes reading a chunk/split node's parts, or [] when ``node`` is not a split or is read whole."""
+    is_split = (node.op == "call_method" and node.target in SPLIT_METHODS) or (node.op == "call_function" and node.target in SPLIT_FUNCTIONS)
+    if not is_split or not node.args or not isinstance(node.args[0], fx.Node) or not node.users:
+        return []
+    parts = list(node.users)
+    return parts if all(part.op == "call_function" and part.target is operator.getitem for part in parts) else []
+
+
+def _group_tensors(edges: list[Edge], through_split_concat: bool) -> dict[fx.Node, fx.Node]:
+    """Union-find over producers: the inputs of one concat share a group (and so a scale); maps producer -> root.
+
+    ``through_split_concat`` also ties a concat's output to its inputs, and a split's input (quantized
+    by :func:`_split_inputs`) to its parts.
+    """
     parent: dict[fx.Node, fx.Node] = {producer: producer for _, _, producer in edges}
 
     def root(node: fx.Node) -> fx.Node:
@@ -192,10 +245,15 @@ def _group_tensors(edges: list[Edge]) -> dict[fx.Node, fx.Node]:
         return node
 
     by_concat: dict[fx.Node, list[fx.Node]] = {}
-    for consumer, path, producer in edges:
-        if len(path) == 2:
-            by_concat.setdefault(consumer, []).append(producer)
-    for producers in by_concat.values():
+    for edge in edges:
+        if _is_concat_input(edge):
+            by_concat.setdefault(edge[0], []).append(edge[2])
+    tied = list(by_concat.values())
+    if through_split_concat:
+        tied += [[concat, *producers] for concat, producers in by_concat.items() if concat in parent]
+        tied += [[producer, *(part for part in _split_parts(consumer) if part in parent)]
+                 for consumer, _, producer in edges if _split_parts(consumer)]
+    for producers in tied:
         for other in producers[1:]:
             parent[root(other)] = root(producers[0])
     return {producer: root(producer) for producer in parent}

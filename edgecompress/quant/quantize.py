@@ -24,6 +24,7 @@ def quantize_model(
     example_input: torch.Tensor,
     *,
     skip: Sequence[str] = (),
+    float_layers: Sequence[str] | None = None,
     fold: bool = True,
     backend: str = "tensorrt",
     learn_scales: bool = False,
@@ -37,22 +38,38 @@ def quantize_model(
     placed as if every layer were quantized, then skipped layers get their float module back and
     skipped placed quantizers stay off for good, so a report's list reproduces the model it measured.
 
+    ``float_layers`` names the layers kept in float by the model's own choice, on top of ``skip``:
+    None takes :func:`default_float_layers` (a detector's box/class prediction convs), ``()``
+    quantizes those too, and any other list replaces the default.
+
     A model whose forward has adds, concats (or, for onnxruntime, pooling) to quantize comes back as a
     ``torch.fx.GraphModule`` that keeps the model's buffers and attributes. ``learn_scales=True``
     makes every activation range a Parameter that QAT trains (LSQ). The quantizers start disabled;
     :func:`calibrate` sets their ranges and turns them on.
     """
     get_backend(backend)
+    kept_float = (*(default_float_layers(model) if float_layers is None else float_layers), *skip)
     quantized = fold_batchnorm(model, example_input) if fold else copy.deepcopy(model)
-    float_layers = _swap_in_twins(quantized)
-    _warn_unmatched_subclasses(quantized, skip)
+    replaced = _swap_in_twins(quantized)
+    _warn_unmatched_subclasses(quantized, kept_float)
     quantized = place_activation_quantizers(quantized, backend)
-    _keep_float(quantized, skip, dict(model.named_modules()), float_layers)
+    _keep_float(quantized, kept_float, dict(model.named_modules()), replaced)
     if learn_scales:
         for quantizer in quantizers(quantized).values():
             if quantizer.axis is None:
                 quantizer.learn_amax()
     return quantized
+
+
+def default_float_layers(model: nn.Module) -> tuple[str, ...]:
+    """The layers ``model`` keeps in float when quantized: those its ``prediction_layers()`` names, else none.
+
+    A detector's final box/class convs (and a DFL conv inside its network) write the raw outputs that
+    the decoder reads in float; NVIDIA's and Ultralytics' QAT recipes leave them unquantized. A
+    model opts in by defining ``prediction_layers()`` (module names), as ``models.YoloV8`` does.
+    """
+    prediction_layers = getattr(model, "prediction_layers", None)
+    return tuple(prediction_layers()) if callable(prediction_layers) else ()
 
 
 def _swap_in_twins(model: nn.Module) -> dict[str, nn.Module]:
