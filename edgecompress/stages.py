@@ -172,7 +172,10 @@ def _int8_ready(run: Run) -> bool:
 
 def export(run: Run, folder: Path) -> ExportOutcome:
     """ONNX of the baseline, the pruned model and the deployed one (the int8 Q/DQ model, or an fp16
-    conversion of the pruned model for fp16 targets), each checked against PyTorch in onnxruntime."""
+    conversion of the pruned model for fp16 targets), each checked against PyTorch in onnxruntime.
+
+    What is exported is the task's ``export_module`` of each model (the model itself, or the model
+    followed by the task's float post-processing, e.g. an anchor-free detector's box decoding)."""
     from .export import convert_fp16, export_onnx, qdq_summary, verify_onnx
 
     opset = run.target.export_opset
@@ -184,11 +187,12 @@ def export(run: Run, folder: Path) -> ExportOutcome:
     outputs, models = {}, {}
     for label, (stage, file_name) in track(list(sources.items()), "exporting", keep=True):
         model = run.load_stage_model(stage).eval()
+        exported = run.task.export_module(model)
         if label == "fp16":
             path = convert_fp16(folder / outputs["pruned"], folder / file_name)
         else:
-            path = export_onnx(model, run.example_input(), folder / file_name, int8=label == "int8", opset=opset)
-        report = verify_onnx(model, path, tuple(run.example_input().shape))
+            path = export_onnx(exported, run.example_input(), folder / file_name, int8=label == "int8", opset=opset)
+        report = verify_onnx(exported, path, tuple(run.example_input().shape))
         accuracy = run.task.evaluate(onnx_predict(path), model, run.data.val)
         models[label] = ExportedModel(report.max_abs_error, report.max_rel_error, accuracy, asdict(qdq_summary(path)) if label == "int8" else None)
         console.print(f"  {file_name}: max |onnxruntime - torch| {report.max_abs_error:.2e}, " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))

@@ -8,7 +8,7 @@ from edgecompress import EdgeCompressError, load_model, save_model
 from edgecompress.models import ZOO, build_model, resolve_model
 
 
-@pytest.mark.parametrize("name", [name for name, entry in ZOO.items() if entry.task != "detect-anchor-free"])  # those: test_yolov8.py
+@pytest.mark.parametrize("name", [name for name in ZOO if not name.startswith("yolov8")])  # those: test_yolov8.py
 def test_zoo_model_runs_and_traces(name):
     entry = ZOO[name]
     model = build_model(name, num_classes=7).eval()
