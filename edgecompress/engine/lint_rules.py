@@ -27,6 +27,8 @@ WEIGHTED_OPS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}  # op -> 
 # Ops TensorRT runs in floating point only: a DQ feeding them is an int8 -> float reformat with rounding error.
 FLOAT_ONLY_OPS = {"Softmax", "LayerNormalization", "Exp", "Log", "Div", "Pow", "Sqrt", "Reciprocal", "Erf", "TopK", "NonMaxSuppression"}
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+# Ops that only move or select values: what they output is on their input's int8 grid.
+DATA_MOVEMENT_OPS = {"Concat", "Split", "Slice", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Gather", "MaxPool", "Resize"}
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,7 @@ def check_residual_adds(graph: Graph, target: Target) -> list[Finding]:
 
 
 def check_concat_scales(graph: Graph, target: Target) -> list[Finding]:
+    """A Concat runs in int8 without requantizing when its inputs and the Q on its output share one scale."""
     findings = []
     for node in graph.nodes:
         if node.op_type != "Concat":
@@ -267,11 +270,45 @@ def check_concat_scales(graph: Graph, target: Target) -> list[Finding]:
         dqs = [graph.dq_of(name) for name in node.input]
         if not any(dqs):
             continue
-        scales = {float(np.asarray(graph.constants.get(dq.input[1], np.nan)).ravel()[0]) for dq in dqs if dq is not None}
+        scales = {_first_scale(graph, dq) for dq in dqs if dq is not None}
+        output_scales = {_first_scale(graph, q) for q in graph.consumers[node.output[0]] if q.op_type == "QuantizeLinear"}
         if not all(dqs) or len(scales) > 1:
             findings.append(Finding("warning", "concat-scales", label(node), node.op_type, "Concat inputs are not all quantized with one scale: TensorRT requantizes or reformats",
                                     "quantize every Concat input with a shared scale"))
+        elif output_scales - scales:
+            findings.append(Finding("warning", "concat-scales", label(node), node.op_type, "the Concat output is quantized with another scale than its inputs: TensorRT requantizes after it",
+                                    "quantize the Concat output with its inputs' scale (one quantizer for both, as quantize_model(backend='tensorrt') places it)"))
     return findings
+
+
+def _first_scale(graph: Graph, node: onnx.NodeProto) -> float:
+    return float(np.asarray(graph.constants.get(node.input[1], np.nan)).ravel()[0])
+
+
+def check_quantized_outputs(graph: Graph, target: Target) -> list[Finding]:
+    """Outputs read from a DequantizeLinear (directly or through a Concat, Reshape...) are rounded to int8 levels."""
+    findings = []
+    for output in graph.model.graph.output:
+        dq = _dequantized_source(graph, output.name)
+        if dq is not None:
+            findings.append(Finding("warning", "quantized-output", output.name, "DequantizeLinear", f"output {output.name} is rounded to int8 levels ({label(dq)} feeds it)",
+                                    "keep the tensors that leave the model float: no Q/DQ after the last layers (quantize_model keeps a model's prediction_layers() float)"))
+    return findings
+
+
+def _dequantized_source(graph: Graph, tensor: str) -> onnx.NodeProto | None:
+    pending, seen = [tensor], set()
+    while pending:
+        name = pending.pop()
+        node = graph.producer.get(name)
+        if node is None or name in seen:
+            continue
+        seen.add(name)
+        if node.op_type == "DequantizeLinear" and not graph.is_weight_dq(node):
+            return node
+        if node.op_type in DATA_MOVEMENT_OPS:
+            pending += [node.input[0]] if node.op_type != "Concat" else list(node.input)
+    return None
 
 
 RULES: dict[str, LintRule] = {
@@ -285,4 +322,5 @@ RULES: dict[str, LintRule] = {
     "reformat": LintRule(check_float_consumers, tensorrt_only=True),
     "residual-add": LintRule(check_residual_adds, tensorrt_only=True),
     "concat-scales": LintRule(check_concat_scales, tensorrt_only=True),
+    "quantized-output": LintRule(check_quantized_outputs, tensorrt_only=False),
 }
