@@ -14,14 +14,16 @@ from ..errors import EdgeCompressError
 from .context import AnalysisContext
 from .groups import ChannelGraph, build_groups
 from .registry import rule_for
-from .trace import check_ignore, propagate_shapes, trace_model
+from .trace import UntraceableForward, check_ignore, propagate_shapes, trace_model
 from .trace_export import ExportedSubmodule, export_untraceable
+from .trace_toplevel import analyse_toplevel
 
 
 def analyze(model: nn.Module, example_input: torch.Tensor, ignore: Sequence[str] = ()) -> ChannelGraph:
     """Trace ``model`` with torch.fx, run the shape pass on ``example_input`` and group coupled channels.
 
-    A submodule fx cannot trace is analysed on its torch.export graph (graph/trace_export.py). Channels
+    A submodule fx cannot trace is analysed on its torch.export graph (graph/trace_export.py), and so
+    is the whole model when fx cannot trace its own forward (graph/trace_toplevel.py). Channels
     reaching a model output, or read or written by a module in ``ignore`` or one neither fx nor
     torch.export can analyse (kept whole, with a note), are blocked (kept). An op without a channel rule raises
     EdgeCompressError naming it, unless it clearly keeps the channel dim: then its channels are kept
@@ -48,16 +50,22 @@ def collector_paused() -> Iterator[None]:
 
 
 def _analyze(model: nn.Module, example_input: torch.Tensor, ignored: frozenset[str]) -> ChannelGraph:
-    traced, opaque = trace_model(model, ignored)
-    output_shapes = propagate_shapes(traced, model, example_input)
     modules = dict(model.named_modules())
-    exported = export_untraceable(traced, modules, opaque, ignored)
-    ctx = AnalysisContext(modules, ignored, opaque)
-    ctx.notes.extend(opaque.values())
-    for node in traced.graph.nodes:
-        layout = exported[node].rule(ctx, node) if node in exported else rule_for(ctx, node)(ctx, node)
-        if layout is not None:
-            ctx.layouts[node] = layout
+    try:
+        traced, opaque = trace_model(model, ignored)
+    except UntraceableForward as fx_failure:
+        ctx = AnalysisContext(modules, ignored)
+        output_shapes, macs = analyse_toplevel(ctx, model, example_input, fx_failure.detail)
+    else:
+        output_shapes = propagate_shapes(traced, model, example_input)
+        exported = export_untraceable(traced, modules, opaque, ignored)
+        ctx = AnalysisContext(modules, ignored, opaque)
+        ctx.notes.extend(opaque.values())
+        for node in traced.graph.nodes:
+            layout = exported[node].rule(ctx, node) if node in exported else rule_for(ctx, node)(ctx, node)
+            if layout is not None:
+                ctx.layouts[node] = layout
+        macs = layer_macs(traced, modules, exported.values())
     order = {name: position for position, name in enumerate(modules)}
     return ChannelGraph(
         groups=build_groups(ctx, order),
@@ -65,7 +73,7 @@ def _analyze(model: nn.Module, example_input: torch.Tensor, ignored: frozenset[s
         input_dtype=example_input.dtype,
         output_shapes=output_shapes,
         notes=tuple(ctx.notes),
-        layer_macs=layer_macs(traced, modules, exported.values()),
+        layer_macs=macs,
         ignored=ignored,
     )
 

@@ -13,6 +13,7 @@ import logging
 from typing import Any, Callable
 
 from torch import nn
+from torch._ops import OpOverload
 from torch.fx import Node
 
 from ..errors import EdgeCompressError
@@ -80,8 +81,9 @@ def place(ctx: AnalysisContext, node: Node) -> str:
     return f"module {where!r}" if where else "the model's forward"
 
 
-def _producers(node: Node) -> list[str]:
-    """Nearest modules upstream of ``node``: ignoring them keeps the channels ``node`` reads."""
+def _producers(ctx: AnalysisContext, node: Node) -> list[str]:
+    """Nearest modules upstream of ``node``: ignoring them keeps the channels ``node`` reads (in an
+    exported aten graph, which calls no modules, those whose forward computed its inputs)."""
     found, stack, seen = [], list(node.all_input_nodes), set()
     while stack:
         current = stack.pop()
@@ -90,6 +92,8 @@ def _producers(node: Node) -> list[str]:
         seen.add(current)
         if current.op == "call_module":
             found.append(str(current.target))
+        elif isinstance(current.target, OpOverload) and ctx.where(current):
+            found.append(ctx.where(current))
         else:
             stack.extend(current.all_input_nodes)
     return sorted(found)
@@ -122,7 +126,7 @@ def unknown_op(ctx: AnalysisContext, node: Node) -> Layout | None:
         ctx.block(layouts[0], reason)
         return layouts[0]
     where = ctx.where(node)
-    suggestion = [where] if where else _producers(node)
+    suggestion = [where] if where else _producers(ctx, node)
     raise EdgeCompressError(
         f"cannot tell how {name} ({node.name}) in {location} maps channels; pass ignore={suggestion!r} to keep the "
         "channels it touches, or rewrite it with supported ops (conv, BN, activations, add, cat, pooling, upsample, flatten)"

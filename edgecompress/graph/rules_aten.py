@@ -10,6 +10,7 @@ caller then keeps the whole submodule opaque rather than risk a wrong grouping.
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Callable
 
@@ -21,7 +22,7 @@ from torch.fx import Node
 from . import rules
 from .context import AnalysisContext, Role
 from .index_mapping import Layout, split
-from .registry import ChannelRule
+from .registry import ChannelRule, op_name, place
 from .rules_layers import CONVS, conv_layout
 
 aten = torch.ops.aten
@@ -85,7 +86,22 @@ register_aten_rule(aten.add, aten.add_, aten.sub, aten.sub_, aten.mul, aten.mul_
 register_aten_rule(aten.cat, aten.concat)(rules.cat)
 register_aten_rule(aten.mean)(rules.mean)
 register_aten_rule(aten.flatten)(rules.flatten)
-register_aten_rule(aten.view, aten.reshape, aten._unsafe_view)(rules.view)
+
+
+@register_aten_rule(aten.view, aten.reshape, aten._unsafe_view)
+def view(ctx: AnalysisContext, node: Node) -> Layout | None:
+    """A flatten as rules.view; any other reshape of the channel dim has its sizes baked into the
+    exported graph (an attention's view into heads), so its input keeps its channels and its output
+    carries none that can be cut."""
+    source = node.args[0]
+    before, after = ctx.shape(source), ctx.shape(node)
+    if before is None or after is None or len(before) < 2 or len(after) < 2:
+        return rules.view(ctx, node)
+    if after[:2] == before[:2] or (len(after) == 2 and after[0] == before[0] and after[1] == math.prod(before[1:])):
+        return rules.view(ctx, node)
+    reason = f"{op_name(node, ctx)} of {list(before)} to {list(after)} in {place(ctx, node)} hard-codes the channel count"
+    ctx.block(ctx.channels(source), reason)
+    return ctx.new_atoms(after[1], blocked=reason)
 
 
 @register_aten_rule(aten.conv1d, aten.conv2d, aten.conv3d, aten.convolution)
@@ -137,7 +153,7 @@ def pieces(ctx: AnalysisContext, node: Node) -> Layout | None:
     if node.target.overloadpacket is aten.chunk and len(set(sizes)) == 1:
         ctx.tie_groups(layout, len(sizes))
     else:
-        ctx.block(layout, f"{node.target} into {sizes} in an exported submodule hard-codes channel counts")
+        ctx.block(layout, f"{node.target} into {sizes} in {place(ctx, node)} hard-codes channel counts")
     ctx.pieces[node] = split(layout, sizes)
     return None
 

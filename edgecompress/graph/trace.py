@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
 import torch
@@ -69,12 +70,20 @@ def check_ignore(model: nn.Module, ignore: Iterable[str]) -> frozenset[str]:
     return frozenset(ignore)
 
 
+class UntraceableForward(EdgeCompressError):
+    """torch.fx cannot trace the model's own forward; ``detail`` says why (the analysis then tries torch.export)."""
+
+    def __init__(self, detail: str):
+        super().__init__(f"torch.fx cannot trace the model's forward ({detail}); make it traceable (no data-dependent control flow on tensors)")
+        self.detail = detail
+
+
 def trace_model(model: nn.Module, ignore: frozenset[str]) -> tuple[fx.GraphModule, dict[str, str]]:
     """Symbolically trace ``model``; ignored modules stay opaque leaves.
 
     A submodule fx cannot trace becomes an opaque leaf too and tracing starts again, so users need
-    not rewrite it; returns the graph and, per such submodule, why it is kept whole. Only an
-    untraceable top-level forward is an error.
+    not rewrite it; returns the graph and, per such submodule, why it is kept whole. An untraceable
+    top-level forward raises :class:`UntraceableForward`.
     """
     opaque: dict[str, str] = {}
     while True:
@@ -84,10 +93,7 @@ def trace_model(model: nn.Module, ignore: frozenset[str]) -> tuple[fx.GraphModul
         except Exception as exc:
             detail = describe(exc)
             if not tracer.failed_in or tracer.failed_in in opaque:
-                raise EdgeCompressError(
-                    f"torch.fx cannot trace the model's forward ({detail}); make it traceable "
-                    "(no data-dependent control flow on tensors)"
-                ) from None
+                raise UntraceableForward(detail) from None
             opaque[tracer.failed_in] = f"torch.fx cannot trace {tracer.failed_in!r} ({detail}){KEPT_WHOLE}"
 
 
@@ -104,12 +110,18 @@ def tensor_shapes(value: Any) -> tuple[tuple[int, ...], ...]:
 
 def propagate_shapes(module: fx.GraphModule, model: nn.Module, example_input: torch.Tensor) -> tuple[tuple[int, ...], ...]:
     """Record every node's output shape (``node.meta['tensor_meta']``); returns the model's output shapes."""
+    with running_example(example_input), evaluating(model):
+        output = ShapeProp(module).propagate(example_input)
+    return tensor_shapes(output)
+
+
+@contextmanager
+def running_example(example_input: torch.Tensor) -> Iterator[None]:
+    """Turn a failure of the model on ``example_input`` into a one-line error."""
     try:
-        with evaluating(model):
-            output = ShapeProp(module).propagate(example_input)
+        yield
     except Exception as exc:
         raise EdgeCompressError(
             f"running the model on an example input of shape {tuple(example_input.shape)} failed "
             f"({describe(exc)}); pass an input the model accepts"
         ) from None
-    return tensor_shapes(output)

@@ -25,7 +25,7 @@ import math
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import fx, nn
@@ -65,16 +65,20 @@ class ExportedSubmodule:
         return None
 
     def macs(self) -> dict[str, int]:
-        """MACs of the convs and linears of the call, as ``analyze.layer_macs`` counts them."""
-        counted: dict[str, int] = defaultdict(int)
-        for node in self.program.graph.nodes:
-            packet = getattr(node.target, "overloadpacket", None)
-            if packet not in (aten.conv1d, aten.conv2d, aten.conv3d, aten.convolution, aten.linear):
-                continue
-            shape, weight = node.meta["val"].shape, node.args[1].meta["val"]
-            positions = math.prod(shape[:-1]) if packet is aten.linear else shape[0] * math.prod(shape[2:])
-            counted[node.args[1].meta[OWNER][0]] += weight.numel() * positions
-        return dict(counted)
+        return exported_macs(self.program)
+
+
+def exported_macs(program: ExportedProgram) -> dict[str, int]:
+    """MACs of the convs and linears (of modules) in an exported graph, as ``analyze.layer_macs`` counts them."""
+    counted: dict[str, int] = defaultdict(int)
+    for node in program.graph.nodes:
+        packet = getattr(node.target, "overloadpacket", None)
+        if packet not in (aten.conv1d, aten.conv2d, aten.conv3d, aten.convolution, aten.linear) or OWNER not in node.args[1].meta:
+            continue
+        shape, weight = node.meta["val"].shape, node.args[1].meta["val"]
+        positions = math.prod(shape[:-1]) if packet is aten.linear else shape[0] * math.prod(shape[2:])
+        counted[node.args[1].meta[OWNER][0]] += weight.numel() * positions
+    return dict(counted)
 
 
 def connect(ctx: AnalysisContext, program: ExportedProgram, inputs: Sequence[Layout | None]) -> list[Layout | None]:
@@ -93,20 +97,22 @@ def connect(ctx: AnalysisContext, program: ExportedProgram, inputs: Sequence[Lay
     raise UnsupportedOp("the exported graph has no output")
 
 
-class _ShapeReads(TorchFunctionMode):
+class ShapeReads(TorchFunctionMode):
     """Records which tensors' channel counts Python code reads (``x.shape``, ``x.size()``, ``x.size(1)``,
-    ``x.numel()``) while active; reads inside torch functions run below the mode and are not seen."""
+    ``x.numel()``) while active, with the module whose forward read each; reads inside torch
+    functions run below the mode and are not seen."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.tensors: list[torch.Tensor] = []
+        self.reads: list[tuple[torch.Tensor, str]] = []  # (tensor, qualified name of the module reading it)
+        self.running: list[str] = []  # the modules whose forward runs, innermost last
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 (torch's protocol)
         result = func(*args, **(kwargs or {}))
         if func in _SHAPE_READS and isinstance(args[0], torch.Tensor) and args[0].dim() >= 2:
             dim = args[1] if len(args) > 1 else (kwargs or {}).get("dim")
             if dim is None or dim % args[0].dim() == 1:
-                self.tensors.append(args[0])
+                self.reads.append((args[0], self.running[-1] if self.running else ""))
         return result
 
 
@@ -114,9 +120,10 @@ _SHAPE_READS = {torch.Tensor.size, torch.Tensor.shape.__get__, torch.Tensor.nume
 
 
 @contextmanager
-def _reading_shapes(module: nn.Module) -> Iterator[tuple[_ShapeReads, list[torch.Tensor]]]:
-    """Watch shape reads in ``module``'s forward only (not in torch.export's own machinery); also yields its inputs."""
-    reads, inputs = _ShapeReads(), []
+def reading_shapes(module: nn.Module, name: str = "") -> Iterator[tuple[ShapeReads, list[torch.Tensor]]]:
+    """Watch shape reads in ``module``'s forward only (not in torch.export's own machinery), naming
+    the (sub)module that reads, with ``name`` for ``module`` itself; also yields its inputs."""
+    reads, inputs = ShapeReads(), []
 
     def enter(_: nn.Module, args: tuple) -> None:
         inputs.extend(args)
@@ -125,7 +132,17 @@ def _reading_shapes(module: nn.Module) -> Iterator[tuple[_ShapeReads, list[torch
     def leave(*_: object) -> None:
         reads.__exit__(None, None, None)
 
-    handles = [module.register_forward_pre_hook(enter), module.register_forward_hook(leave, always_call=True)]
+    def running(qualified: str) -> Callable[..., None]:
+        return lambda *_: reads.running.append(qualified)
+
+    def done(*_: object) -> None:
+        reads.running.pop()
+
+    handles = [module.register_forward_pre_hook(enter)]
+    for path, submodule in module.named_modules():
+        handles.append(submodule.register_forward_pre_hook(running(_qualified(name, path))))
+        handles.append(submodule.register_forward_hook(done, always_call=True))
+    handles.append(module.register_forward_hook(leave, always_call=True))
     try:
         yield reads, inputs
     finally:
@@ -133,10 +150,10 @@ def _reading_shapes(module: nn.Module) -> Iterator[tuple[_ShapeReads, list[torch
             handle.remove()
 
 
-def _counted_inputs(reads: _ShapeReads, inputs: list[torch.Tensor]) -> frozenset[int]:
+def _counted_inputs(reads: ShapeReads, inputs: list[torch.Tensor]) -> frozenset[int]:
     """Positions of the inputs whose channel count was read; a read of another tensor's is unsupported."""
     positions = set()
-    for tensor in reads.tensors:
+    for tensor, _ in reads.reads:
         position = next((k for k, candidate in enumerate(inputs) if candidate is tensor), None)
         if position is None:
             raise UnsupportedOp("its forward reads the channel count of an intermediate tensor")
@@ -152,7 +169,23 @@ def _example(meta: TensorMetadata, device: torch.device) -> torch.Tensor:
 
 
 def _qualified(prefix: str, path: str) -> str:
-    return f"{prefix}.{path}" if path else prefix
+    return f"{prefix}.{path}" if prefix and path else prefix or path
+
+
+def tag_owners(program: ExportedProgram, prefix: str = "") -> None:
+    """Name, in ``OWNER``, the module and attribute of every parameter and buffer placeholder, and
+    qualify the modules of ``nn_module_stack`` with ``prefix`` (the exported module's own name), so
+    members, notes and errors name modules of the whole model."""
+    signature = program.graph_signature
+    owners = {**signature.inputs_to_parameters, **signature.inputs_to_buffers}
+    for placeholder in program.graph.find_nodes(op="placeholder"):
+        if placeholder.name in owners:
+            path, _, attribute = owners[placeholder.name].rpartition(".")
+            placeholder.meta[OWNER] = (_qualified(prefix, path), attribute)
+    if prefix:
+        for op in program.graph.nodes:
+            stack = op.meta.get("nn_module_stack") or {}
+            op.meta["nn_module_stack"] = {key: (_qualified(prefix, path), kind) for key, (path, kind) in stack.items()}
 
 
 def _export(node: Node, modules: dict[str, nn.Module], ignored: frozenset[str]) -> ExportedSubmodule:
@@ -164,17 +197,9 @@ def _export(node: Node, modules: dict[str, nn.Module], ignored: frozenset[str]) 
         raise UnsupportedOp("it is called with arguments other than tensors")
     device = model_device(modules[name])
     examples = tuple(_example(arg.meta["tensor_meta"], device) for arg in node.args)
-    with evaluating(modules[name]) as submodule, _reading_shapes(submodule) as (reads, inputs):
+    with evaluating(modules[name]) as submodule, reading_shapes(submodule, name) as (reads, inputs):
         program = torch.export.export(submodule, examples, strict=False)
-    signature = program.graph_signature
-    owners = {**signature.inputs_to_parameters, **signature.inputs_to_buffers}
-    for placeholder in program.graph.find_nodes(op="placeholder"):
-        if placeholder.name in owners:
-            path, _, attribute = owners[placeholder.name].rpartition(".")
-            placeholder.meta[OWNER] = (_qualified(name, path), attribute)
-    for op in program.graph.nodes:  # so notes and errors name modules of the whole model
-        stack = op.meta.get("nn_module_stack") or {}
-        op.meta["nn_module_stack"] = {key: (_qualified(name, path), kind) for key, (path, kind) in stack.items()}
+    tag_owners(program, name)
     meta = node.meta["tensor_meta"]
     count = 1 if isinstance(meta, TensorMetadata) else len(meta) if isinstance(meta, (tuple, list)) else -1
     if len(program.graph.output_node().args[0]) != count:
