@@ -36,6 +36,8 @@ from torch import Tensor, nn
 
 from ..artifacts import UnsafeFileError, _read_trusted, atomic_path, read_plain, register_classes_of
 from ..errors import EdgeCompressError, describe
+from ..graph import AnalysisContext, register_module_rule
+from ..graph.registry import MODULE_RULES
 
 EXTRA = "pip install 'edgecompress[ultralytics]'"
 _FIX = "pass a checkpoint saved by Ultralytics (e.g. runs/detect/train/weights/best.pt)"
@@ -102,6 +104,27 @@ def ultralytics_problem() -> str | None:
 
 # ---------------------------------------------------------------------------------------------- the wrapper
 
+# Ultralytics blocks whose Python reshapes their channels into attention heads by literal counts
+# (``view(B, num_heads, key_dim * 2 + head_dim, N)``): the pruner keeps their channels (a YOLO11 C2PSA's
+# attention); nothing inside them could be cut anyway, as every conv there reads or writes those channels.
+_HEAD_SPLITTING_BLOCKS = frozenset({"Attention", "AAttn"})
+
+
+def _keeps_head_channels(ctx: AnalysisContext, node: Any) -> Any:
+    """Channel rule of a head-splitting block (an fx leaf): the channels it reads and writes are kept."""
+    reason = f"{node.target!r} ({type(ctx.module(node)).__name__}) splits its channels into attention heads"
+    for arg in ctx.channel_inputs(node):
+        ctx.block(ctx.channels(arg), reason)
+    shape = ctx.shape(node)
+    return ctx.new_atoms(shape[1], blocked=reason) if shape is not None and len(shape) >= 2 else None
+
+
+def _register_head_splitting_blocks(model: nn.Module) -> None:
+    for cls in {type(module) for module in model.modules()}:
+        if cls.__name__ in _HEAD_SPLITTING_BLOCKS and cls.__module__.startswith("ultralytics.") and cls not in MODULE_RULES:
+            register_module_rule(cls)(_keeps_head_channels)
+
+
 
 def _last_conv(branch: nn.Module, prefix: str) -> str:
     convs = [name for name, module in branch.named_modules() if isinstance(module, nn.Conv2d)]
@@ -128,6 +151,9 @@ class UltralyticsDetector(nn.Module):
         if getattr(head, "end2end", False) or hasattr(head, "one2one_cv2"):
             raise EdgeCompressError("the Ultralytics model has an end-to-end (NMS-free, one-to-one) head, which edgecompress does not prune yet; "
                                     "pass a YOLOv8 or YOLO11 detection checkpoint")
+        _register_head_splitting_blocks(model)
+        for layer in model.model:  # a class path in a string, shadowing nn.Module.type(): safe model files refuse it
+            layer.__dict__.pop("type", None)
         self.model = model
         self.num_classes = int(head.nc)
         self.reg_max = int(head.reg_max)
@@ -152,6 +178,7 @@ class UltralyticsDetector(nn.Module):
                 for k in range(len(self.strides))]
 
     def forward(self, x: Tensor) -> list[Tensor]:
+        _register_head_splitting_blocks(self.model)  # here too for a wrapper load_model rebuilt (it skips __init__); pure Python
         layers = self.model.model
         saved = self.model.save
         outputs: list[Any] = []
@@ -221,7 +248,7 @@ def sync_ultralytics_attributes(detector: UltralyticsDetector) -> dict[str, dict
     Kept: everything pruning cannot change, because the graph analysis keeps the channels behind
     them: the head's ``nc``, ``reg_max``, ``no``, ``nl`` and ``stride`` (its final convs are
     outputs), Attention's ``num_heads``, ``key_dim`` and ``head_dim`` (read by reshapes with literal
-    channel counts), ``f``, ``i``, ``type``, ``names``, ``args``; and ``yaml``, the unpruned
+    channel counts), ``f``, ``i``, ``names``, ``args``; and ``yaml``, the unpruned
     architecture: ``YOLO(path).train()`` rebuilds the model from it, so fine-tune a pruned model with
     edgecompress, not with Ultralytics' trainer. Convs and BatchNorms carry their own channel
     attributes (``in_channels``, ``out_channels``, ``groups``, ``num_features``), set by the surgery.
@@ -249,13 +276,17 @@ def save_ultralytics_checkpoint(detector: UltralyticsDetector, path: str | os.Pa
     (``train_args``, ``date``, ``version``...), ``'model'`` in fp16 (``half=False`` keeps fp32),
     ``'ema'``, ``'optimizer'`` and ``'updates'`` None and ``'epoch'`` -1 (not resumable: the pruned
     layers no longer fit the optimizer state). Attributes are first brought in line with the layers by
-    :func:`sync_ultralytics_attributes`; the pruned modules themselves are written as they are.
+    :func:`sync_ultralytics_attributes`; the pruned modules themselves are written as they are. Each
+    layer's ``type`` (its class path, which :class:`UltralyticsDetector` drops because it shadows
+    ``nn.Module.type`` and edgecompress's safe model files refuse that) is written again from its class.
     """
     if not isinstance(detector, UltralyticsDetector):
         raise EdgeCompressError(f"save_ultralytics_checkpoint takes an UltralyticsDetector, got {type(detector).__name__}")
     sync_ultralytics_attributes(detector)
     model = copy.deepcopy(detector.model).eval()
     model = model.half() if half else model.float()
+    for layer in model.model:
+        layer.type = f"{type(layer).__module__}.{type(layer).__qualname__}"
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     checkpoint = dict(detector.checkpoint)
