@@ -5,7 +5,9 @@ arguments mirror their torch function (activations, arithmetic, cat, mean, flatt
 the fx rules of rules.py. Layers are found through their weight placeholder, which trace_export
 tags with the owning module's qualified name (``OWNER``), so members name the real nn.Modules that
 surgery cuts. An op without a rule that touches a channel dim raises :class:`UnsupportedOp`: the
-caller then keeps the whole submodule opaque rather than risk a wrong grouping.
+caller then keeps the whole submodule opaque rather than risk a wrong grouping (for a whole model,
+trace_toplevel.py applies the fx analysis' policy for unknown ops instead). Export bakes every view's
+sizes into the graph, so a view that reshapes the channel dim keeps its input's channels.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Tracing with torch.fx and the shape pass, with errors that name the module to fix or ignore."""
+"""Tracing with torch.fx and the shape pass, with errors that name the module to fix or ignore.
+
+A top-level forward fx cannot trace raises :class:`UntraceableForward`; the analysis then works on
+the whole model's torch.export graph instead (trace_toplevel.py).
+"""
 
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ nothing new. Unlike a submodule's export (trace_export.py) there is no outer lev
 - the ops of a module in ``ignore`` are kept whole: the channels they read and write are blocked;
 - every channel count the Python reads (``x.shape`` of any tensor, not only of inputs) is kept: the
   read tensor is found in the graph by its fake storage, offset, shape and strides, and a read of a
-  layer's parameter keeps that layer's channels. A read the graph does not show is an error.
+  layer's parameter keeps that layer's channels. A read of a traced tensor the graph does not show
+  is an error; reads of real tensors the forward keeps (caches, constants) cannot change with pruning.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections import defaultdict
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.export import ExportedProgram
 from torch.fx import Node
 from torch.multiprocessing.reductions import StorageWeakRef
@@ -115,6 +117,8 @@ def _keep_read_channels(ctx: AnalysisContext, program: ExportedProgram, reads: S
         if isinstance(value, torch.Tensor) and (key := _storage_key(value)) is not None:
             nodes[key].append(node)
     for tensor, reader in reads.reads:
+        if not isinstance(tensor, FakeTensor):
+            continue  # a real tensor the forward keeps (a cache, a constant): pruning cannot change its shape
         found = nodes.get(_storage_key(tensor))
         where = f"the forward of {reader!r}" if reader else "the model's forward"
         if not found:
