@@ -146,7 +146,7 @@ class UltralyticsDetector(nn.Module):
         if type(model).__name__ != _SUPPORTED_MODEL or type(head).__name__ != _SUPPORTED_HEAD:
             raise EdgeCompressError(
                 f"the Ultralytics model is a {type(model).__name__} with a {type(head).__name__} head; edgecompress takes "
-                f"{_SUPPORTED_MODEL}s with a plain {_SUPPORTED_HEAD} head (YOLOv8, YOLO11 detection); {_FIX} of a detection model"
+                f"{_SUPPORTED_MODEL}s with a plain {_SUPPORTED_HEAD} head; pass a YOLOv8 or YOLO11 detection checkpoint"
             )
         if getattr(head, "end2end", False) or hasattr(head, "one2one_cv2"):
             raise EdgeCompressError("the Ultralytics model has an end-to-end (NMS-free, one-to-one) head, which edgecompress does not prune yet; "
