@@ -24,8 +24,11 @@ from .detect import DetectionHead
 
 def decode_maps(outputs: list[Tensor], reg_max: int, strides: tuple[int, ...]) -> Tensor:
     """Raw maps -> [B, 4 + C, N]: boxes (cx, cy, w, h in pixels) and class probabilities of every anchor point, level by level."""
-    flat = torch.cat([o.flatten(2) for o in outputs], dim=2)
-    points, point_strides = anchor_points([tuple(o.shape[-2:]) for o in outputs], strides, device=flat.device, dtype=flat.dtype)
+    # Sizes as Python ints: an export then holds them (and the anchor points) as constants, so ONNX shape
+    # inference knows every output dimension but the batch, with or without Q/DQ nodes upstream.
+    channels, shapes = int(outputs[0].shape[1]), [(int(o.shape[2]), int(o.shape[3])) for o in outputs]
+    flat = torch.cat([o.reshape(-1, channels, h * w) for o, (h, w) in zip(outputs, shapes)], dim=2)
+    points, point_strides = anchor_points(shapes, strides, device=flat.device, dtype=flat.dtype)
     boxes = _boxes(points, point_strides, dfl_expectation(flat[:, : 4 * reg_max], reg_max))
     return torch.cat([boxes, flat[:, 4 * reg_max:].sigmoid()], dim=1)
 

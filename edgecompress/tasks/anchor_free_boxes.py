@@ -28,8 +28,7 @@ def anchor_points(shapes: list[tuple[int, int]], strides: tuple[int, ...], *, de
 
 def dfl_expectation(logits: Tensor, reg_max: int) -> Tensor:
     """[B, 4 * reg_max, N] box logits -> [B, 4, N] distances: the expectation of each side's softmax over the bins."""
-    b, _, n = logits.shape
-    probabilities = logits.view(b, 4, reg_max, n).softmax(dim=2)
+    probabilities = logits.reshape(-1, 4, reg_max, int(logits.shape[-1])).softmax(dim=2)
     bins = torch.arange(reg_max, dtype=logits.dtype, device=logits.device).view(1, 1, reg_max, 1)
     return (probabilities * bins).sum(dim=2)
 

@@ -118,8 +118,8 @@ def test_a_registered_detection_head_decodes_for_the_detect_task():
 def test_a_model_no_head_reads_is_a_one_line_error_naming_what_it_lacks():
     register_detection_head(ToyHead())
     task, model = get_task("detect"), nn.Sequential(nn.Conv2d(3, 8, 3))
-    expected = r"model Sequential is not a YOLO detector \(no anchors, strides, num_classes for the yolo-anchors head; "
-                r"no num_classes, reg_max, strides for the anchor-free head; no toy_head for the toy head\)"
+    expected = (r"model Sequential is not a YOLO detector \(no anchors, strides, num_classes for the yolo-anchors head; "
+                r"no num_classes, reg_max, strides for the anchor-free head; no toy_head for the toy head\)")
     for call in (task.check_model, task.loss, lambda m: task.evaluate(torch_predict(m), m, _squares_loader(1))):
         with pytest.raises(EdgeCompressError, match=expected) as error:
             call(model)
