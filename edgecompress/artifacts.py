@@ -291,8 +291,8 @@ def read_plain(path: str | os.PathLike, *, what: str = "file", fix: str = "pass 
         raise EdgeCompressError(f"cannot load {what} {path}: it is corrupt ({_short(exc)}); {fix}") from None
 
 
-def _read_trusted(path: Path, fix: str) -> Any:
-    """``torch.load(weights_only=False)``: may run code from the file; only for files the caller trusts."""
+def read_trusted(path: Path, fix: str) -> Any:
+    """``torch.load(weights_only=False)``: may run code from the file; only for files the user trusts (``--trust-model``)."""
     _check_readable(path, "model file", fix)
     try:
         with warnings.catch_warnings():
@@ -775,7 +775,7 @@ def load_model(path: str | os.PathLike, *, trust: bool = False, classes: Iterabl
     fix = "write it again, or pass a file written by edgecompress.save_model"
     known = {_class_key(cls): cls for cls in classes}
     if trust:
-        data = _read_trusted(path, fix)
+        data = read_trusted(path, fix)
     else:
         try:
             data = read_plain(path, what="model file", fix=fix)

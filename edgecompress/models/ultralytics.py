@@ -34,7 +34,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
-from ..artifacts import UnsafeFileError, _read_trusted, atomic_path, read_plain, register_classes_of
+from ..artifacts import UnsafeFileError, atomic_path, read_plain, read_trusted, register_classes_of
 from ..errors import EdgeCompressError, describe
 from ..graph import AnalysisContext, register_module_rule
 from ..graph.registry import MODULE_RULES
@@ -221,7 +221,7 @@ def load_ultralytics_checkpoint(path: str | os.PathLike, *, trust: bool = False)
         raise EdgeCompressError(f"cannot load model file {path}: it is not an Ultralytics checkpoint; {_FIX}")
     if problem:
         raise EdgeCompressError(f"cannot load model file {path}: it is an Ultralytics checkpoint, and {problem}; install the extra{where}: {EXTRA}")
-    data = _read_trusted(path, _FIX)
+    data = read_trusted(path, _FIX)
     if isinstance(data, dict):
         model = data.get("ema") or data.get("model")
     else:
