@@ -601,9 +601,12 @@ class _Decoder:
         internals = _GRAPH_MODULE_INTERNALS if "graph" in record else _MODULE_INTERNALS
         attributes = {}
         for name, value in self._dict(record.get("state"), "state").items():
-            if name.startswith("__") or name in internals or callable(inspect.getattr_static(type(module), name, None)):
+            value = self.value(value)
+            # A plain value may shadow a method (Ultralytics layers keep their class path in `type`); nothing else may.
+            shadows_method = callable(inspect.getattr_static(type(module), name, None)) and not isinstance(value, (str, int, float, bool))
+            if name.startswith("__") or name in internals or shadows_method:
                 raise _bad(self.path, f"attribute {name!r} may not be set")
-            attributes[name] = self.value(value)
+            attributes[name] = value
         parameters = {self._name(name): param for name, param in self._dict(record.get("parameters"), "parameters").items()}
         buffers = {self._name(name): buffer for name, buffer in self._dict(record.get("buffers"), "buffers").items()}
         if any(p is not None and type(p) is not nn.Parameter for p in parameters.values()) or \

@@ -152,8 +152,6 @@ class UltralyticsDetector(nn.Module):
             raise EdgeCompressError("the Ultralytics model has an end-to-end (NMS-free, one-to-one) head, which edgecompress does not prune yet; "
                                     "pass a YOLOv8 or YOLO11 detection checkpoint")
         _register_head_splitting_blocks(model)
-        for layer in model.model:  # a class path in a string, shadowing nn.Module.type(): safe model files refuse it
-            layer.__dict__.pop("type", None)
         self.model = model
         self.num_classes = int(head.nc)
         self.reg_max = int(head.reg_max)
@@ -276,17 +274,13 @@ def save_ultralytics_checkpoint(detector: UltralyticsDetector, path: str | os.Pa
     (``train_args``, ``date``, ``version``...), ``'model'`` in fp16 (``half=False`` keeps fp32),
     ``'ema'``, ``'optimizer'`` and ``'updates'`` None and ``'epoch'`` -1 (not resumable: the pruned
     layers no longer fit the optimizer state). Attributes are first brought in line with the layers by
-    :func:`sync_ultralytics_attributes`; the pruned modules themselves are written as they are. Each
-    layer's ``type`` (its class path, which :class:`UltralyticsDetector` drops because it shadows
-    ``nn.Module.type`` and edgecompress's safe model files refuse that) is written again from its class.
+    :func:`sync_ultralytics_attributes`; the pruned modules themselves are written as they are.
     """
     if not isinstance(detector, UltralyticsDetector):
         raise EdgeCompressError(f"save_ultralytics_checkpoint takes an UltralyticsDetector, got {type(detector).__name__}")
     sync_ultralytics_attributes(detector)
     model = copy.deepcopy(detector.model).eval()
     model = model.half() if half else model.float()
-    for layer in model.model:
-        layer.type = f"{type(layer).__module__}.{type(layer).__qualname__}"
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     checkpoint = dict(detector.checkpoint)

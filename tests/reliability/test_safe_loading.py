@@ -156,6 +156,17 @@ def test_forged_model_files_cannot_reach_code(tmp_path):
         assert str(tmp_path / f"{name}.pt") in _one_line(caught.value), name
 
 
+def test_plain_value_shadowing_a_method_loads(tmp_path):
+    """Ultralytics layers keep their class path in a string ``type``, shadowing ``nn.Module.type``: plain data, so it loads."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 1))
+    model[0].type = "package.module.Conv"
+    save_model(model, tmp_path / "typed.pt")
+    loaded = load_model(tmp_path / "typed.pt")
+    assert loaded[0].type == "package.module.Conv"
+    x = torch.rand(1, 3, 8, 8)
+    assert torch.equal(loaded(x), model(x))
+
+
 # ------------------------------------------------------------------------------------------ bad files: one line each
 
 
