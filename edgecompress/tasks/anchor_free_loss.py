@@ -73,17 +73,19 @@ class AnchorFreeLossWeights:
 
 def padded_targets(targets: Tensor, batch: int, width: float, height: float) -> tuple[Tensor, Tensor, Tensor]:
     """Rows (batch index, class, cx, cy, w, h) normalised -> per image, padded: labels [B, M], boxes [B, M, 4] xyxy pixels, mask [B, M]."""
+    device = targets.device
     index = targets[:, 0].long()
-    counts = torch.bincount(index, minlength=batch) if len(targets) else torch.zeros(batch, dtype=torch.long)
+    counts = torch.bincount(index, minlength=batch)
     m = int(counts.max()) if len(targets) else 0
-    labels = torch.zeros(batch, m, dtype=torch.long, device=targets.device)
-    boxes = torch.zeros(batch, m, 4, dtype=targets.dtype, device=targets.device)
-    mask = torch.zeros(batch, m, dtype=torch.bool, device=targets.device)
+    labels = torch.zeros(batch, m, dtype=torch.long, device=device)
+    boxes = torch.zeros(batch, m, 4, dtype=targets.dtype, device=device)
+    mask = torch.zeros(batch, m, dtype=torch.bool, device=device)
     if m:
         order = torch.argsort(index, stable=True)
         index = index[order]
-        slot = torch.arange(len(index), device=targets.device) - torch.cumsum(counts.to(targets.device), 0)[index] + counts.to(targets.device)[index]
-        scale = torch.tensor([width, height, width, height], dtype=targets.dtype, device=targets.device)
+        first_row = torch.cumsum(counts, 0) - counts  # of each image, in the sorted rows
+        slot = torch.arange(len(index), device=device) - first_row[index]
+        scale = torch.tensor([width, height, width, height], dtype=targets.dtype, device=device)
         labels[index, slot] = targets[order, 1].long()
         boxes[index, slot] = cxcywh_to_xyxy(targets[order, 2:6]) * scale
         mask[index, slot] = True
