@@ -118,6 +118,7 @@ class QuantOutcome(StageOutcome):
     calibration_source: str = ""  # where the calibration images came from, in words
     activation_ranges: dict[str, float] | None = None
     kept_float: list[str] | None = None  # set when a sensitivity analysis chose the layers kept in float
+    float_by_default: list[str] = field(default_factory=list)  # the model's prediction layers, float unless --quantize-prediction-layers
     train_loss: list[float] = field(default_factory=list)
 
 

@@ -44,6 +44,7 @@ class QuantizeJob:
     qat_epochs: int = setting(0, "Quantization-aware training epochs after calibration.", minimum=0)
     lr: float = setting(1e-4, "QAT learning rate.")
     skip: tuple[str, ...] = setting((), "Layers (module names) or placed quantizers (e.g. add_1_quantizer, from sensitivity.json) kept in float; repeatable.")
+    quantize_prediction_layers: bool = setting(False, "Quantize a detector's final box/class convs too; by default they stay float.")
     trust_model: bool = setting(False, "Load a MODEL file that needs code to load (torch.save(model), an Ultralytics checkpoint): "
                                        "loading it can run anything in it, so only for files you trust.")
 
@@ -95,13 +96,14 @@ def run_quantize_job(job: QuantizeJob) -> dict[str, Path]:
         return task.evaluate(torch_predict(candidate), candidate, data.val)[task.primary_metric]
 
     calib = calib_batches(images, job.batch_size)
+    float_layers = () if job.quantize_prediction_layers else None  # None: the model's default (a detector's prediction convs)
     report = None
     if job.sensitivity:
         quantized, report = analyze_sensitivity(model, calib, evaluate, max_drop=job.max_drop, method=job.method, skip=job.skip,
-                                                backend=job.backend, example_input=example, metric_name=task.primary_metric)
+                                                float_layers=float_layers, backend=job.backend, example_input=example, metric_name=task.primary_metric)
         metrics = {"float": report.float_metric, "int8": report.int8_metric, "mixed": report.mixed_metric, "kept_float": report.skip}
     else:
-        quantized = calibrated_model(model, calib, method=job.method, skip=job.skip, backend=job.backend, example_input=example)
+        quantized = calibrated_model(model, calib, method=job.method, skip=job.skip, float_layers=float_layers, backend=job.backend, example_input=example)
         metrics = {"float": evaluate(model), "int8": evaluate(quantized)}
     if job.qat_epochs:
         train_qat(quantized, data.train, task.loss(quantized), epochs=job.qat_epochs, lr=job.lr)
@@ -112,7 +114,7 @@ def run_quantize_job(job: QuantizeJob) -> dict[str, Path]:
             names["sensitivity_json"] = write_text(folder / "sensitivity.json", report.to_json()).name
             names["sensitivity_md"] = write_text(folder / "sensitivity.md", report.to_markdown()).name
         names["model"] = save_model(quantized.eval(), folder / "model.pt").name
-        names["onnx"] = export_onnx(quantized, example, folder / "model.onnx").name
+        names["onnx"] = export_onnx(task.export_module(quantized), example, folder / "model.onnx").name  # the deployed layout
         manifest = {"settings": asdict(job), "image_size": image_size, "metric": task.primary_metric,
                     "metrics": metrics, "calibration_images": int(images.shape[0]), "outputs": dict(names)}
         names["manifest"] = write_json(folder / "manifest.json", manifest).name

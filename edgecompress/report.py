@@ -219,6 +219,8 @@ def _stage_note(run: Run, name: str) -> str:
         return note + goal + f"removed {plan['channels_removed']} of {plan['channels_total']} prunable channels; before fine-tune: " + _scores(outcome.scores)
     if name == "qat":
         note = f"{outcome.backend} Q/DQ layout; "
+        if outcome.float_by_default:
+            note += f"{_count(len(outcome.float_by_default), 'prediction conv')} kept in float by default; "
         if outcome.kept_float is not None:
             note += f"sensitivity analysis kept {_count(len(outcome.kept_float), 'layer')} in float ({', '.join(outcome.kept_float) or 'none'}); "
         source = f"calibrated on {outcome.calibration_source}" if outcome.calibration_source else _count(outcome.calibration_images, "calibration image")

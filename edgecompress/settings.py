@@ -104,6 +104,8 @@ class BuildConfig:
     ignore: tuple[str, ...] = setting((), "Module names never pruned nor quantized (repeatable).")
     finetune_epochs: int = setting(8, "Fine-tuning epochs after pruning.", minimum=0)
     qat_epochs: int = setting(2, "Quantization-aware training epochs after calibration.", minimum=0)
+    quantize_prediction_layers: bool = setting(False, "Quantize a detector's final box/class convs too; by default they stay float, "
+                                                      "as NVIDIA's and Ultralytics' QAT recipes keep them.")
     max_drop: float | None = setting(None, "Keep the most quantization-sensitive layers in float until int8 is within this metric drop (e.g. 0.01).", minimum=0)
     calib_method: str = setting("mse", "Activation calibrator.", choices=calibrator_names)
     calib_images: int = setting(256, "Calibration images used (spread over the folder).", minimum=1)

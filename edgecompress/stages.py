@@ -134,7 +134,7 @@ def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
     most accuracy in float until the calibrated model is within ``max_drop`` of the float one.
     """
     from .data.calib import calib_batches
-    from .quant import calibrate, quantize_model
+    from .quant import calibrate, default_float_layers, quantize_model
     from .quant.sensitivity import analyze_sensitivity
 
     config, target = run.config, run.target
@@ -144,14 +144,15 @@ def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
     backend = target.qdq_backend
     images = run.calibration_images()
     outputs, ranges, kept_float = {"model": "model.pt"}, None, None
+    float_layers = () if config.quantize_prediction_layers else default_float_layers(model)
     if config.max_drop is None:
-        model = quantize_model(model, run.example_input(), skip=config.ignore, backend=backend)
+        model = quantize_model(model, run.example_input(), skip=config.ignore, float_layers=float_layers, backend=backend)
         ranges = calibrate(model, calib_batches(images, config.batch_size), method=config.calib_method)
     else:
         metric = run.task.primary_metric
         model, sensitivity = analyze_sensitivity(
             model, calib_batches(images, config.batch_size), lambda candidate: _evaluate(run, candidate, quiet=True)[metric],
-            max_drop=config.max_drop, method=config.calib_method, skip=config.ignore, backend=backend,
+            max_drop=config.max_drop, method=config.calib_method, skip=config.ignore, float_layers=float_layers, backend=backend,
             example_input=run.example_input(), metric_name=metric,
         )
         write_text(folder / "sensitivity.md", sensitivity.to_markdown())
@@ -163,7 +164,7 @@ def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
     scores = _evaluate(run, model)
     save_model(model, folder / "model.pt")
     return QuantOutcome(outputs=outputs, scores=scores, ptq=ptq, backend=backend, calibration_images=int(images.shape[0]),
-                        calibration_source=run.calibration_source(), activation_ranges=ranges, kept_float=kept_float, train_loss=losses)
+                        calibration_source=run.calibration_source(), activation_ranges=ranges, kept_float=kept_float, float_by_default=list(float_layers), train_loss=losses)
 
 
 def _int8_ready(run: Run) -> bool:

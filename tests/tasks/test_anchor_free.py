@@ -179,3 +179,6 @@ def test_a_quick_build_of_yolov8n_runs_every_stage(tmp_path):
     assert rows["pruned"]["macs"] < rows["baseline"]["macs"]
     pruned = ec.load_model(run_dir / "finetune" / "model.pt")
     assert {pruned.get_submodule(name).out_channels for name in pruned.prediction_layers()} == {4 * REG_MAX, 10}  # outputs kept whole
+    float_by_default = manifests["qat"]["metrics"]["float_by_default"]
+    assert sorted(float_by_default) == sorted(pruned.prediction_layers())  # kept float by default, and the report says so
+    assert "6 prediction convs kept in float by default" in (run_dir / "report.md").read_text()
