@@ -19,8 +19,9 @@ setup: $(BIN)/edgecompress
 demo: setup
 	$(BIN)/edgecompress build --target $(TARGET)
 
+# One worker per core (pytest-xdist), each test file in one worker so its module fixtures are built once.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 clean:
 	rm -rf $(VENV) runs
