@@ -36,18 +36,23 @@ class _PiecesProxy(fx.Proxy):
         return iter([self[k] for k in range(self.count)])
 
 
-class _Tracer(fx.Tracer):
-    """Treats ignored modules and modules with a registered channel rule as leaves, remembers the
-    innermost module whose forward failed, and makes chunk/split results iterable."""
+class PiecesTracer(fx.Tracer):
+    """An fx tracer whose chunk/split results with a literal piece count are iterable
+    (``list(x.chunk(2, 1))``, as YOLOv8's C2f writes); the quantizer's tracers use it too."""
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        count = piece_count(node) if node.op in ("call_function", "call_method") else None
+        return _PiecesProxy(node, self, count) if count is not None else super().proxy(node)
+
+
+class _Tracer(PiecesTracer):
+    """Treats ignored modules and modules with a registered channel rule as leaves and remembers the
+    innermost module whose forward failed."""
 
     def __init__(self, ignore: frozenset[str]):
         super().__init__()
         self.ignore = ignore
         self.failed_in: str | None = None
-
-    def proxy(self, node: fx.Node) -> fx.Proxy:
-        count = piece_count(node) if node.op in ("call_function", "call_method") else None
-        return _PiecesProxy(node, self, count) if count is not None else super().proxy(node)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self.ignore or any(cls in MODULE_RULES for cls in type(m).__mro__):

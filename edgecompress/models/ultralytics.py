@@ -198,7 +198,7 @@ def _hidden_width_block(module: nn.Module) -> bool:
 
 
 def load_ultralytics_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> UltralyticsDetector:
-    """Load an Ultralytics detection checkpoint as an fp32 :class:`UltralyticsDetector` (in eval mode).
+    """Load an Ultralytics detection checkpoint as a trainable fp32 :class:`UltralyticsDetector` (in eval mode).
 
     Unpickling runs Ultralytics code: without ``trust`` the file is refused with a one-line
     :class:`EdgeCompressError` naming ``--trust-model`` (and the extra when ``ultralytics`` is missing);
@@ -229,6 +229,9 @@ def load_ultralytics_checkpoint(path: str | os.PathLike, *, trust: bool = False)
     if not type(model).__module__.startswith("ultralytics.nn.tasks"):
         raise EdgeCompressError(f"cannot load model file {path}: its model is a {type(model).__module__}.{type(model).__name__}, "
                                 f"not an ultralytics.nn.tasks model; {_FIX}")
+    fixed = set(map(id, model.model[-1].dfl.parameters())) if isinstance(getattr(model.model[-1], "dfl", None), nn.Module) else set()
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) not in fixed)  # saved with gradients off; the build trains all but the DFL's bins
     detector = UltralyticsDetector(model.float(), data).eval()
     register_classes_of(detector)  # the user trusted this code: reloading its modules is no new trust
     return detector

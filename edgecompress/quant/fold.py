@@ -14,12 +14,13 @@ import torch
 from torch import fx, nn
 
 from ..errors import EdgeCompressError, describe
+from ..graph.trace import PiecesTracer
 from ..helpers import evaluating, output_tensors
 
 FOLD_TOLERANCE = 1e-3  # relative; folding is exact up to float32 rounding
 
 
-class _FoldTracer(fx.Tracer):
+class _FoldTracer(PiecesTracer):
     """Keeps Conv2d and BatchNorm2d subclasses that inherit the torch forward as leaves, like the torch classes."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:

@@ -46,6 +46,7 @@ from torch import fx, nn
 from torch.fx.graph_module import _USER_PRESERVED_ATTRIBUTES_KEY
 
 from ..errors import EdgeCompressError, describe
+from ..graph.trace import PiecesTracer
 from .modules import is_quant_module
 from .quantizer import TensorQuantizer
 
@@ -80,7 +81,7 @@ def get_backend(name: str) -> Backend:
     return BACKENDS[name]
 
 
-class _QuantTracer(fx.Tracer):
+class _QuantTracer(PiecesTracer):
     """Keeps quantized layers and quantizers as leaves (fx would otherwise trace into them)."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:

@@ -233,6 +233,29 @@ def test_prunes_to_half_the_macs_and_exports_to_onnx_with_parity(pruned, tmp_pat
 
 @needs_ultralytics
 @pytest.mark.parametrize("checkpoint", FAMILIES, indirect=True)
+def test_pruned_detector_trains_and_quantizes_to_int8_onnx_in_the_deployed_layout(pruned, tmp_path):
+    """What the build's fine-tune, qat and export stages do with it: gradients flow (Ultralytics saves
+    checkpoints with them off), fx places quantizers through C2f's chunk, prediction convs stay float."""
+    from edgecompress.export import export_onnx, qdq_summary, verify_onnx
+    from edgecompress.quant import calibrate, quantize_model
+    from edgecompress.tasks import get_task
+
+    detector, _, _ = pruned
+    trainable = [p for p in detector.parameters() if p.requires_grad]
+    assert trainable and sum(m.sum() for m in detector.train()(torch.rand(2, 3, SIZE, SIZE))).backward() is None
+    assert all(p.grad is not None for p in trainable)
+    x = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    quantized = quantize_model(detector.eval(), x)
+    calibrate(quantized, [torch.rand(4, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(4))], method="max")
+    deployed = get_task("detect").export_module(quantized.eval())
+    path = export_onnx(deployed, x, tmp_path / "int8.onnx", int8=True)
+    summary = qdq_summary(path)
+    assert summary.conv_quantized == summary.conv - 6  # the six prediction convs stay float
+    assert verify_onnx(deployed, path, (1, 3, SIZE, SIZE)).max_rel_error < 1e-3
+
+
+@needs_ultralytics
+@pytest.mark.parametrize("checkpoint", FAMILIES, indirect=True)
 def test_pruned_write_back_loads_and_validates_in_ultralytics(pruned, checkpoint, data_yaml, tmp_path):
     from ultralytics import YOLO
 
