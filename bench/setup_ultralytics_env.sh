@@ -27,6 +27,9 @@ fi
 nice -n 10 "$VENV/bin/pip" install --quiet "$TORCH" "$TORCHVISION"
 nice -n 10 "$VENV/bin/pip" install --quiet "$ULTRALYTICS" "$TORCH" "$TORCHVISION"
 nice -n 10 "$VENV/bin/pip" install --quiet -e "$ROOT" pytest pytest-timeout "$TORCH" "$TORCHVISION"
+# bench/yolo_bench.py: OpenVINO's latency column, and Torch-Pruning for its --peer (no deps: it must keep this torch).
+nice -n 10 "$VENV/bin/pip" install --quiet "openvino>=2024.0"
+nice -n 10 "$VENV/bin/pip" install --quiet --no-deps "torch-pruning>=1.5"
 "$VENV/bin/python" - <<'EOF'
 import torch, torchvision, ultralytics
 print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, ultralytics {ultralytics.__version__}")

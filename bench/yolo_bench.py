@@ -16,9 +16,7 @@ sparse training), quantizes, exports and times it, pruning nothing more (``--pru
 
 The environment (Ultralytics is AGPL-3.0: installed here to train and validate, never vendored or copied)::
 
-    bash bench/setup_ultralytics_env.sh                              # bench/.venv-ultralytics: torch, ultralytics, edgecompress
-    bench/.venv-ultralytics/bin/pip install openvino==2026.4.1       # the OpenVINO latency column
-    bench/.venv-ultralytics/bin/pip install --no-deps torch-pruning==1.6.1   # only for --peer
+    bash bench/setup_ultralytics_env.sh   # bench/.venv-ultralytics: torch, ultralytics, edgecompress, OpenVINO, Torch-Pruning (--peer)
 
 Run (resumable: a finished Ultralytics training and the builds' finished stages are reused)::
 
@@ -171,32 +169,14 @@ def build_command(args: argparse.Namespace, model: Path, weights: Path, data: Pa
     return command + extra
 
 
-def build_inputs(args: argparse.Namespace, checkpoint: Path) -> tuple[Path, Path, str]:
-    """``--model`` and ``--weights`` of the builds, and a note when the model is not ``best.pt`` itself.
-
-    ``--weights`` is the trained model's state dict, so the build's baseline stage loads it instead of training it
-    again. Ultralytics saves ``best.pt`` with every parameter's ``requires_grad`` off; while edgecompress loads it
-    that way, no stage can train it ("element 0 of tensors does not require grad"), so the bench then builds from
-    the same model re-saved with ``edgecompress.save_model`` and gradients on, and says so.
-    """
-    from edgecompress import save_model
+def build_weights(checkpoint: Path) -> Path:
+    """``--weights`` of the builds: the trained model's state dict, so the baseline stage loads it instead of training it again."""
     from edgecompress.models import resolve_model
 
-    folder = checkpoint.parent.parent
-    weights, unfrozen = folder / "bench-state-dict.pt", folder / "bench-model-trainable.pt"
-    detector = resolve_model(str(checkpoint), trust=True)
+    weights = checkpoint.parent.parent / "bench-state-dict.pt"
     if not weights.is_file() or weights.stat().st_mtime < checkpoint.stat().st_mtime:
-        torch.save(detector.state_dict(), weights)
-    if all(p.requires_grad for p in detector.parameters()):
-        return checkpoint, weights, ""
-    for parameter in detector.parameters():
-        parameter.requires_grad_(True)
-    if not unfrozen.is_file() or unfrozen.stat().st_mtime < checkpoint.stat().st_mtime:
-        save_model(detector, unfrozen)
-    note = (f"edgecompress loads {checkpoint.name} with requires_grad off on every parameter (as Ultralytics saved it), so its "
-            f"training stages cannot run; the builds use {unfrozen.name}, the same model re-saved with gradients on")
-    print(f"NOTE: {note}", flush=True)
-    return unfrozen, weights, note
+        torch.save(resolve_model(str(checkpoint), trust=True).state_dict(), weights)
+    return weights
 
 
 def run_build(args: argparse.Namespace, name: str, command: list, timings: Timings, seed_from: str | None = None) -> dict:
@@ -326,8 +306,6 @@ def peer_prune(args: argparse.Namespace, checkpoint: Path, macs_removed: float, 
     pruned = model_stats(detector, example)
     with torch.no_grad():
         shapes_ok = [tuple(o.shape) for o in detector(example)] == [tuple(o.shape) for o in before]
-    for parameter in detector.parameters():  # see build_inputs: Ultralytics saves them with requires_grad off
-        parameter.requires_grad_(True)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model(detector, path)
     info = {"steps": pruner.current_step, "prune_s": round(seconds, 2), "rewrite_max_abs_error": rewrite_error,
@@ -381,8 +359,6 @@ def table(results: dict, args: argparse.Namespace) -> str:
     ours = results.get("edgecompress_baseline", {})
     lines += ["", f"Unpruned model, same val set: Ultralytics `YOLO(best.pt).val()` mAP50 {ultra['map50']:.4f}, mAP50-95 {ultra['map50_95']:.4f}; "
                   f"edgecompress's baseline stage (torch) mAP50 {_f(ours.get('map50'))}, mAP50-95 {_f(ours.get('map50_95'))}."]
-    if results.get("model_note"):
-        lines += ["", f"Note: {results['model_note']}."]
     if results.get("peer_note"):
         lines += ["", results["peer_note"]]
     return "\n".join(lines)
@@ -431,7 +407,7 @@ def main() -> None:
     timings.record("data_s", time.perf_counter() - started)
     checkpoint = train_ultralytics(args, data, timings)
     results["ultralytics_val"] = validate_ultralytics(args, checkpoint, data, timings)
-    model, weights, results["model_note"] = build_inputs(args, checkpoint)
+    model, weights = checkpoint, build_weights(checkpoint)
 
     first = None
     for macs in args.target_macs:
