@@ -157,6 +157,17 @@ def validate_ultralytics(args: argparse.Namespace, weights: Path, data: Path, ti
 # ---------------------------------------------------------------------------------------------- edgecompress builds
 
 
+def evaluate_checkpoint(args: argparse.Namespace, checkpoint: Path, data: Path) -> dict[str, float]:
+    """edgecompress's mAP of the unpruned checkpoint in PyTorch: what the build's baseline stage measures with --weights."""
+    from edgecompress.eval.predict import torch_predict
+    from edgecompress.models import resolve_model
+    from edgecompress.tasks import get_task
+
+    task = get_task("detect")
+    model = resolve_model(str(checkpoint), trust=True).eval()
+    return task.evaluate(torch_predict(model), model, task.load(data, args.image_size, args.batch_size).val)
+
+
 def build_command(args: argparse.Namespace, model: Path, weights: Path, data: Path, name: str, extra: list[str]) -> list:
     command = [BIN / "edgecompress", "build", "--model", model, "--trust-model", "--weights", weights, "--data", data,
                "--image-size", args.image_size, "--batch-size", args.batch_size, "--target", args.target,
@@ -380,6 +391,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/runs/yolo"))
     parser.add_argument("--peer", action="store_true", help="also Torch-Pruning's YOLOv8 recipe through the same build")
     parser.add_argument("--round-to", type=int, default=8, help="the peer's channel rounding (the build's --round-to default)")
+    parser.add_argument("--agreement-only", action="store_true",
+                        help="train and validate with Ultralytics, evaluate the same checkpoint with edgecompress, and stop (no builds)")
     parser.add_argument("--quick", action="store_true", help="pass --quick to the builds (smoke runs: one epoch per stage, tiny data)")
     for option in ("sparse-epochs", "finetune-epochs", "qat-epochs", "profile-runs", "profile-rounds"):
         parser.add_argument(f"--{option}", type=int, default=None, help="passed to the builds (default: the build's)")
@@ -407,6 +420,11 @@ def main() -> None:
     timings.record("data_s", time.perf_counter() - started)
     checkpoint = train_ultralytics(args, data, timings)
     results["ultralytics_val"] = validate_ultralytics(args, checkpoint, data, timings)
+    if args.agreement_only:
+        ours = evaluate_checkpoint(args, checkpoint, data)
+        print(f"mAP50 / mAP50-95 of {checkpoint} on the same val set: Ultralytics {results['ultralytics_val']['map50']:.4f} / "
+              f"{results['ultralytics_val']['map50_95']:.4f}, edgecompress {ours['map50']:.4f} / {ours['map50_95']:.4f}")
+        return
     model, weights = checkpoint, build_weights(checkpoint)
 
     first = None

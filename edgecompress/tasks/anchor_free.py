@@ -61,6 +61,7 @@ class AnchorFreeHead(DetectionHead):
 
     name = "anchor-free"
     requires = ("num_classes", "reg_max", "strides")
+    multi_label = True  # as Ultralytics' validation counts boxes, so our mAP of its models agrees with YOLO(...).val()
 
     def matches(self, model: nn.Module) -> bool:
         return super().matches(model) and not hasattr(model, "anchors")

@@ -31,6 +31,8 @@ class DetectionHead(ABC):
 
     name: str
     requires: tuple[str, ...] = ()
+    multi_label: bool = False
+    """Whether evaluation keeps every class above the threshold per box (YOLOv5/v8 validation) or only the best one."""
 
     def missing(self, model: nn.Module) -> list[str]:
         """The attributes of ``requires`` that ``model`` lacks."""
@@ -86,13 +88,21 @@ def detection_head_for(model: nn.Module) -> DetectionHead:
     raise EdgeCompressError(f"model {type(model).__name__} is not a YOLO detector ({lacks}); use --task classify or a detector like the zoo's yolo-mbv2")
 
 
-def postprocess(decoded: Tensor, *, conf_threshold: float = 0.001, iou_threshold: float = 0.6, max_detections: int = 100) -> list[Tensor]:
-    """Per image: boxes scoring above ``conf_threshold`` after class-wise NMS, rows (x1, y1, x2, y2, score, class)."""
+def postprocess(decoded: Tensor, *, conf_threshold: float = 0.001, iou_threshold: float = 0.6, max_detections: int = 100,
+                multi_label: bool = False) -> list[Tensor]:
+    """Per image: boxes scoring above ``conf_threshold`` after class-wise NMS, rows (x1, y1, x2, y2, score, class).
+
+    ``multi_label``: a box is a candidate once per class scoring above the threshold, not only for its best class.
+    """
     results = []
     for rows in decoded:
-        scores, classes = (rows[:, 5:] * rows[:, 4:5]).max(dim=1) if rows.shape[1] > 5 else (rows[:, 4], torch.zeros_like(rows[:, 4]))
-        keep = scores > conf_threshold
-        rows, scores, classes = rows[keep], scores[keep], classes[keep]
+        if multi_label and rows.shape[1] > 5:
+            index, classes = (rows[:, 5:] * rows[:, 4:5] > conf_threshold).nonzero(as_tuple=True)
+            rows, scores = rows[index], (rows[:, 5:] * rows[:, 4:5])[index, classes]
+        else:
+            scores, classes = (rows[:, 5:] * rows[:, 4:5]).max(dim=1) if rows.shape[1] > 5 else (rows[:, 4], torch.zeros_like(rows[:, 4]))
+            keep = scores > conf_threshold
+            rows, scores, classes = rows[keep], scores[keep], classes[keep]
         boxes = torch.cat([rows[:, :2] - rows[:, 2:4] / 2, rows[:, :2] + rows[:, 2:4] / 2], dim=1)
         kept = batched_nms(boxes, scores, classes, iou_threshold)[:max_detections]
         results.append(torch.cat([boxes[kept], scores[kept, None], classes[kept, None].float()], dim=1))
@@ -156,7 +166,7 @@ class DetectionTask(Task):
             outputs = [outputs] if isinstance(outputs, Tensor) else [torch.as_tensor(o) for o in outputs]
             decoded = head.decode(outputs, model)
             num_classes = max(decoded.shape[-1] - 5, 1)  # rows are (box, objectness, class probabilities)
-            predictions += postprocess(decoded)
+            predictions += postprocess(decoded, multi_label=head.multi_label)
             truths += [targets_to_pixel_xyxy(targets[targets[:, 0] == b, 1:], images.shape[-1]) for b in range(images.shape[0])]
         metrics = evaluate_detections(predictions, truths, num_classes)
         return {"map50": float(metrics.map50), "map50_95": float(metrics.map50_95)}

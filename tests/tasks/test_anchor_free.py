@@ -182,3 +182,13 @@ def test_a_quick_build_of_yolov8n_runs_every_stage(tmp_path):
     float_by_default = manifests["qat"]["metrics"]["float_by_default"]
     assert sorted(float_by_default) == sorted(pruned.prediction_layers())  # kept float by default, and the report says so
     assert "6 prediction convs kept in float by default" in (run_dir / "report.md").read_text()
+
+
+def test_evaluation_counts_every_class_above_the_threshold_as_ultralytics_val_does():
+    from edgecompress.tasks.detect import postprocess
+
+    row = torch.tensor([[[32.0, 32.0, 10.0, 10.0, 1.0, 0.6, 0.3, 0.0005]]])  # one box, two classes above 0.001
+    single, multi = postprocess(row)[0], postprocess(row, multi_label=True)[0]
+    assert single[:, 5].tolist() == [0.0] and sorted(multi[:, 5].tolist()) == [0.0, 1.0]
+    assert torch.allclose(multi[:, 4].sort(descending=True).values, torch.tensor([0.6, 0.3]))
+    assert AnchorFreeHead.multi_label and not detection_head_for(build_model("yolo-mbv2")).multi_label
