@@ -95,7 +95,7 @@ def command_from(config_type: type, name: str, action: Callable[[Any], None], do
 
 def _build(config: BuildConfig) -> None:
     run_dir = run_build(config)
-    console.print(f"\n[bold green]done:[/] {run_dir}/report.md")
+    console.print(f"\n[bold green]done:[/] {run_dir}/report.md", soft_wrap=True)  # a path to copy: never wrapped
     # The report is the output: stdout, as written (logs and progress stay on stderr), so `| cat` keeps it whole.
     sys.stdout.write((run_dir / "report.md").read_text())
     sys.stdout.flush()
@@ -105,7 +105,7 @@ def _quantize(job: QuantizeJob) -> None:
     outputs = run_quantize_job(job)
     for label, path in outputs.items():
         console.print(f"  {label}: {path}", highlight=False)
-    console.print(f"[bold green]done:[/] {job.out}; lint it with `edgecompress check {outputs['onnx']} --target TARGET`")
+    console.print(f"[bold green]done:[/] {job.out}; lint it with `edgecompress check {outputs['onnx']} --target TARGET`", soft_wrap=True)
 
 
 command_from(BuildConfig, "build", _build, "Run the whole pipeline: " + ", ".join(STAGE_NAMES) + ".")
