@@ -1,4 +1,5 @@
-"""Builds run as a user runs them: the CLI in a subprocess, on a tiny classifier and an ImageFolder of real digits."""
+"""Builds run as a user runs them: the CLI in a subprocess (refusals before any work: in this process), on a tiny
+classifier and an ImageFolder of real digits."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -49,6 +51,18 @@ def build_args(project: Path, runs: Path, *extra: str) -> list[str]:
 def edgecompress(*args: str, **kwargs) -> subprocess.CompletedProcess:
     """Run the CLI in a fresh process, as a user does."""
     return subprocess.run([sys.executable, "-m", "edgecompress.cli", *args], capture_output=True, text=True, env=ENV, timeout=600, **kwargs)
+
+
+def refusal(*args: str) -> SimpleNamespace:
+    """Run the CLI in this process (typer's runner: same code, exit status and stderr), for inputs refused
+    before any work: a fresh process costs seconds of imports per case. Builds that train, are killed or
+    race each other run in a subprocess."""
+    from typer.testing import CliRunner
+
+    from edgecompress import cli
+
+    result = CliRunner().invoke(cli.app, list(args))
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
 
 
 def start(*args: str) -> subprocess.Popen:

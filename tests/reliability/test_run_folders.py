@@ -11,7 +11,7 @@ import pytest
 from edgecompress.errors import EdgeCompressError
 from edgecompress.run_folder import MARKER, check_run_name, claim, locked
 
-from .conftest import build_args, edgecompress, one_line_error, start
+from .conftest import build_args, edgecompress, one_line_error, refusal, start
 
 
 def _tree(root) -> set[str]:
@@ -27,7 +27,7 @@ def test_a_run_name_is_one_plain_folder_name(tiny_project, tmp_path, name):
     (tmp_path / "project" / "src.py").write_text("print('sources')")
     before = _tree(tmp_path)
     name = name if name != "/abs/path" else str(tmp_path / "project")
-    error = one_line_error(edgecompress(*build_args(tiny_project, runs, "--name", name)))
+    error = one_line_error(refusal(*build_args(tiny_project, runs, "--name", name)))
     assert "run name" in error and "--name" in error
     assert _tree(tmp_path) == before
 

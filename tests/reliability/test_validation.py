@@ -19,13 +19,12 @@ from edgecompress.prune.budget import max_removable_fraction
 from edgecompress.run import Run
 from edgecompress.settings import BuildConfig
 
-from .conftest import build_args, edgecompress, one_line_error
+from .conftest import build_args, one_line_error, refusal
 
 
 def _refused(project: Path, runs: Path, *extra: str) -> str:
     """Build with ``extra`` options (the last of a repeated option wins), expect a one-line refusal with nothing trained."""
-    result = edgecompress(*build_args(project, runs, *extra))
-    error = one_line_error(result)
+    error = one_line_error(refusal(*build_args(project, runs, *extra)))
     assert not list(runs.rglob("model.pt")), "a stage trained before the input was refused"
     return error
 
