@@ -17,14 +17,6 @@ from edgecompress.targets import get_target
 SIZE = 128
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _yolov8n() -> nn.Module:
     """The zoo's yolov8n with BatchNorm statistics from a few random batches (fresh ones are the identity)."""
     torch.manual_seed(0)
