@@ -16,30 +16,18 @@ from edgecompress.graph import ChannelGraph, Role, analyze
 from edgecompress.graph.trace import UntraceableForward, trace_model
 from edgecompress.stats import model_stats
 
+from ..export.export_models import randomise_batchnorm
 from .ultralytics_like import Conv, RoutedDetector
 
 X = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
 SMALL = torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))
 
 
-def randomised(model: nn.Module) -> nn.Module:
-    """Random BatchNorm statistics, so every channel matters; eval mode."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.uniform_(0.2, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def routed() -> tuple[RoutedDetector, RoutedDetector]:
     """The detector before and after ``ec.prune(..., target_macs=0.5)``."""
     torch.manual_seed(0)
-    original = randomised(RoutedDetector(num_classes=3))
+    original = randomise_batchnorm(RoutedDetector(num_classes=3))
     pruned = ec.prune(copy.deepcopy(original), X, target_macs=0.5)
     return original, pruned
 
@@ -114,7 +102,7 @@ def group_of(graph: ChannelGraph, module: str, role: Role = Role.CONV_OUT):
 
 
 def test_reads_of_intermediate_tensors_and_weights_keep_their_channels() -> None:
-    graph = analyze(randomised(TopLevelReads()), SMALL)
+    graph = analyze(randomise_batchnorm(TopLevelReads()), SMALL)
     assert group_of(graph, "stem.0.conv").prunable
     assert group_of(graph, "mid.conv").blocked_reason.startswith("the model's forward reads the channel count of ")
     for layer in ("side.conv", "stem.1.conv"):  # a weight's shape: its input and output channels
@@ -123,10 +111,10 @@ def test_reads_of_intermediate_tensors_and_weights_keep_their_channels() -> None
 
 
 def test_ignore_names_the_models_own_modules() -> None:
-    graph = analyze(randomised(TopLevelReads()), SMALL, ignore=["stem"])
+    graph = analyze(randomise_batchnorm(TopLevelReads()), SMALL, ignore=["stem"])
     assert not any(m.module.startswith("stem.") for g in graph.groups for m in g.members)
     assert group_of(graph, "mid.conv", Role.CONV_IN).blocked_reason == "'stem' is in ignore"
-    assert group_of(analyze(randomised(TopLevelReads()), SMALL, ignore=["stem.1"]), "stem.0.conv").blocked_reason == "'stem.1' is in ignore"
+    assert group_of(analyze(randomise_batchnorm(TopLevelReads()), SMALL, ignore=["stem.1"]), "stem.0.conv").blocked_reason == "'stem.1' is in ignore"
     with pytest.raises(EdgeCompressError, match="not modules of the model"):
         analyze(TopLevelReads(), SMALL, ignore=["model.stem"])
 
@@ -163,7 +151,7 @@ def test_when_both_tracers_fail_one_error_names_both() -> None:
 def test_an_op_without_a_rule_names_the_module_to_ignore() -> None:
     with pytest.raises(EdgeCompressError, match=r"torch.fx cannot trace .* and on its torch.export graph cannot tell how repeat.* ignore=\['mid.act'\]"):
         analyze(Repeated(), SMALL)
-    graph = analyze(randomised(Repeated()), SMALL, ignore=["mid"])
+    graph = analyze(randomise_batchnorm(Repeated()), SMALL, ignore=["mid"])
     assert group_of(graph, "stem.1.conv").blocked_reason == "'mid' is in ignore"
     assert group_of(graph, "side.conv").prunable
 
@@ -173,5 +161,5 @@ def test_a_traceable_model_takes_the_fx_path(monkeypatch) -> None:
         raise AssertionError("torch.export must not run for an fx-traceable model")
 
     monkeypatch.setattr(torch.export, "export", refuse)
-    graph = analyze(randomised(nn.Sequential(Conv(3, 16, 3), Conv(16, 8, 3), nn.Conv2d(8, 5, 1))), SMALL)
+    graph = analyze(randomise_batchnorm(nn.Sequential(Conv(3, 16, 3), Conv(16, 8, 3), nn.Conv2d(8, 5, 1))), SMALL)
     assert [g.size for g in graph.prunable_groups] == [16, 8]
