@@ -67,12 +67,13 @@ class StepFailed(Exception):
     """A subprocess exited non-zero; the message is its last output line (the CLI's one-line error) and the log's path."""
 
 
-def run_logged(command: list[str], log: Path, env: dict[str, str] | None = None) -> float:
-    """Run ``command`` (its output to ``log`` and to the console); its wall seconds, or StepFailed on a non-zero exit."""
+def run_logged(command: list[str], log: Path, env: dict[str, str] | None = None, append: bool = False) -> float:
+    """Run ``command`` (its output to ``log``, appended when ``append``, and to the console); its wall seconds, or
+    StepFailed on a non-zero exit."""
     print("$ " + " ".join(str(part) for part in command), flush=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with open(log, "w") as out:
+    with open(log, "a" if append else "w") as out:
         process = subprocess.Popen([str(part) for part in command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    env={**os.environ, **(env or {})}, cwd=ROOT)
         for line in process.stdout:
@@ -108,20 +109,30 @@ def make_data(args: argparse.Namespace) -> Path:
 
 
 def train_ultralytics(args: argparse.Namespace, data: Path, timings: Timings) -> Path:
-    """``yolo detect train`` of yolov8n.yaml from scratch; reused when a finished training with the same settings exists."""
+    """``yolo detect train`` of yolov8n.yaml from scratch; a finished training with the same settings is reused and an
+    interrupted one with the same settings resumes from its ``last.pt`` (Ultralytics' own resume), so a run that spans
+    several sessions loses at most one epoch."""
     project = args.out / "ultralytics"
     folder = project / "train"
     settings = {"model": "yolov8n.yaml", "data": str(data), "epochs": args.epochs, "imgsz": args.image_size, "batch": args.batch_size}
-    marker = folder / "bench-finished.json"
+    marker, started = folder / "bench-finished.json", folder / "bench-settings.json"
     if marker.is_file() and json.loads(marker.read_text()) == settings and (folder / "weights" / "best.pt").is_file():
         print(f"reusing the Ultralytics training in {folder}")
         return folder / "weights" / "best.pt"
-    if folder.exists():
-        shutil.rmtree(folder)  # unfinished or other settings: Ultralytics' own resume would keep the old settings
-    command = [BIN / "yolo", "detect", "train", f"model={settings['model']}", f"data={data}", f"epochs={args.epochs}",
-               f"imgsz={args.image_size}", f"batch={args.batch_size}", "device=cpu", "workers=0", "plots=False", "amp=False",
-               "pretrained=False", "seed=0", "deterministic=True", f"project={project.resolve()}", "name=train", "exist_ok=True"]
-    timings.record("ultralytics_train_s", run_logged(command, args.out / "logs" / "ultralytics-train.log", _ultralytics_env(args)))
+    last = folder / "weights" / "last.pt"
+    if started.is_file() and json.loads(started.read_text()) == settings and last.is_file():
+        print(f"resuming the Ultralytics training from {last}")
+        command = [BIN / "yolo", "detect", "train", "resume", f"model={last.resolve()}"]
+    else:
+        if folder.exists():
+            shutil.rmtree(folder)  # other settings, or stopped before its first epoch: start again
+        folder.mkdir(parents=True)
+        started.write_text(json.dumps(settings))
+        command = [BIN / "yolo", "detect", "train", f"model={settings['model']}", f"data={data}", f"epochs={args.epochs}",
+                   f"imgsz={args.image_size}", f"batch={args.batch_size}", "device=cpu", "workers=0", "plots=False", "amp=False",
+                   "pretrained=False", "seed=0", "deterministic=True", f"project={project.resolve()}", "name=train", "exist_ok=True"]
+    seconds = run_logged(command, args.out / "logs" / "ultralytics-train.log", _ultralytics_env(args), append="resume" in command)
+    timings.record("ultralytics_train_s", timings.data.get("ultralytics_train_s", 0.0) + seconds)
     marker.write_text(json.dumps(settings))
     return folder / "weights" / "best.pt"
 
