@@ -7,6 +7,9 @@ TARGET ?= jetson-orin-nano
 .PHONY: setup demo test clean
 
 $(BIN)/edgecompress: pyproject.toml
+	# cmake and g++ build and test the C++ runner's TensorRT-free core in deploy/ (apt where missing, as root).
+	@command -v cmake >/dev/null && command -v g++ >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq cmake g++ >/dev/null; } \
+		|| echo "note: cmake or g++ missing and not root: install them to build deploy/ (its tests are skipped without them)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
