@@ -1,6 +1,11 @@
-"""Latency and peak memory of ONNX models on this machine's CPU, each timed in a fresh process, in any registered runtime."""
+"""Latency and peak memory of models on this machine, each timed in a fresh process, in any registered runtime;
+latency reports (schema ``edgecompress.latency/1``) from every source."""
 
-from .latency import LatencyStats, compare_models, profile_onnx, stats_table
+from .latency import LatencyStats, compare_models, profile_onnx, run_worker, stats_table
+from .latency_report import SCHEMA_ID, LatencyReport, latency_stats, read_json, validate_report
+from .measure import FORMATS, profile_model
 from .runtimes import RUNTIMES, Runtime, get_runtime, register_runtime
 
-__all__ = ["LatencyStats", "RUNTIMES", "Runtime", "compare_models", "get_runtime", "profile_onnx", "register_runtime", "stats_table"]
+__all__ = ["FORMATS", "LatencyReport", "LatencyStats", "RUNTIMES", "Runtime", "SCHEMA_ID", "compare_models", "get_runtime",
+           "latency_stats", "profile_model", "profile_onnx", "read_json", "register_runtime", "run_worker", "stats_table",
+           "validate_report"]

@@ -13,7 +13,7 @@ import numpy as np
 from rich.table import Table
 
 from ..errors import EdgeCompressError
-from .runtimes import get_runtime
+from .runtimes import Runtime, get_runtime
 
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,15 +64,29 @@ def _measure(
     runtime: str = "onnxruntime",
 ) -> tuple[list[float], float]:
     """Run the worker once; returns its per-run times (ms) and peak memory (MB)."""
-    runner = get_runtime(runtime).runner
-    if not onnx_path.is_file():
-        raise EdgeCompressError(f"model to profile not found: {onnx_path}; run the export or engine stage first")
+    measured = run_worker(onnx_path, input_shape, warmup=warmup, runs=runs, threads=threads, progress=progress, seed=seed, runtime=runtime)
+    return measured["times_ms"], measured["peak_memory_mb"]
+
+
+def run_worker(
+    model_path: str | Path, input_shape: tuple[int, ...], *, warmup: int, runs: int, threads: int | None = None,
+    progress: bool = False, seed: int = 0, runtime: str | Runtime = "onnxruntime", tegrastats_ms: int = 0,
+) -> dict:
+    """Time ``model_path`` in ``runtime`` in a fresh worker process (:mod:`.worker`); returns what the worker measured:
+    ``times_ms``, ``wall_s``, ``peak_memory_mb`` and ``tegrastats`` (a summary with ``tegrastats_ms`` on a Jetson, else None).
+    ``runtime`` is a registered name or a :class:`Runtime` record (one not registered, such as onnxruntime's CUDA provider)."""
+    model_path = Path(model_path)
+    runner = runtime.runner if isinstance(runtime, Runtime) else get_runtime(runtime).runner
+    runtime = runtime.name if isinstance(runtime, Runtime) else runtime
+    if not model_path.is_file():
+        raise EdgeCompressError(f"model to profile not found: {model_path}; run the export or engine stage first")
     if runs < 1 or warmup < 0:
         raise EdgeCompressError(f"runs must be >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup})")
     command = [
-        sys.executable, "-m", "edgecompress.profile", str(onnx_path),  # the worker (profile/__main__.py)
+        sys.executable, "-m", "edgecompress.profile", str(model_path),  # the worker (profile/__main__.py)
         "--shape", ",".join(str(dim) for dim in input_shape), "--warmup", str(warmup), "--runs", str(runs),
-        "--threads", str(threads or 0), "--seed", str(seed), "--runtime", runner, *(["--progress"] if progress else []),
+        "--threads", str(threads or 0), "--seed", str(seed), "--runtime", runner, "--tegrastats-ms", str(tegrastats_ms),
+        *(["--progress"] if progress else []),
     ]
     # The worker imports edgecompress from this source tree even when the package is not installed, and the
     # runner's module from where this process finds it.
@@ -84,11 +98,10 @@ def _measure(
     if done.returncode != 0:
         detail = (done.stderr or "").strip().splitlines()
         raise EdgeCompressError(
-            f"profiling {onnx_path} with {runtime} failed ({detail[-1] if detail else f'exit {done.returncode}'}); "
-            f"check that --input-shape {input_shape} matches the model's input"
+            f"profiling {model_path} with {runtime} failed ({detail[-1] if detail else f'exit {done.returncode}'}); "
+            f"check that the input shape {','.join(map(str, input_shape))} (--shape, or --input-shape of a build) matches the model's input"
         )
-    measured = json.loads(done.stdout)
-    return measured["times_ms"], measured["peak_memory_mb"]
+    return json.loads(done.stdout)
 
 
 def compare_models(

@@ -1,4 +1,4 @@
-"""The built-in runner factories: onnxruntime's CPU provider and OpenVINO's CPU plugin (see :mod:`.runtimes`)."""
+"""The built-in runner factories: onnxruntime's CPU and CUDA providers and OpenVINO's CPU plugin (see :mod:`.runtimes`)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,34 @@ import numpy as np
 
 from .runtimes import INPUT_DTYPES, Runner, random_input
 
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CUDA_FIX = ("pip uninstall onnxruntime && pip install onnxruntime-gpu (a build matching this machine's CUDA and cuDNN: "
+            "https://onnxruntime.ai/docs/install/), or profile with --device cpu")
+
 
 def onnxruntime_runner(model: str, shape: tuple[int, ...], threads: int | None, seed: int) -> Runner:
     """A closure running ``model`` on onnxruntime's CPU provider with seeded input of ``shape``."""
+    return _onnxruntime_session_runner(model, shape, threads, seed, ["CPUExecutionProvider"])
+
+
+def onnxruntime_cuda_runner(model: str, shape: tuple[int, ...], threads: int | None, seed: int) -> Runner:
+    """A closure running ``model`` on onnxruntime's CUDA provider (GPU 0); each run copies the input in and the outputs back,
+    so its time is the host's view (https://onnxruntime.ai/docs/execution-providers/CUDA-ExecutionProvider.html)."""
+    import onnxruntime as ort
+
+    if CUDA_PROVIDER not in ort.get_available_providers():
+        raise SystemExit(f"onnxruntime {ort.__version__} here has no {CUDA_PROVIDER}; {CUDA_FIX}")
+    return _onnxruntime_session_runner(model, shape, threads, seed, [(CUDA_PROVIDER, {"device_id": 0})])
+
+
+def _onnxruntime_session_runner(model: str, shape: tuple[int, ...], threads: int | None, seed: int, providers: list) -> Runner:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model, options, providers=providers)
     inputs = session.get_inputs()
     if len(inputs) != 1 or inputs[0].type not in INPUT_DTYPES:
         raise SystemExit(f"profiling needs one float input; {model} has {[(i.name, i.type) for i in inputs]}")

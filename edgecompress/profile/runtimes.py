@@ -8,6 +8,9 @@ imports; the module must be importable there (the worker sees the caller's ``sys
 Built in: ``onnxruntime`` (CPU execution provider, all graph optimisations) and ``openvino`` (the CPU
 plugin, compiled for the static input shape, fp32 inference precision so a float model is timed in
 fp32 even on CPUs with bf16; a Q/DQ model runs its int8 kernels).
+
+Not registered (a build's report times on the CPU only): :data:`ONNXRUNTIME_CUDA`, onnxruntime's CUDA execution
+provider, which ``edgecompress profile --device cuda`` uses.
 """
 
 from __future__ import annotations
@@ -74,3 +77,5 @@ def random_input(shape: tuple[int, ...], dtype: type, seed: int) -> np.ndarray:
 
 register_runtime("onnxruntime", "edgecompress.profile.runners:onnxruntime_runner")
 register_runtime("openvino", "edgecompress.profile.runners:openvino_runner")
+
+ONNXRUNTIME_CUDA = Runtime("onnxruntime", "edgecompress.profile.runners:onnxruntime_cuda_runner", "onnxruntime")

@@ -16,6 +16,7 @@ import time
 import psutil
 
 from .runtimes import RUNTIMES, load_runner
+from .tegrastats import TegrastatsSampler
 
 def reset_peak_rss() -> None:
     """Reset the kernel's resident-memory high-water mark (Linux; elsewhere the mark since start is used)."""
@@ -54,22 +55,29 @@ def _progress(enabled: bool, total: int):
 
 
 def measure(model: str, shape: tuple[int, ...], warmup: int, runs: int, threads: int | None, seed: int,
-            progress: bool, runtime: str = "onnxruntime") -> dict:
-    """Load ``model`` in ``runtime`` (a name of :data:`RUNTIMES` or a runner's import path), warm it up, time ``runs`` single-batch inferences; return times and memory."""
+            progress: bool, runtime: str = "onnxruntime", tegrastats_ms: int = 0) -> dict:
+    """Load ``model`` in ``runtime`` (a name of :data:`RUNTIMES` or a runner's import path), warm it up, time ``runs`` single-batch inferences.
+
+    Returns the per-run times (ms), the timed loop's wall time (s), the peak resident memory increase (MB) and,
+    with ``tegrastats_ms`` on a Jetson, what tegrastats sampled during the timed loop.
+    """
     reset_peak_rss()
     before = psutil.Process().memory_info().rss
     run = load_runner(RUNTIMES[runtime].runner if runtime in RUNTIMES else runtime)(model, shape, threads, seed)
     for _ in range(warmup):
         run()
     times_ms = []
-    with _progress(progress, runs) as bar:
+    with _progress(progress, runs) as bar, TegrastatsSampler(tegrastats_ms, enabled=tegrastats_ms > 0) as board:
         task = bar.add_task(f"profiling {os.path.basename(model)} ({runtime})", total=runs)
+        started = time.perf_counter()
         for _ in range(runs):
             start = time.perf_counter()
             run()
             times_ms.append((time.perf_counter() - start) * 1e3)
             bar.advance(task)
-    return {"times_ms": times_ms, "peak_memory_mb": max(peak_rss_bytes() - before, 0) / 2**20}
+        wall_s = time.perf_counter() - started
+    return {"times_ms": times_ms, "wall_s": wall_s, "peak_memory_mb": max(peak_rss_bytes() - before, 0) / 2**20,
+            "tegrastats": board.summary()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,7 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runtime", default="onnxruntime", help="a registered runtime name, or the runner's import path (module:function)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--tegrastats-ms", type=int, default=0, help="sample tegrastats at this interval during the timed runs (0: off)")
     args = parser.parse_args(argv)
     shape = tuple(int(dim) for dim in args.shape.split(","))
-    result = measure(args.model, shape, args.warmup, args.runs, args.threads or None, args.seed, args.progress, args.runtime)
+    result = measure(args.model, shape, args.warmup, args.runs, args.threads or None, args.seed, args.progress, args.runtime,
+                     args.tegrastats_ms)
     json.dump(result, sys.stdout)
