@@ -9,6 +9,7 @@ Python API (the CLI is a thin layer over it)::
     ec.model_stats(small, example_input)                     # params and MACs
     int8 = ec.quantize(small, calib_loader, method="percentile")
     ec.export_onnx(int8, example_input, "model.onnx", int8=True)
+    ec.build_engine("model.onnx", "jetson-orin-nano", "engine/")  # engine here, or a bundle for the device
     ec.save_model(small, "pruned.pt"); ec.load_model("pruned.pt")
 """
 
@@ -31,6 +32,7 @@ _API = {
     "model_stats": ".stats",
     "ModelStats": ".stats",
     "export_onnx": ".export",
+    "build_engine": ".targets.deploy",
 }
 
 __all__ = ["EdgeCompressError", "prune", "quantize", *_API]

@@ -18,6 +18,8 @@ Precision = Literal["int8", "fp16", "fp32"]
 MAX_OPSET: tuple[tuple[tuple[int, int], int], ...] = (((8, 0), 13), ((8, 5), 17), ((10, 0), 20), ((10, 15), 24), ((11, 0), 25))
 # The opset edgecompress exports at when the target's parser allows it.
 EXPORT_OPSET = 17
+# Builder workspace bounds (MiB) for Target.workspace_mib.
+MIN_WORKSPACE_MIB, MAX_WORKSPACE_MIB = 256, 4096
 
 
 def tensorrt_version(text: str) -> tuple[int, int]:
@@ -57,6 +59,21 @@ class Target:
         https://docs.nvidia.com/deeplearning/tensorrt/11.4.1/api/migration/tensorrt-10x-to-11x-trtexec.html
         """
         return (self.tensorrt_major or 0) >= 11
+
+    @property
+    def workspace_mib(self) -> int:
+        """Default TensorRT builder workspace: an eighth of the board's memory as a power of two, 256 MiB to 4 GiB.
+
+        A Jetson's CPU and GPU share its memory, and while the builder times tactics it also holds the parsed
+        network, the weights and the engine being serialized, next to the OS (about 1-1.5 GB on JetPack).
+        TensorRT 10/11 default the workspace pool to the whole device memory ("the default is the total global
+        memory size of the device", IBuilderConfig::setMemoryPoolLimit), which on a 4-8 GB board lets tactic
+        timing drive the system into the OOM killer; a tactic that needs more scratch than the limit is skipped
+        with a warning, not an error, so a modest limit costs at most a slower tactic. 4 GB -> 512 MiB (Nano),
+        8 GB -> 1 GiB (Orin Nano, Orin NX 8GB, Xavier NX), 16 GB -> 2 GiB, 32 GB and more -> 4 GiB.
+        """
+        eighth = max(1, int(self.memory_gb * 1024 / 8))
+        return min(MAX_WORKSPACE_MIB, max(MIN_WORKSPACE_MIB, 1 << (eighth.bit_length() - 1)))
 
     @property
     def max_onnx_opset(self) -> int | None:

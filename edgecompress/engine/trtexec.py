@@ -10,6 +10,12 @@ Sources, checked against NVIDIA's documentation:
   Q/DQ nodes and fp16 from an fp16 ONNX made offline with ModelOpt AutoCast.
   https://docs.nvidia.com/deeplearning/tensorrt/11.4.1/api/migration/tensorrt-10x-to-11x-trtexec.html
 - DLA: ``--useDLACore=N --allowGPUFallback`` (samples/trtexec/README.md in github.com/NVIDIA/TensorRT).
+- Every major: ``--timingCacheFile=<file>`` (load, then save, the timing cache), ``--profilingVerbosity=detailed``
+  with ``--exportLayerInfo=<file>`` (the engine inspector's JSON), ``--exportTimes``/``--exportProfile`` (per-inference
+  and per-layer timings). Build without timing: ``--buildOnly`` in 8.x, ``--skipInference`` from 10.0 (8.x has no
+  ``--skipInference``, 10.x no ``--buildOnly``); ``--separateProfileRun`` is a no-op from 11.0 (always separate).
+  Option lists of samples/common/sampleOptions.cpp at tags 8.2.1, 8.5.2, v10.3.0, v10.13.3 and v11.1 of
+  https://github.com/NVIDIA/TensorRT.
 """
 
 from __future__ import annotations
@@ -21,9 +27,6 @@ from typing import Callable
 from ..errors import EdgeCompressError
 from .target import Target
 
-DEFAULT_WORKSPACE_MIB = 1024
-
-
 @dataclass(frozen=True)
 class TrtexecRecipe:
     """How one TensorRT major version is asked for a precision and a workspace."""
@@ -32,6 +35,10 @@ class TrtexecRecipe:
     precision_flags: dict[str, tuple[str, ...]]
     # Builder flags for the Python API (names in trt.BuilderFlag), same meaning as precision_flags.
     builder_flags: dict[str, tuple[str, ...]]
+    # Build the engine and stop, without the default timing run.
+    build_only_flag: str = "--skipInference"
+    # Profile in a run of its own so the per-layer profiler does not skew the timed run (always so from 11).
+    separate_profile_flags: tuple[str, ...] = ("--separateProfileRun",)
     # fp16 needs the ONNX converted offline first (TensorRT 11: no --fp16).
     fp16_needs_autocast: bool = False
 
@@ -45,12 +52,13 @@ _WEAKLY_TYPED_FLAGS = {
 _WEAKLY_TYPED_BUILDER = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8", "FP16")}
 
 RECIPES: dict[int, TrtexecRecipe] = {
-    8: TrtexecRecipe(lambda mib: f"--workspace={mib}", _WEAKLY_TYPED_FLAGS, _WEAKLY_TYPED_BUILDER),
+    8: TrtexecRecipe(lambda mib: f"--workspace={mib}", _WEAKLY_TYPED_FLAGS, _WEAKLY_TYPED_BUILDER, build_only_flag="--buildOnly"),
     10: TrtexecRecipe(lambda mib: f"--memPoolSize=workspace:{mib}", _WEAKLY_TYPED_FLAGS, _WEAKLY_TYPED_BUILDER),
     11: TrtexecRecipe(
         lambda mib: f"--memPoolSize=workspace:{mib}",
         {"fp32": (), "fp16": (), "int8": ()},
         {"fp32": (), "fp16": (), "int8": ()},
+        separate_profile_flags=(),
         fp16_needs_autocast=True,
     ),
 }
@@ -97,34 +105,52 @@ def trtexec_command(
     engine_path: str | Path,
     *,
     precision: str,
-    workspace_mib: int = DEFAULT_WORKSPACE_MIB,
+    workspace_mib: int | None = None,
     dla_core: int | None = None,
     shapes: str | None = None,
     fp16_onnx: bool = False,
+    timing_cache: str | Path | None = None,
+    layer_info: str | Path | None = None,
+    build_only: bool = False,
 ) -> list[str]:
     """The exact trtexec build command for this target's TensorRT version.
 
+    ``workspace_mib`` defaults to the target's (:attr:`Target.workspace_mib`, from its memory).
     ``shapes`` (``name:1x3x128x128,...``, see :func:`static_shapes`) pins the optimisation profile of
     an ONNX with a dynamic batch dimension instead of leaving trtexec to guess it.
     On TensorRT 11 with fp16 the ONNX named here is the AutoCast output (see :func:`autocast_command`),
     unless ``fp16_onnx`` says ``onnx_path`` already is an fp16 export.
+    ``timing_cache`` is loaded and saved back (per GPU and TensorRT version, see :mod:`.timing_cache`);
+    ``layer_info`` writes the engine inspector's JSON with detailed verbosity (what the int8 proof reads).
     """
     check_precision(target, precision)
+    check_dla_core(target, dla_core)
     recipe = recipe_for(target)
     autocast = precision == "fp16" and recipe.fp16_needs_autocast and not fp16_onnx
     source = autocast_path(onnx_path) if autocast else Path(onnx_path)
     command = ["trtexec", f"--onnx={source}", f"--saveEngine={engine_path}", *recipe.precision_flags[precision]]
-    command.append(recipe.workspace_flag(workspace_mib))
+    command.append(recipe.workspace_flag(workspace_mib or target.workspace_mib))
     if shapes:
         command += [f"--minShapes={shapes}", f"--optShapes={shapes}", f"--maxShapes={shapes}"]
     if dla_core is not None:
-        if not 0 <= dla_core < target.dla_cores:
-            raise EdgeCompressError(
-                f"{target.name} has {target.dla_cores} DLA core(s), so DLA core {dla_core} does not exist; "
-                "drop --dla-core or pick a target with DLA (jetson-xavier-nx, jetson-agx-xavier, jetson-agx-orin)"
-            )
         command += [f"--useDLACore={dla_core}", "--allowGPUFallback"]
+    if timing_cache:
+        command.append(f"--timingCacheFile={timing_cache}")
+    if layer_info:
+        command += ["--profilingVerbosity=detailed", f"--exportLayerInfo={layer_info}"]
+    if build_only:
+        command.append(recipe.build_only_flag)
     return command
+
+
+def check_dla_core(target: Target, dla_core: int | None) -> None:
+    """A DLA core the target does not have is a user error (the Orin Nano and Thor have none)."""
+    if dla_core is not None and not 0 <= dla_core < target.dla_cores:
+        with_dla = "jetson-xavier-nx, jetson-orin-nx-8gb, jetson-orin-nx-16gb, jetson-agx-orin"
+        raise EdgeCompressError(
+            f"{target.name} has {target.dla_cores} DLA core(s), so DLA core {dla_core} does not exist; "
+            f"drop --dla-core or pick a target with DLA ({with_dla})"
+        )
 
 
 def static_shapes(onnx_path: str | Path, batch: int = 1) -> str | None:
@@ -144,15 +170,35 @@ def static_shapes(onnx_path: str | Path, batch: int = 1) -> str | None:
 
 
 def profile_command(
-    engine_path: str | Path, *, iterations: int = 200, warmup_ms: int = 500, avg_runs: int = 10
+    engine_path: str | Path,
+    *,
+    target: Target | None = None,
+    iterations: int = 200,
+    warmup_ms: int = 500,
+    avg_runs: int = 10,
+    times: str | Path | None = None,
+    profile: str | Path | None = None,
+    dla_core: int | None = None,
 ) -> list[str]:
-    """A trtexec timing run of a saved engine, plus a per-layer profile in a separate run so it does not skew timing."""
-    return [
+    """A trtexec timing run of a saved engine, plus a per-layer profile in a separate run so it does not skew timing.
+
+    ``times``/``profile`` export the per-inference and per-layer timings as JSON; a DLA engine is loaded with its
+    ``--useDLACore``. ``target`` picks its TensorRT's flags (TensorRT 11 always profiles separately).
+    """
+    separate = recipe_for(target).separate_profile_flags if target is not None else ("--separateProfileRun",)
+    command = [
         "trtexec",
         f"--loadEngine={engine_path}",
         f"--iterations={iterations}",
         f"--warmUp={warmup_ms}",
         f"--avgRuns={avg_runs}",
-        "--separateProfileRun",
+        *separate,
         "--dumpProfile",
     ]
+    if dla_core is not None:
+        command.append(f"--useDLACore={dla_core}")
+    if times:
+        command.append(f"--exportTimes={times}")
+    if profile:
+        command.append(f"--exportProfile={profile}")
+    return command

@@ -17,11 +17,15 @@ def register_target(target: Target) -> Target:
 def get_target(name: str) -> Target:
     """A registry name, or an alias matching one name's hyphen-separated words ("orin-nano", "4090").
 
-    An alias matching several targets ("orin": jetson-orin-nano and jetson-agx-orin) is an error
+    A name without its kind prefix ("agx-orin" for jetson-agx-orin) picks that target even when longer names
+    also contain it (jetson-agx-orin-trt11). Any other alias matching several targets ("orin") is an error
     listing them, rather than a silent pick.
     """
     if name in TARGETS:
         return TARGETS[name]
+    unprefixed = [key for key, target in TARGETS.items() if key == f"{target.kind}-{name.lower()}"]
+    if len(unprefixed) == 1:
+        return TARGETS[unprefixed[0]]
     matches = [key for key in TARGETS if f"-{name.lower()}-" in f"-{key}-"]
     if len(matches) == 1:
         return TARGETS[matches[0]]
