@@ -101,6 +101,7 @@ class LatencyReport:
     times_ms: list[float] | None = None
     layers: list[dict[str, Any]] | None = None
     tegrastats: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # keys the schema does not name, kept as read
 
     @classmethod
     def from_times(cls, times_ms: Sequence[float], *, model: dict[str, Any], runtime: dict[str, Any], machine: dict[str, Any],
@@ -115,10 +116,11 @@ class LatencyReport:
 
     @classmethod
     def from_dict(cls, data: Any, source: str | os.PathLike = "latency report") -> LatencyReport:
-        """A report from its JSON form, checked against the schema first (keys the schema does not name are dropped)."""
+        """A report from its JSON form, checked against the schema first; keys the schema does not name are kept in ``extra``."""
         validate_report(data, source)
-        names = set(cls.__dataclass_fields__)
-        return cls(**{key: value for key, value in data.items() if key in names})
+        names = set(cls.__dataclass_fields__) - {"extra"}
+        return cls(**{key: value for key, value in data.items() if key in names},
+                   extra={key: value for key, value in data.items() if key not in names and key != "schema"})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LatencyReport:
@@ -128,7 +130,8 @@ class LatencyReport:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form, ``schema`` first; optional parts left out when absent."""
         data = {"schema": SCHEMA_ID, **asdict(self)}
-        return {key: value for key, value in data.items() if value is not None}
+        extra = data.pop("extra")
+        return {**{key: value for key, value in data.items() if value is not None}, **extra}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Check the report against the schema and write it atomically."""
