@@ -162,6 +162,81 @@ def check(
     raise typer.Exit(1 if report.errors else 0)
 
 
+def _shape(text: str | None) -> tuple[int, ...] | None:
+    """``1,3,320,320`` -> ``(1, 3, 320, 320)``."""
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(dim) for dim in text.split(","))
+    except ValueError:
+        dims = ()
+    if not dims or min(dims) < 1:
+        raise EdgeCompressError(f"--shape must be positive whole numbers separated by commas, like 1,3,320,320 (got {text!r})")
+    return dims
+
+
+@app.command()
+def profile(
+    model: Optional[Path] = typer.Argument(None, metavar="MODEL", show_default=False,
+                                           help="An .onnx model, an OpenVINO IR .xml, or a TensorRT .engine/.plan; with --import of trtexec files, the engine (or ONNX) trtexec timed."),
+    runtime: Optional[str] = typer.Option(None, help="onnxruntime or openvino (default: onnxruntime for .onnx, openvino for .xml; an engine runs in TensorRT)."),
+    device: Optional[str] = typer.Option(None, help="cpu, or cuda: onnxruntime's CUDAExecutionProvider (onnxruntime-gpu). Default: cpu (an engine: its GPU)."),
+    shape: Optional[str] = typer.Option(None, metavar="1,3,320,320", help="Input shape (default: the model's, a symbolic batch taken as 1)."),
+    iterations: int = typer.Option(100, help="Timed iterations."),
+    warmup: int = typer.Option(10, help="Warm-up iterations before timing."),
+    threads: Optional[int] = typer.Option(None, help="Inference threads (default: the runtime's)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", metavar="OUT.json", help="Write the report (schema edgecompress.latency/1) to this file."),
+    imports: list[Path] = typer.Option([], "--import", metavar="FILE.json",
+                                       help="Read instead of timing (repeatable): a latency report (the deploy/ runner's), or trtexec's --exportTimes file with its --exportProfile and --exportLayerInfo files."),
+    stage: Optional[str] = typer.Option(None, help="Which model of a build this is (baseline, pruned, fp16, int8), so `edgecompress report` shows it in that row."),
+    target: Optional[str] = typer.Option(None, help="The edgecompress target it ran on, recorded in the report (`edgecompress targets`)."),
+    precision: Optional[str] = typer.Option(None, help="With trtexec imports: the precision the engine was built in (int8, fp16, fp32)."),
+) -> None:
+    """Time one model in a fresh process (or import trtexec's / the C++ runner's figures) and print its latency; --json writes the report."""
+    from .comparison import import_report, profile_file
+    from .profile import report_tables
+
+    try:
+        if imports:
+            report = import_report(imports, model=model, stage=stage, target=target, precision=precision)
+        elif model is None:
+            raise EdgeCompressError("pass a MODEL to time (.onnx, .xml, .engine) or --import FILE.json")
+        else:
+            report = profile_file(model, runtime=runtime, device=device, shape=_shape(shape), iterations=iterations, warmup=warmup,
+                                  threads=threads, stage=stage, target=target, progress=True)
+        if json_out is not None:
+            report.save(json_out)
+    except EdgeCompressError as error:
+        _fail(error)
+    out = Console(soft_wrap=True)
+    for table in report_tables(report):
+        out.print(table)
+    if json_out is not None:
+        console.print(f"[bold green]done:[/] {json_out}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def report(
+    run_dirs: Optional[list[Path]] = typer.Argument(None, metavar="RUN_DIR...", show_default=False,
+                                                    help="Run folders written by `edgecompress build` (runs/NAME)."),
+    latency: list[Path] = typer.Option([], "--latency", metavar="FILE.json",
+                                       help="Latency reports to add (repeatable): `edgecompress profile --json`, the deploy/ runner, trtexec imports."),
+    out: Path = typer.Option(Path("comparison"), "--out", metavar="DIR", help="Folder for comparison.md, comparison.json and comparison.html."),
+) -> None:
+    """Compare runs and latency reports: a table of models x runs (accuracy, size, latency, speed-up) and plots, in one HTML file."""
+    from .comparison import compare_runs
+
+    try:
+        paths = compare_runs(run_dirs or [], latency, out)
+    except EdgeCompressError as error:
+        _fail(error)
+    for path in paths.values():
+        console.print(f"  {path}", highlight=False, soft_wrap=True)
+    console.print(f"[bold green]done:[/] {paths['comparison.html']}", soft_wrap=True, highlight=False)
+    sys.stdout.write(paths["comparison.md"].read_text())  # the output: stdout, as for build's report
+    sys.stdout.flush()
+
+
 def main() -> None:
     app()
 

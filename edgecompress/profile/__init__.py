@@ -2,10 +2,10 @@
 latency reports (schema ``edgecompress.latency/1``) from every source."""
 
 from .latency import LatencyStats, compare_models, profile_onnx, run_worker, stats_table
-from .latency_report import SCHEMA_ID, LatencyReport, latency_stats, read_json, validate_report
+from .latency_report import SCHEMA_ID, LatencyReport, latency_stats, read_json, report_tables, validate_report
 from .measure import FORMATS, profile_model
 from .runtimes import RUNTIMES, Runtime, get_runtime, register_runtime
 
 __all__ = ["FORMATS", "LatencyReport", "LatencyStats", "RUNTIMES", "Runtime", "SCHEMA_ID", "compare_models", "get_runtime",
-           "latency_stats", "profile_model", "profile_onnx", "read_json", "register_runtime", "run_worker", "stats_table",
+           "latency_stats", "profile_model", "profile_onnx", "read_json", "register_runtime", "report_tables", "run_worker", "stats_table",
            "validate_report"]

@@ -152,3 +152,39 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise EdgeCompressError(f"{path} is not valid JSON ({error}); pass {what}") from None
+
+
+
+def report_tables(report: LatencyReport, slowest_layers: int = 10) -> list["Table"]:
+    """Rich tables of one report: latency statistics (host, GPU compute) with throughput, memory, size and board state
+    in the caption; then its slowest layers when it has per-layer times."""
+    from rich.table import Table
+
+    runtime, model, memory, board = report.runtime, report.model, report.memory_mb, report.tegrastats or {}
+    title = f"{Path(model['path']).name}: " + " ".join(str(v) for v in (runtime.get("name"), runtime.get("version"), runtime.get("device"), runtime.get("precision")) if v)
+    facts = [f"throughput {report.throughput_ips:.1f}/s"]
+    facts += [f"peak host memory {memory['peak_host']:.1f} MB"] if memory.get("peak_host") is not None else []
+    facts += [f"GPU memory {memory['gpu']:.1f} MB"] if memory.get("gpu") is not None else []
+    facts += [f"size {model['bytes'] / 2**20:.2f} MB"] if model.get("bytes") is not None else []
+    facts += [f"{rail} {power['mean']:.0f} mW mean" for rail, power in board.get("power_mw", {}).items()]
+    facts += [f"GR3D {board['gr3d_percent']['mean']:.0f}% mean"] if "gr3d_percent" in board else []
+    facts += [f"power mode {report.machine['power_mode']}"] if report.machine.get("power_mode") else []
+    facts += [f"{report.source} on {report.machine.get('gpu') or report.machine.get('cpu') or 'an unnamed machine'}"]
+    table = Table(title=title, caption="; ".join(facts))
+    for column in ("latency", "median ms", "p90 ms", "p99 ms", "mean ms", "min ms", "max ms", "count"):
+        table.add_column(column, justify="left" if column == "latency" else "right")
+    for kind in ("host", "gpu_compute"):
+        stats = report.latency_ms.get(kind)
+        if stats:
+            table.add_row(kind.replace("_", " "), *(f"{stats[key]:.3f}" for key in STAT_KEYS[:-1]), str(stats["count"]))
+    tables = [table]
+    if report.layers:
+        layers = Table(title=f"{slowest_layers} slowest layers of {len(report.layers)}")
+        for column in ("layer", "type", "precision", "ms", "%"):
+            layers.add_column(column, justify="right" if column in ("ms", "%") else "left", overflow="fold")
+        for layer in sorted(report.layers, key=lambda layer: -layer["time_ms"])[:slowest_layers]:
+            percent = layer.get("percent")
+            layers.add_row(layer["name"], layer.get("type") or "–", layer.get("precision") or "–", f"{layer['time_ms']:.4f}",
+                           "–" if percent is None else f"{percent:.1f}")
+        tables.append(layers)
+    return tables

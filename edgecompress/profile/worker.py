@@ -68,7 +68,8 @@ def measure(model: str, shape: tuple[int, ...], warmup: int, runs: int, threads:
         run()
     times_ms = []
     with _progress(progress, runs) as bar, TegrastatsSampler(tegrastats_ms, enabled=tegrastats_ms > 0) as board:
-        task = bar.add_task(f"profiling {os.path.basename(model)} ({runtime})", total=runs)
+        shown = runtime.rpartition(":")[2].removesuffix("_runner")  # a runner's import path shows as its function's name
+        task = bar.add_task(f"profiling {os.path.basename(model)} ({shown})", total=runs)
         started = time.perf_counter()
         for _ in range(runs):
             start = time.perf_counter()
