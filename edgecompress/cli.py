@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import EdgeCompressError
@@ -44,7 +45,7 @@ EXTRA_CHOICES: dict[str, Callable[[], Any]] = {"from_stage": lambda: STAGE_NAMES
 
 
 def _fail(error: EdgeCompressError) -> None:
-    console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)  # 'pkg[extra]' is text, not markup
     raise typer.Exit(2)
 
 

@@ -72,7 +72,14 @@ def summarize(lines: Iterable[str], interval_ms: int) -> dict[str, Any] | None:
 
 
 class TegrastatsSampler:
-    """``with TegrastatsSampler(100) as sampler: ...timed run...``; then ``sampler.summary()``. Does nothing where tegrastats is absent."""
+    """``with TegrastatsSampler(100) as sampler: ...timed run...``; then ``sampler.summary()``. Does nothing where tegrastats is absent.
+
+    Entering waits for tegrastats' first line (it prints one per interval, the first after starting up) and drops it, as
+    it describes the time before the block; leaving waits for at least one line from inside the block, so a block
+    shorter than the interval still gets a sample.
+    """
+
+    STARTUP_S = 3.0
 
     def __init__(self, interval_ms: int = 100, enabled: bool = True, executable: str = "tegrastats") -> None:
         self.interval_ms = interval_ms
@@ -80,6 +87,7 @@ class TegrastatsSampler:
         self.lines: list[str] = []
         self._process: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
+        self._new_line = threading.Condition()
 
     def __enter__(self) -> TegrastatsSampler:
         if self.executable:
@@ -87,21 +95,32 @@ class TegrastatsSampler:
                                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             self._reader = threading.Thread(target=self._read, daemon=True)
             self._reader.start()
+            self._wait_for_lines(1, self.STARTUP_S)
+            with self._new_line:
+                self.lines.clear()
         return self
 
     def _read(self) -> None:
         for line in self._process.stdout:
-            self.lines.append(line.strip())
+            with self._new_line:
+                self.lines.append(line.strip())
+                self._new_line.notify_all()
+
+    def _wait_for_lines(self, count: int, timeout_s: float) -> None:
+        with self._new_line:
+            self._new_line.wait_for(lambda: len(self.lines) >= count, timeout=timeout_s)
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._reader.join(timeout=5)
+        if self._process is None:
+            return
+        self._wait_for_lines(1, self.interval_ms / 1e3 + self.STARTUP_S)
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._reader.join(timeout=5)
 
     def summary(self) -> dict[str, Any] | None:
         """What tegrastats said during the block, or None without tegrastats (or without a line)."""
