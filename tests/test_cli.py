@@ -190,3 +190,65 @@ def test_quantize_bad_input_exits_2_and_writes_nothing(tmp_path):
         result = runner.invoke(app, ["quantize", *args, "--out", str(tmp_path / "out")])
         assert result.exit_code == 2 and message in result.output, (args, result.output)
     assert not (tmp_path / "out").exists()
+
+
+def _one_line_error(result, *fragments: str) -> None:
+    """Exit status 2 and a single line naming the problem (no traceback)."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    assert all(fragment in lines[0] for fragment in fragments), lines[0]
+
+
+def test_profile_bad_input_exits_2_with_one_line(tmp_path):
+    import json
+
+    (tmp_path / "model.pt").write_bytes(b"x")
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "stale.json").write_text(json.dumps({"schema": "edgecompress.latency/1", "model": {"path": "m.onnx"}}))
+    _one_line_error(runner.invoke(app, ["profile", str(tmp_path / "nope.onnx")]), "nope.onnx not found")
+    _one_line_error(runner.invoke(app, ["profile", str(tmp_path / "model.pt")]), "cannot time a .pt file", ".onnx, .xml, .engine, .plan")
+    _one_line_error(runner.invoke(app, ["profile", "--import", str(tmp_path / "bad.json")]), "bad.json is not valid JSON")
+    _one_line_error(runner.invoke(app, ["profile", "--import", str(tmp_path / "stale.json")]), "stale.json is not a latency report")
+    _one_line_error(runner.invoke(app, ["profile", str(tmp_path / "bad.json")]), "use --import")
+    _one_line_error(runner.invoke(app, ["profile", str(tmp_path / "model.pt"), "--shape", "1,three"]), "--shape must be")
+    _one_line_error(runner.invoke(app, ["profile"]), "pass a MODEL")
+
+
+def test_profile_times_an_onnx_model_and_writes_the_report(tmp_path):
+    import json
+
+    import jsonschema
+    import torch
+    from torch import nn
+
+    from edgecompress.profile.latency_report import schema
+
+    model = tmp_path / "tiny.onnx"
+    torch.onnx.export(nn.Conv2d(3, 8, 3).eval(), (torch.randn(1, 3, 32, 32),), str(model), input_names=["x"], dynamo=False)
+    result = runner.invoke(app, ["profile", str(model), "--iterations", "20", "--warmup", "1", "--threads", "1", "--json", str(tmp_path / "out.json")])
+    assert result.exit_code == 0, result.output
+    assert "tiny.onnx: onnxruntime" in result.output and "p99 ms" in result.output
+    data = json.loads((tmp_path / "out.json").read_text())
+    jsonschema.validate(data, schema())
+    assert data["latency_ms"]["host"]["count"] == 20
+    again = runner.invoke(app, ["profile", "--import", str(tmp_path / "out.json")])
+    assert again.exit_code == 0 and "tiny.onnx: onnxruntime" in again.output
+
+
+def test_report_bad_input_exits_2_and_writes_nothing(tmp_path):
+    out = tmp_path / "comparison"
+    _one_line_error(runner.invoke(app, ["report", str(tmp_path), "--out", str(out)]), "is not an edgecompress run folder")
+    _one_line_error(runner.invoke(app, ["report", "--out", str(out)]), "nothing to compare")
+    assert not out.exists()
+
+
+def test_report_compares_a_run_folder(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    run = shutil.copytree(Path(__file__).parent / "comparison" / "data" / "quick_builds" / "yolo-mbv2-cpu-quick", tmp_path / "run")
+    result = runner.invoke(app, ["report", str(run), "--out", str(tmp_path / "comparison")])
+    assert result.exit_code == 0, result.output
+    assert "| yolo-mbv2-cpu-quick | int8 |" in result.output  # comparison.md on stdout
+    assert sorted(path.name for path in (tmp_path / "comparison").iterdir()) == ["comparison.html", "comparison.json", "comparison.md"]

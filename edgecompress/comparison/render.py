@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from typing import Any
 
 from .compare import Comparison, LatencySource
@@ -137,12 +138,11 @@ def plot_distributions(comparison: Comparison) -> str | None:
     if not timed:
         return None
     plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(10, 0.5 + 0.55 * len(timed)))
-    axis.boxplot([source.report.times_ms for source in timed], vert=False, showfliers=True, whis=(1, 99),
-                 tick_labels=[f"{source.name}\n{source.label}" for source in timed])
-    axis.set(xlabel="latency per inference (ms); whiskers p1-p99", title="Latency distribution")
-    axis.invert_yaxis()
-    axis.grid(axis="x", alpha=0.3)
+    figure, axis = plt.subplots(figsize=(min(4 + 1.6 * len(timed), 12.5), 4.5))
+    axis.boxplot([source.report.times_ms for source in timed], showfliers=True, whis=(1, 99))
+    axis.set_xticks(range(1, len(timed) + 1), [f"{source.name}\n{source.label}" for source in timed], fontsize=8)
+    axis.set(ylabel="latency per inference (ms)", title="Latency distribution (box: p25-p75, whiskers: p1-p99)")
+    axis.grid(axis="y", alpha=0.3)
     return _png(figure)
 
 
@@ -196,7 +196,8 @@ body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; mar
 h1 { font-size: 24px; } h2 { font-size: 18px; margin-top: 32px; border-bottom: 1px solid #d8dee4; padding-bottom: 4px; }
 table { border-collapse: collapse; margin: 8px 0; font-size: 13px; }
 th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: right; white-space: nowrap; }
-th { background: #f3f5f7; } td:first-child, td:nth-child(2), th:first-child, th:nth-child(2) { text-align: left; }
+th { background: #f3f5f7; white-space: normal; max-width: 170px; vertical-align: bottom; }
+code { background: #f3f5f7; padding: 0 3px; border-radius: 3px; } td:first-child, td:nth-child(2), th:first-child, th:nth-child(2) { text-align: left; }
 tr:nth-child(even) td { background: #fafbfc; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 6px 10px; margin: 8px 0; }
 .intro { max-width: 1100px; } img { max-width: 100%; border: 1px solid #eee; }
@@ -210,13 +211,18 @@ def _html_table(headers: list[str], rows: list[list[str]], table_id: str) -> str
     return f'<div class="wide"><table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
+def _code_spans(text: str) -> str:
+    """Markdown's `code` as <code> in already escaped text."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+
+
 def _figure(uri: str | None, alt: str, missing: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="{uri}">' if uri else f'<p class="note">{html.escape(missing)}</p>'
 
 
 def html_page(comparison: Comparison) -> str:
     """comparison.html: tables and plots in one file."""
-    parts = [f"<h1>edgecompress comparison</h1><p class=\"intro\">{html.escape(_intro(comparison))}</p>",
+    parts = [f"<h1>edgecompress comparison</h1><p class=\"intro\">{_code_spans(html.escape(_intro(comparison)))}</p>",
              _html_table(_headers(comparison), [_row_cells(row, comparison.columns) for row in comparison.rows], "models")]
     parts += [f'<p class="note">{html.escape(line[2:])}</p>' for line in _quick_note(comparison) if line]
     parts += ["<h2>Accuracy against latency</h2>",
