@@ -81,8 +81,9 @@ def _build_onnxruntime(target: Target, onnx_path: Path, out_dir: Path, precision
         seed = secrets.randbits(32)
         qdq = precision == "int8"
         paths["openvino"], worst = write_openvino_ir(onnx_path, out_dir / "openvino", f"model_{precision}", qdq=qdq, seed=seed)
+        measure = "relative L2 error" if qdq else "max difference"
         notes.append(f"OpenVINO {ov.__version__} IR (weights uncompressed): loads on the CPU plugin and agrees with "
-                     f"onnxruntime on random input (seed {seed}, max difference {worst:.3g})")
+                     f"onnxruntime on random input (seed {seed}, {measure} {worst:.3g})")
     else:
         notes.append("OpenVINO IR skipped: the openvino package is not installed (pip install 'edgecompress[openvino]')")
     return EngineResult(kind="onnxruntime", target=target.name, precision=precision, paths=paths, notes=notes)

@@ -62,6 +62,8 @@ def engine_steps(
     latency, proof = f"latency{suffix}.json", f"int8_proof{suffix}.json"
     times, profile = f"times{suffix}.json", f"profile{suffix}.json"
     core = [] if dla_core is None else ["--dla-core", str(dla_core)]
+    timing = profile_command(engine, target=target, times=times, profile=profile, dla_core=dla_core)
+    warmup_ms = next(word.split("=")[1] for word in timing if word.startswith("--warmUp="))
     return [
         trtexec_command(target, ONNX_NAME, engine, precision=precision, dla_core=dla_core, shapes=shapes,
                         fp16_onnx=fp16_onnx, workspace_mib=workspace_mib, timing_cache=CACHE, layer_info=layers,
@@ -70,9 +72,9 @@ def engine_steps(
          "--precision", precision, *core],
         ["python3", "int8_proof.py", "--layers", layers, "--qdq", QDQ_NAME, *(["--dla"] if core else []), "--out", proof],
         ["python3", "engine_meta.py", "check", engine, "--device", "device.json"],
-        profile_command(engine, target=target, times=times, profile=profile, dla_core=dla_core),
+        timing,
         ["python3", "trtexec_reports.py", "--times", times, "--profile", profile, "--layers", layers, "--out", latency,
-         "--model", ONNX_NAME],
+         "--model", ONNX_NAME, "--warmup-ms", warmup_ms],
         ["python3", "engine_meta.py", "annotate", latency, "--device", "device.json", "--engine", engine],
     ]
 

@@ -79,8 +79,20 @@ def weights_datatype(layer):
     return None
 
 
+def is_foreign(layer):
+    """A Myelin or DLA subgraph: one layer for many nodes, its inner precisions not listed."""
+    return bool(_FOREIGN.match(str(layer.get("Name", ""))))
+
+
 def layer_precision(layer):
-    """What the layer computes in: int8 when its first input is int8 and its weights (if any) are int8."""
+    """What the layer computes in: int8 when its first input is int8 and its weights (if any) are int8.
+
+    A fused subgraph (``{ForeignNode[...]}``) shows only its boundary tensors, so it counts as int8 only when every
+    input and output is int8; otherwise its first non-int8 boundary type.
+    """
+    if is_foreign(layer):
+        kinds = [tensor_datatype(t) for t in (layer.get("Inputs") or []) + (layer.get("Outputs") or [])]
+        return next((kind or "unknown" for kind in kinds if kind != "int8"), "int8" if kinds else "unknown")
     inputs = layer.get("Inputs") or []
     data = tensor_datatype(inputs[0]) if inputs else None
     weights = weights_datatype(layer)
@@ -186,6 +198,9 @@ def likely_causes(layer, members, node, precision, producers, ops, dla):
     """Why ``layer`` (made of ONNX nodes ``members``, among them the Q/DQ node ``node``) did not compute in int8:
     every cause the files show."""
     causes = []
+    if is_foreign(layer):
+        causes.append("it is fused into the subgraph '{}' ({}), whose layer information shows only its boundary "
+                      "tensors, and they are not all int8".format(layer.get("Name"), layer.get("LayerType")))
     for tensor in (layer.get("Inputs") or [])[:1]:
         kind = tensor_datatype(tensor)
         producer = producers.get(tensor.get("Name"))
@@ -238,7 +253,8 @@ def prove(layers, qdq, dla=False):
         for name in quantized:
             placed.setdefault(name, []).append((layer, members, precision))
         layer_rows.append({"name": layer.get("Name"), "type": layer.get("LayerType"), "precision": precision,
-                           "dla": is_dla(layer), "onnx_nodes": members, "qdq_nodes": quantized})
+                           "dla": is_dla(layer), "subgraph": is_foreign(layer), "onnx_nodes": members,
+                           "qdq_nodes": quantized})
     offenders, missing = [], []
     for name, node in nodes.items():
         if name not in placed:
@@ -283,7 +299,9 @@ def main(argv=None):
         print("int8 proof: the ONNX has no Q/DQ layers, nothing to prove ({} layers listed)".format(len(report["layers"])))
         return 0
     if report["ok"]:
-        print("int8 proof: passed: all {} Q/DQ layers (*) run in int8".format(report["qdq_nodes"]))
+        boundary = sum(len(row["qdq_nodes"]) for row in report["layers"] if row["subgraph"])
+        print("int8 proof: passed: all {} Q/DQ layers (*) run in int8{}".format(report["qdq_nodes"], "" if not boundary else
+              " ({} of them inside fused subgraphs, proven by the subgraphs' int8 inputs and outputs)".format(boundary)))
         return 0
     for offender in report["offenders"]:
         sys.stderr.write("NOT INT8: {} ({}) runs in {} in layer '{}'; likely cause: {}\n".format(

@@ -9,6 +9,7 @@ which is a change of model this stage must not make silently. Only when the ``op
 from __future__ import annotations
 
 import importlib.util
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +17,31 @@ import numpy as np
 from ..artifacts import atomic_dir
 from ..errors import EdgeCompressError
 
-# Agreement with onnxruntime: float graphs agree to rounding; a Q/DQ graph may differ by a few quantization steps
-# (OpenVINO runs the int8 layers with its own kernels, onnxruntime emulates them), so its bound scales with the output.
+# Agreement with onnxruntime. A float graph agrees to rounding: max |difference| <= 1e-4 x max(1, max |output|).
+# A Q/DQ graph runs in int8 on both, with different kernels and rounding, so it is compared by relative L2 error
+# ||ov - ort|| / ||ort||: within 5%, or 20% on an x86 CPU without VNNI, where oneDNN's u8 x s8 int8 kernels sum
+# pairs of products in 16 bits with saturation (vpmaddubsw) and lose accuracy on large activations
+# (https://uxlfoundation.github.io/oneDNN/dev_guide_int8_computations.html, "Processors with the Intel AVX2 or
+# Intel AVX-512 Support"); measured here on an AVX2 machine: 9-13% on a calibrated residual net, against 2.5%
+# between onnxruntime's own int8 and float-emulated runs of the same graph. A broken conversion is ~100%.
 FLOAT_TOLERANCE = 1e-4
-QDQ_RELATIVE_TOLERANCE = 0.05
+QDQ_RELATIVE_L2 = 0.05
+QDQ_RELATIVE_L2_WITHOUT_VNNI = 0.20
 
 
 def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
+
+
+def int8_saturates_here() -> bool:
+    """Whether this CPU is x86 without VNNI (oneDNN's int8 kernels then use saturating 16-bit pair sums)."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True  # not Linux: assume the older instruction set, the looser bound
+    return not any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
 def _random_feed(model_path: Path, seed: int) -> dict[str, np.ndarray]:
@@ -46,7 +64,8 @@ def _random_feed(model_path: Path, seed: int) -> dict[str, np.ndarray]:
 
 def write_openvino_ir(onnx_path: Path, folder: Path, stem: str, *, qdq: bool, seed: int) -> tuple[Path, float]:
     """Convert ``onnx_path`` to ``folder/stem.xml`` (+ ``.bin``), load it on OpenVINO's CPU plugin and compare its
-    outputs with onnxruntime's on seeded random input; return the IR and the largest absolute difference."""
+    outputs with onnxruntime's on seeded random input; return the IR and the worst disagreement (max difference for
+    a float graph, relative L2 error for a Q/DQ one)."""
     import onnxruntime as ort
     import openvino as ov
 
@@ -58,15 +77,23 @@ def write_openvino_ir(onnx_path: Path, folder: Path, stem: str, *, qdq: bool, se
     results = compiled(feed)
     theirs = [np.asarray(results[output]) for output in compiled.outputs]
     ours = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, feed)
+    qdq_bound = QDQ_RELATIVE_L2_WITHOUT_VNNI if int8_saturates_here() else QDQ_RELATIVE_L2
     worst = 0.0
     for reference, candidate in zip(ours, theirs):
-        difference = float(np.max(np.abs(reference.astype(np.float64) - candidate.astype(np.float64)), initial=0.0))
-        scale = float(np.max(np.abs(reference), initial=0.0))
-        bound = QDQ_RELATIVE_TOLERANCE * max(scale, 1.0) if qdq else FLOAT_TOLERANCE * max(scale, 1.0)
-        if reference.shape != candidate.shape or difference > bound:
+        reference, candidate = reference.astype(np.float64), candidate.astype(np.float64)
+        if reference.shape != candidate.shape:
+            raise EdgeCompressError(f"the OpenVINO IR {xml} gives an output of shape {candidate.shape}, onnxruntime "
+                                    f"{reference.shape} on {onnx_path}; report it with both files")
+        if qdq:
+            error, bound = float(np.linalg.norm(reference - candidate) / max(np.linalg.norm(reference), 1e-12)), qdq_bound
+            what = "relative L2 error"
+        else:
+            error = float(np.max(np.abs(reference - candidate), initial=0.0))
+            bound, what = FLOAT_TOLERANCE * max(float(np.max(np.abs(reference), initial=0.0)), 1.0), "max difference"
+        if error > bound:
             raise EdgeCompressError(
-                f"the OpenVINO IR {xml} disagrees with onnxruntime on {onnx_path} (max difference {difference:.3g} > "
-                f"{bound:.3g}, input seed {seed}); report it with both files, and deploy the onnxruntime model meanwhile"
+                f"the OpenVINO IR {xml} disagrees with onnxruntime on {onnx_path} ({what} {error:.3g} > {bound:.3g}, "
+                f"input seed {seed}); report it with both files, and deploy the onnxruntime model meanwhile"
             )
-        worst = max(worst, difference)
+        worst = max(worst, error)
     return xml, worst

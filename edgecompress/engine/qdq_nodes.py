@@ -27,6 +27,16 @@ def _node_name(node: onnx.NodeProto) -> str:
     return node.name or node.output[0]
 
 
+def _adds_after(tensor: str, consumers: dict[str, list[onnx.NodeProto]]) -> list[tuple[onnx.NodeProto, str]]:
+    """The Add nodes reading ``tensor`` directly or through one QuantizeLinear -> DequantizeLinear pair, each with
+    the tensor it reads."""
+    found = [(node, tensor) for node in consumers.get(tensor, []) if node.op_type == "Add"]
+    for quantize in (node for node in consumers.get(tensor, []) if node.op_type == "QuantizeLinear"):
+        for dequantize in (node for node in consumers.get(quantize.output[0], []) if node.op_type == "DequantizeLinear"):
+            found += [(node, dequantize.output[0]) for node in consumers.get(dequantize.output[0], []) if node.op_type == "Add"]
+    return found
+
+
 def qdq_nodes(onnx_path: str | Path) -> dict:
     """The Q/DQ-carrying nodes of ``onnx_path``, its node order and op types (the int8 proof's ONNX input)."""
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
@@ -47,9 +57,9 @@ def qdq_nodes(onnx_path: str | Path) -> dict:
         if not (dequantized(node.input[0]) and dequantized(node.input[1])):
             continue
         residual = None
-        for add in consumers.get(node.output[0], []):
-            others = [name for name in add.input if name != node.output[0]]
-            if add.op_type == "Add" and others and not all(dequantized(name) for name in others):
+        for add, reaching in _adds_after(node.output[0], consumers):
+            others = [name for name in add.input if name != reaching]
+            if others and not all(dequantized(name) for name in others):
                 residual = {"add": _node_name(add), "input": next(name for name in others if not dequantized(name))}
         nodes.append({"name": _node_name(node), "op": node.op_type, "residual_without_qdq": residual})
     return {

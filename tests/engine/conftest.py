@@ -52,3 +52,41 @@ def qdq_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def input_shape() -> tuple[int, ...]:
     return INPUT_SHAPE
+
+
+class ResidualNet(nn.Module):
+    """Conv-BN-SiLU stem, a residual block (conv-ReLU-conv + skip, ReLU) and a 1x1 head: the fusions TensorRT makes
+    in a YOLO backbone (conv + PWN activation, conv + residual add)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.SiLU())
+        self.conv1 = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.conv2 = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16))
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x)
+        return self.head(torch.relu(self.conv2(self.conv1(y)) + y))
+
+
+@pytest.fixture(scope="session")
+def residual_int8_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real int8 export (edgecompress's quantizer, TensorRT Q/DQ layout, calibrated) of :class:`ResidualNet`."""
+    from edgecompress.export import export_onnx
+    from edgecompress.quant import calibrate, quantize_model
+
+    torch.manual_seed(0)
+    x = torch.randn(INPUT_SHAPE)
+    model = quantize_model(ResidualNet().eval(), x, backend="tensorrt")
+    calibrate(model, [torch.randn(4, *INPUT_SHAPE[1:], generator=torch.Generator().manual_seed(1))], method="max")
+    return export_onnx(model, x, tmp_path_factory.mktemp("onnx") / "residual_int8.onnx")
+
+
+@pytest.fixture(scope="session")
+def residual_float_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The float :class:`ResidualNet` at opset 13 (what JetPack 4's TensorRT 8.2 parses)."""
+    from edgecompress.export import export_onnx
+
+    torch.manual_seed(0)
+    return export_onnx(ResidualNet().eval(), torch.randn(INPUT_SHAPE), tmp_path_factory.mktemp("onnx") / "residual_fp32.onnx", opset=13)

@@ -21,10 +21,15 @@ def test_nano_has_no_int8_so_defaults_to_fp16_and_skips_qat() -> None:
         ("jetson-xavier-nx", "sm_72", "8.5", 2),
         ("jetson-agx-xavier", "sm_72", "8.5", 2),
         ("jetson-orin-nano", "sm_87", "10.3", 0),
+        ("jetson-orin-nx-8gb", "sm_87", "10.3", 1),
+        ("jetson-orin-nx-16gb", "sm_87", "10.3", 2),
         ("jetson-agx-orin", "sm_87", "10.3", 2),
+        ("jetson-agx-thor", "sm_110", "10.13", 0),
+        ("jetson-agx-orin-trt11", "sm_87", "11.4", 2),
+        ("jetson-agx-thor-trt11", "sm_110", "11.4", 0),
     ],
 )
-def test_xavier_and_orin_run_int8(name: str, arch: str, trt: str, dla: int) -> None:
+def test_xavier_orin_and_thor_run_int8(name: str, arch: str, trt: str, dla: int) -> None:
     target = get_target(name)
     assert (target.gpu_arch, target.tensorrt, target.dla_cores) == (arch, trt, dla)
     assert target.int8 and target.precision == "int8" and target.kind == "jetson"
@@ -44,7 +49,8 @@ def test_every_target_is_consistent() -> None:
     for target in targets:
         assert target.precision == ("int8" if target.int8 else "fp16")
         assert (target.gpu_arch is None) == (target.kind == "cpu")
-        assert not target.strongly_typed  # no shipped target is on TensorRT 11 yet
+        assert target.strongly_typed == target.name.endswith("-trt11")  # TensorRT 11 targets say so in their name
+        assert target.jetpack is None or not target.strongly_typed or target.jetpack >= "7.2.2"
 
 
 def test_unknown_target_lists_known_ones() -> None:

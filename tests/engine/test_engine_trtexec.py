@@ -17,7 +17,20 @@ def test_recipes_cover_tensorrt_8_10_11() -> None:
 
 def test_nano_fp16_uses_tensorrt_8_workspace_syntax() -> None:
     command = trtexec_command(get_target("jetson-nano"), "model.onnx", "model.engine", precision="fp16")
-    assert command == ["trtexec", "--onnx=model.onnx", "--saveEngine=model.engine", "--fp16", "--workspace=1024"]
+    assert command == ["trtexec", "--onnx=model.onnx", "--saveEngine=model.engine", "--fp16", "--workspace=512"]
+    built = trtexec_command(get_target("jetson-nano"), "m.onnx", "m.engine", precision="fp16", workspace_mib=256,
+                            timing_cache="t.cache", layer_info="layers.json", build_only=True)
+    assert built[4:] == ["--workspace=256", "--timingCacheFile=t.cache", "--profilingVerbosity=detailed",
+                         "--exportLayerInfo=layers.json", "--buildOnly"]  # 8.x has no --skipInference
+
+
+@pytest.mark.parametrize(("name", "mib"), [("jetson-nano", 512), ("jetson-orin-nano", 1024), ("jetson-orin-nx-16gb", 2048),
+                                           ("jetson-agx-orin", 4096), ("h100", 4096)])
+def test_default_workspace_is_an_eighth_of_the_board_memory(name: str, mib: int) -> None:
+    target = get_target(name)
+    assert target.workspace_mib == mib
+    assert any(arg.endswith(f"workspace:{mib}") or arg == f"--workspace={mib}"
+               for arg in trtexec_command(target, "m.onnx", "m.engine", precision=target.precision))
 
 
 def test_nano_refuses_int8() -> None:
@@ -38,8 +51,18 @@ def test_orin_int8_from_qdq_with_mempool_and_dla() -> None:
 def test_xavier_is_tensorrt_8_and_orin_nano_has_no_dla() -> None:
     xavier = trtexec_command(get_target("jetson-xavier-nx"), "m.onnx", "m.engine", precision="int8")
     assert "--workspace=1024" in xavier and "--int8" in xavier
-    with pytest.raises(EdgeCompressError, match="0 DLA core"):
+    with pytest.raises(EdgeCompressError, match="0 DLA core.*jetson-orin-nx-8gb"):
         trtexec_command(get_target("jetson-orin-nano"), "m.onnx", "m.engine", precision="int8", dla_core=0)
+    with pytest.raises(EdgeCompressError, match="1 DLA core"):
+        trtexec_command(get_target("jetson-orin-nx-8gb"), "m.onnx", "m.engine", precision="int8", dla_core=1)
+
+
+@pytest.mark.parametrize("name", ["jetson-agx-thor-trt11", "jetson-agx-orin-trt11"])
+def test_tensorrt_11_jetsons_are_strongly_typed(name: str) -> None:
+    target = get_target(name)
+    command = trtexec_command(target, "m.onnx", "m.engine", precision="int8", build_only=True)
+    assert target.strongly_typed and not {"--int8", "--fp16"} & set(command)
+    assert "--skipInference" in command and f"--memPoolSize=workspace:{target.workspace_mib}" in command
 
 
 def test_tensorrt_11_is_strongly_typed_without_precision_flags() -> None:
@@ -61,6 +84,10 @@ def test_profile_command_loads_engine_and_times_it() -> None:
     command = profile_command("m.engine", iterations=50, warmup_ms=200, avg_runs=5)
     assert command[:5] == ["trtexec", "--loadEngine=m.engine", "--iterations=50", "--warmUp=200", "--avgRuns=5"]
     assert {"--separateProfileRun", "--dumpProfile"} <= set(command)
+    dla = profile_command("m.engine", target=get_target("jetson-agx-orin"), times="t.json", profile="p.json", dla_core=1)
+    assert dla[-3:] == ["--useDLACore=1", "--exportTimes=t.json", "--exportProfile=p.json"]
+    trt11 = profile_command("m.engine", target=get_target("jetson-agx-thor-trt11"))
+    assert "--separateProfileRun" not in trt11  # a no-op from TensorRT 11: the profile run is always separate
 
 
 def test_dynamic_batch_onnx_gets_a_pinned_optimisation_profile(tmp_path) -> None:

@@ -139,7 +139,7 @@ def test_real_int8_export_is_clean_and_float_layer_is_reported(tmp_path):
 def test_target_aliases():
     assert get_target("orin-nano").name == "jetson-orin-nano"
     assert get_target("4090").name == "rtx-4090"
-    with pytest.raises(EdgeCompressError, match="ambiguous: jetson-orin-nano, jetson-agx-orin"):
+    with pytest.raises(EdgeCompressError, match="ambiguous: jetson-orin-nano, jetson-orin-nx-8gb, jetson-orin-nx-16gb, jetson-agx-orin"):
         get_target("orin")
     with pytest.raises(EdgeCompressError, match="unknown target 'banana'"):
         get_target("banana")
