@@ -124,6 +124,7 @@ EC_TEST(write_report_is_atomic_and_complete) {
 
 EC_TEST(summary_names_the_figures) {
   const std::string text = ec::format_summary(sample_report());
+  EC_CHECK_EQ(text.substr(0, text.find('\n')), "runs/demo/engine/model \"int8\".engine with tensorrt 10.3.0 on Orin");
   EC_CHECK(text.find("host latency ms: median 5.500  p90 9.100  p99 9.910") != std::string::npos);
   EC_CHECK(text.find("GPU compute  ms: median 0.500") != std::string::npos);
   EC_CHECK(text.find("input images 1x3x320x320 float32") != std::string::npos);

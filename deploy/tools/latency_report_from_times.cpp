@@ -2,6 +2,8 @@
 // The tests use it to check the C++ statistics and JSON against numpy and the schema; it also turns
 // timings measured by another tool into a report that `edgecompress report` compares with the rest.
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -20,7 +22,14 @@ std::vector<double> read_times(const std::string& option, const std::string& pat
   std::ifstream stream(path);
   std::vector<double> times;
   std::string word;
-  while (stream >> word) times.push_back(ec::parse_number(option + " (" + path + ")", word, 0.0));
+  while (stream >> word) {
+    char* end = nullptr;
+    const double time = std::strtod(word.c_str(), &end);
+    if (end != word.c_str() + word.size() || !std::isfinite(time) || time < 0.0) {
+      throw ec::UserError(option + " " + path + ": '" + word + "' is not a time; write non-negative ms figures only, e.g. 4.21");
+    }
+    times.push_back(time);
+  }
   if (times.empty()) throw ec::UserError(option + " " + path + " holds no times; write one ms figure per iteration");
   return times;
 }

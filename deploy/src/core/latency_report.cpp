@@ -101,8 +101,9 @@ void write_report(const LatencyReport& report, const std::string& path) {
 }
 
 std::string format_summary(const LatencyReport& report) {
-  std::string text = report.model.path + " on " + report.machine.gpu.value_or(report.runtime.device.value_or("?")) + " with " +
-                     report.runtime.name + (report.runtime.version ? " " + *report.runtime.version : "") + "\n";
+  const std::optional<std::string>& where = report.machine.gpu ? report.machine.gpu : report.runtime.device ? report.runtime.device : report.machine.cpu;
+  std::string text = report.model.path + " with " + report.runtime.name + (report.runtime.version ? " " + *report.runtime.version : "") +
+                     (where ? " on " + *where : "") + "\n";
   for (const InputInfo& input : report.inputs) {
     text += "  input " + input.name + " " + format_shape(input.shape) + (input.dtype ? " " + *input.dtype : "") + "\n";
   }
