@@ -15,8 +15,10 @@ from typing import Any, Callable
 
 from ..errors import EdgeCompressError
 from ..profile import FORMATS, LatencyReport, profile_model
+from ..profile.machine import machine_info
+from ..profile.tegrastats import TegrastatsSampler
 
-ENGINE_SUFFIXES = (".engine", ".plan")
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 TENSORRT_NEEDED = ("timing a TensorRT engine needs TensorRT's Python bindings and an NVIDIA GPU: on a Jetson they come with "
                    "JetPack (sudo apt install python3-libnvinfer), elsewhere pip install 'edgecompress[tensorrt]' "
                    "(https://docs.nvidia.com/deeplearning/tensorrt/latest/installing-tensorrt/installing.html); "
@@ -24,13 +26,23 @@ TENSORRT_NEEDED = ("timing a TensorRT engine needs TensorRT's Python bindings an
 
 
 def profile_engine(path: Path, *, iterations: int, warmup: int, shape: tuple[int, ...] | None = None,
-                   stage: str | None = None, target: str | None = None) -> LatencyReport:
-    """Time a serialized TensorRT engine with :mod:`edgecompress.engine.runner` (needs TensorRT and a GPU)."""
+                   stage: str | None = None, target: str | None = None, tegrastats_ms: int = 100) -> LatencyReport:
+    """Time a serialized TensorRT engine with :class:`edgecompress.engine.runner.EngineRunner` on GPU 0 (needs TensorRT
+    and a GPU), sampling tegrastats meanwhile on a Jetson; the machine record adds the CPU model, power mode and clocks."""
     if importlib.util.find_spec("tensorrt") is None:
         raise EdgeCompressError(f"{path}: {TENSORRT_NEEDED}")
-    from ..engine import runner
+    from ..engine.runner import EngineRunner
 
-    data = runner.time_engine(path, iterations=iterations, warmup=warmup, shape=shape, stage=stage, target=target)
+    with EngineRunner(path) as runner:
+        if shape is not None:
+            if len(runner.inputs) != 1:
+                raise EdgeCompressError(f"{path} has {len(runner.inputs)} inputs; --shape sets the shape of an engine with one input")
+            runner.set_input_shapes({runner.inputs[0].name: tuple(shape)})
+        with TegrastatsSampler(tegrastats_ms) as board:
+            data = runner.time(iterations=iterations, warmup=warmup)
+    data["model"]["stage"] = stage
+    data["machine"] = {**machine_info(target), "gpu": data["machine"].get("gpu")}
+    data["tegrastats"] = board.summary()
     return LatencyReport.from_dict(data, path)
 
 

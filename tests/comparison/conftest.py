@@ -18,7 +18,7 @@ DATA = Path(__file__).parent / "data" / "quick_builds"
 CPU_RUN, JETSON_RUN = "yolo-mbv2-cpu-quick", "yolo-mbv2-jetson-orin-nano-quick"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def runs(tmp_path_factory) -> Path:
     """A copy of the two run folders (the comparison only reads them; tests may break a copy)."""
     folder = tmp_path_factory.mktemp("runs")
@@ -40,7 +40,7 @@ def device_report(rng: np.random.Generator) -> LatencyReport:
         source="edgecompress-runner", layers=layers)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def comparison(runs, tmp_path_factory) -> dict[str, Path]:
     """compare_runs over both runs, a real onnxruntime timing of an ONNX in the CPU run's export folder, and a device report."""
     folder = tmp_path_factory.mktemp("latency")
