@@ -179,7 +179,8 @@ def report_tables(report: LatencyReport, slowest_layers: int = 10) -> list["Tabl
             table.add_row(kind.replace("_", " "), *(f"{stats[key]:.3f}" for key in STAT_KEYS[:-1]), str(stats["count"]))
     tables = [table]
     if report.layers:
-        layers = Table(title=f"{slowest_layers} slowest layers of {len(report.layers)}")
+        shown = min(slowest_layers, len(report.layers))
+        layers = Table(title=f"slowest layers ({shown} of {len(report.layers)})" if shown < len(report.layers) else "layers, slowest first")
         for column in ("layer", "type", "precision", "ms", "%"):
             layers.add_column(column, justify="right" if column in ("ms", "%") else "left", overflow="fold")
         for layer in sorted(report.layers, key=lambda layer: -layer["time_ms"])[:slowest_layers]:

@@ -112,3 +112,19 @@ def test_an_engine_without_tensorrt_says_what_to_install(tmp_path):
         profile_file(engine)
     with pytest.raises(EdgeCompressError, match="runs in TensorRT on its GPU"):
         profile_file(engine, runtime="openvino")
+
+
+@needs_trtexec_reader
+def test_profile_command_imports_trtexec_exports(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgecompress.cli import app
+
+    files = write_trtexec_exports(tmp_path, np.random.default_rng(secrets.randbits(32)))
+    result = CliRunner().invoke(app, ["profile", str(tmp_path / "model.engine"), "--import", str(files["times"]), "--import", str(files["profile"]),
+                                      "--stage", "int8", "--precision", "int8", "--json", str(tmp_path / "latency.json")])
+    assert result.exit_code == 0, result.output
+    assert "│ gpu" in result.output and "layers, slowest first" in result.output  # GPU compute row, per-layer table
+    data = json.loads((tmp_path / "latency.json").read_text())
+    jsonschema.validate(data, schema())
+    assert data["latency_ms"]["host"]["median"] == pytest.approx(np.median(files["host_ms"]))
