@@ -37,7 +37,7 @@ def _headers(comparison: Comparison) -> list[str]:
     return headers + [f"{column}: median / p90 ms (speed-up)" for column in comparison.columns]
 
 
-def _source_cells(comparison: Comparison, source: LatencySource) -> list[str]:
+def _source_cells(source: LatencySource) -> list[str]:
     host, report = source.report.host, source.report
     gpu = report.latency_ms.get("gpu_compute") or {}
     return [source.name, source.label, report.source, _fmt(host["median"], ".3f"), _fmt(host["p90"], ".3f"), _fmt(host["p99"], ".3f"),
@@ -66,16 +66,17 @@ def markdown(comparison: Comparison) -> str:
                                  _stage_cells(run))
     if comparison.sources:
         lines += ["", "## Latency reports", ""]
-        lines += _markdown_table(SOURCE_HEADERS, [_source_cells(comparison, source) for source in comparison.sources])
+        lines += _markdown_table(SOURCE_HEADERS, [_source_cells(source) for source in comparison.sources])
     for source in comparison.sources:
         if source.report.layers:
             lines += ["", f"## Slowest layers: {source.name} ({source.label})", ""]
-            lines += _markdown_table(["layer", "type", "precision", "ms", "%"], _layer_cells(comparison, source))
+            lines += _markdown_table(LAYER_HEADERS, _layer_cells(comparison, source))
     lines += ["", "Plots (latency distributions, accuracy against latency, per-layer times) are in comparison.html."]
     return "\n".join(lines) + "\n"
 
 
 STAGE_HEADERS = ["stage", "status", "wall time", "notes"]
+LAYER_HEADERS = ["layer", "type", "precision", "ms", "%"]
 
 
 def _stage_cells(run: RunSummary) -> list[list[str]]:
@@ -233,12 +234,12 @@ def html_page(comparison: Comparison) -> str:
                       "`edgecompress profile MODEL --json OUT` (or the deploy/ runner) to see the distributions.")]
     if comparison.sources:
         parts += ["<h2>Latency reports</h2>",
-                  _html_table(SOURCE_HEADERS, [_source_cells(comparison, source) for source in comparison.sources], "latency-reports")]
+                  _html_table(SOURCE_HEADERS, [_source_cells(source) for source in comparison.sources], "latency-reports")]
     for index, source in enumerate(comparison.sources):
         if source.report.layers:
             parts += [f"<h2>Slowest layers: {html.escape(source.name)} ({html.escape(source.label)})</h2>",
                       _figure(plot_layers(comparison, source), "slowest layers", ""),
-                      _html_table(["layer", "type", "precision", "ms", "%"], _layer_cells(comparison, source), f"layers-{index}")]
+                      _html_table(LAYER_HEADERS, _layer_cells(comparison, source), f"layers-{index}")]
     for index, run in enumerate(comparison.runs):
         parts += [f"<h2>Stages of {html.escape(run.name)}</h2>",
                   _html_table(STAGE_HEADERS, _stage_cells(run), f"stages-{index}")]

@@ -16,12 +16,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from ..artifacts import write_json
 from ..errors import EdgeCompressError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 SCHEMA_ID = "edgecompress.latency/1"
 SCHEMA_PATH = Path(__file__).with_name("latency_report.schema.json")
@@ -155,7 +158,7 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
 
 
 
-def report_tables(report: LatencyReport, slowest_layers: int = 10) -> list["Table"]:
+def report_tables(report: LatencyReport, slowest_layers: int = 10) -> list[Table]:
     """Rich tables of one report: latency statistics (host, GPU compute) with throughput, memory, size and board state
     in the caption; then its slowest layers when it has per-layer times."""
     from rich.table import Table
