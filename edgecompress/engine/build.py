@@ -112,14 +112,14 @@ def _build_gpu(
         built = build_with_tensorrt(target, onnx_path, out_dir / f"model_{precision}.engine", precision=precision,
                                     workspace_mib=workspace_mib, dla_core=dla_core, timing_cache=timing_cache)
         paths = {"engine": built.engine, "record": built.record, "layers": built.layers,
-                 "timing_cache": built.timing_cache, "qdq_nodes": write_qdq_nodes(onnx_path, out_dir / "qdq_nodes.json"),
+                 "qdq_nodes": write_qdq_nodes(onnx_path, out_dir / "qdq_nodes.json"),
                  "int8_proof": _prove_int8(onnx_path, built.layers, out_dir, dla=dla_core is not None)}
         return EngineResult(
             kind="engine", target=target.name, precision=precision, paths=paths,
             command=trtexec_command(target, onnx_path, built.engine, precision=precision, shapes=static_shapes(onnx_path),
                                     workspace_mib=workspace_mib, dla_core=dla_core, timing_cache=built.timing_cache),
-            notes=[f"built here with TensorRT {tensorrt_version()} on {target.gpu_arch}; int8 proof passed"
-                   if precision == "int8" else f"built here with TensorRT {tensorrt_version()} on {target.gpu_arch}"],
+            notes=[f"built here with TensorRT {tensorrt_version()} on {target.gpu_arch}"
+                   + ("; int8 proof passed" if precision == "int8" else ""), f"timing cache: {built.timing_cache}"],
         )
     if timing_cache is not None:
         raise EdgeCompressError(f"--timing-cache applies to an engine built here, and {reason[0].lower() + reason[1:]} "
@@ -175,6 +175,7 @@ def build_engine(
     unsupported = [name for name in options if name not in inspect.signature(builder).parameters]
     if unsupported:
         flags = ", ".join("--" + name.replace("_", "-") for name in unsupported)
-        raise EdgeCompressError(f"{flags} do not apply to {target.name} (its {target.builder} builder has no such option); drop them")
+        verb, pronoun = ("does", "it") if len(unsupported) == 1 else ("do", "them")
+        raise EdgeCompressError(f"{flags} {verb} not apply to {target.name} (its {target.builder} builder has no such option); drop {pronoun}")
     out_dir.mkdir(parents=True, exist_ok=True)
     return builder(target, onnx_path, out_dir, precision, **options)
