@@ -163,6 +163,31 @@ def check(
     raise typer.Exit(1 if report.errors else 0)
 
 
+@app.command()
+def engine(
+    onnx_file: Path = typer.Argument(..., metavar="MODEL.onnx", help="Exported ONNX: an int8 Q/DQ export, or a float (or fp16) one."),
+    target: str = typer.Option(..., "--target", "-t", help="Deployment target or an unambiguous alias (orin-nano, agx-orin, thor-trt11); `edgecompress targets` lists them."),
+    precision: Optional[str] = typer.Option(None, help="int8, fp16 or fp32 (default: the target's best; int8 needs a Q/DQ ONNX)."),
+    dla_core: Optional[int] = typer.Option(None, "--dla-core", metavar="N", help="Build for DLA core N with GPU fallback (boards with DLA). A bundle for a DLA board always times a GPU-only and a DLA engine and writes which to use."),
+    out: Path = typer.Option(Path("engine"), "--out", metavar="DIR", help="Folder for the engine, or for the deployment bundle."),
+    workspace_mib: Optional[int] = typer.Option(None, "--workspace-mib", metavar="N", help="TensorRT builder workspace in MiB (default: an eighth of the board's memory, 256 to 4096)."),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", metavar="PATH", help="Timing cache for an engine built here (default: ~/.cache/edgecompress/timing/, one per GPU and TensorRT release)."),
+) -> None:
+    """Build the target's engine from an ONNX: here when this machine has its GPU and TensorRT (with the int8 proof), otherwise a bundle whose build_engine.sh builds, proves and profiles on the device."""
+    from .targets.deploy import build_engine
+
+    try:
+        result = build_engine(onnx_file, target, out, precision=precision, dla_core=dla_core, workspace_mib=workspace_mib, timing_cache=timing_cache)
+    except EdgeCompressError as error:
+        _fail(error)
+    for name, path in result.paths.items():
+        console.print(f"  {name}: {path}", highlight=False, soft_wrap=True)
+    for note in result.notes:
+        console.print(f"  [dim]{escape(note)}[/]", highlight=False, soft_wrap=True)
+    what = {"engine": "engine", "onnxruntime": "onnxruntime model", "bundle": "bundle (run build_engine.sh on the device)"}[result.kind]
+    console.print(f"[bold green]done:[/] {result.precision} {what} for {result.target} in {out}", soft_wrap=True, highlight=False)
+
+
 def _shape(text: str | None) -> tuple[int, ...] | None:
     """``1,3,320,320`` -> ``(1, 3, 320, 320)``."""
     if text is None:

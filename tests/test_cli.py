@@ -252,3 +252,26 @@ def test_report_compares_a_run_folder(tmp_path):
     assert result.exit_code == 0, result.output
     assert "| yolo-mbv2-cpu-quick | int8 |" in result.output  # comparison.md on stdout
     assert sorted(path.name for path in (tmp_path / "comparison").iterdir()) == ["comparison.html", "comparison.json", "comparison.md"]
+
+
+def test_engine_writes_a_device_bundle_here_and_refuses_bad_input(tmp_path):
+    import json
+    from pathlib import Path
+
+    path = _int8_onnx(tmp_path)
+    result = runner.invoke(app, ["engine", str(path), "--target", "agx-orin", "--out", str(tmp_path / "bundle")])
+    assert result.exit_code == 0, result.output
+    assert "int8 bundle" in result.output and "jetson-agx-orin" in result.output
+    bundle = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert bundle["precision"] == "int8" and bundle["target"]["name"] == "jetson-agx-orin"
+    script = (tmp_path / "bundle" / "build_engine.sh").read_text()
+    assert "--exportLayerInfo=layers.json" in script and "int8_proof.py" in script and "--useDLACore=0" in script
+    for args, message in [
+        ([str(path), "--target", "jetson-nano", "--out", str(tmp_path / "nano")], "has no int8"),  # Q/DQ on a GPU without int8
+        ([str(tmp_path / "missing.onnx"), "--target", "orin-nano", "--out", str(tmp_path / "missing")], "not found"),
+        ([str(path), "--target", "orin-nano", "--dla-core", "0", "--out", str(tmp_path / "dla")], "DLA"),
+    ]:
+        result = runner.invoke(app, ["engine", *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output and "Traceback" not in result.output
+        assert not Path(args[-1]).exists()

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from edgecompress.engine import runner
+from edgecompress.engine.buffers import CudaPythonBackend
 from edgecompress.engine.runner import (
-    BUFFER_BACKENDS, CudaPythonBackend, EngineRunner, register_buffer_backend, select_backend, time_torch_module,
-    timing_loop,
+    BUFFER_BACKENDS, EngineRunner, register_buffer_backend, select_backend, time_torch_module, timing_loop,
 )
 from edgecompress.errors import EdgeCompressError
 
