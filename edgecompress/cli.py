@@ -119,10 +119,10 @@ def targets() -> None:
     """List the deployment targets and the facts each build plan follows."""
     from .targets import list_targets
 
-    # No side borders and short headers: one line per target in 80 columns.
-    table = Table(title="deployment targets", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    # No side borders, one space between columns, short headers: one line per target in 80 columns.
+    table = Table(title="deployment targets", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
     for column in ("target", "arch", "JetPack", "TRT", "int8", "DLA", "memory", "precision"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, no_wrap=True)
     for t in list_targets():
         table.add_row(t.name, t.gpu_arch or "–", t.jetpack or "–", t.tensorrt or "–", "yes" if t.int8 else "no", str(t.dla_cores), f"{t.memory_gb:g} GB", t.precision)
     Console().print(table)  # the command's output: stdout

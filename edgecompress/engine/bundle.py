@@ -193,14 +193,17 @@ def write_bundle(
     dla_core: int | None = None,
     workspace_mib: int | None = None,
 ) -> tuple[dict[str, Path], list[str]]:
-    """Write the bundle folder; return the paths written and the (GPU-only) trtexec build command."""
+    """Write the bundle folder; return the paths written and the trtexec build command of the engine asked for
+    (the DLA one with ``dla_core``, else the GPU-only one)."""
     here = Path(__file__).parent
     missing = [name for name in DEVICE_SCRIPTS if not (here / name).is_file()]
     if missing:
         raise EdgeCompressError(f"edgecompress is missing {', '.join(missing)} in {here}; reinstall edgecompress")
     steps = bundle_steps(target, precision, dla_core, static_shapes(onnx_path), fp16_onnx=is_fp16_onnx(onnx_path),
                          workspace_mib=workspace_mib)
-    build_command = next(step for step in steps if step[0] == "trtexec")
+    builds = [step for step in steps if step[0] == "trtexec" and any(arg.startswith("--saveEngine=") for arg in step)]
+    wanted = f"--useDLACore={dla_core}"
+    build_command = next((step for step in builds if dla_core is None or wanted in step), builds[0])
     manifest = {"target": asdict(target), "precision": precision, "steps": steps, "reason": reason,
                 "workspace_mib": workspace_mib or target.workspace_mib}
     paths = {

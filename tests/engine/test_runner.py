@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgecompress.engine import runner
+from edgecompress.engine import buffers, runner
 from edgecompress.engine.buffers import CudaPythonBackend
 from edgecompress.engine.runner import (
     BUFFER_BACKENDS, EngineRunner, register_buffer_backend, select_backend, time_torch_module, timing_loop,
@@ -68,9 +68,9 @@ def test_a_new_backend_is_one_registration(no_cuda_packages: pytest.MonkeyPatch)
         def unavailable(cls) -> str | None:
             return None
 
-    no_cuda_packages.setattr(runner, "BUFFER_BACKENDS", dict(BUFFER_BACKENDS))
+    no_cuda_packages.setattr(buffers, "BUFFER_BACKENDS", dict(BUFFER_BACKENDS))
     register_buffer_backend(RuntimeV2)
-    assert list(runner.BUFFER_BACKENDS)[-1] == "cuda-runtime-v2"
+    assert list(buffers.BUFFER_BACKENDS)[-1] == "cuda-runtime-v2"
     assert select_backend() is RuntimeV2  # the built-in ones cannot run here
     assert "cuda-runtime-v2" not in BUFFER_BACKENDS
 
