@@ -8,10 +8,14 @@ from .criteria import (
     Criterion,
     FpgmImportance,
     L1Importance,
+    L2Importance,
+    RandomImportance,
     TaylorImportance,
     get_criterion,
     register_criterion,
 )
+from .criteria_data import ActivationImportance, observe_inputs
+from .criteria_kmeans import KMeansImportance
 from .layers import ResidualBlock, prune_layers, residual_blocks
 from .plan import GroupPlan, LayerCut, PrunePlan, plan_pruning
 from .surgery import SURGERIES, register_surgery
@@ -32,6 +36,11 @@ __all__ = [
     "L1Importance",
     "FpgmImportance",
     "TaylorImportance",
+    "L2Importance",
+    "RandomImportance",
+    "KMeansImportance",
+    "ActivationImportance",
+    "observe_inputs",
     "CRITERIA",
     "register_criterion",
     "get_criterion",

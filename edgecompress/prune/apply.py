@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -76,9 +76,11 @@ def prune(
     ignore: Sequence[str] = (),
     round_to: int = 1,
     min_channels: int = 1,
+    data: Iterable | None = None,
 ) -> nn.Module:
-    """Plan (see :func:`plan_pruning`; exactly one of ``ratio``, ``target_macs``, ``target_params``)
-    and apply; prunes ``model`` in place and returns it. ``target_macs=0.5`` halves the MACs."""
+    """Plan (see :func:`plan_pruning`; exactly one of ``ratio``, ``target_macs``, ``target_params``;
+    ``data``: input batches for a criterion that measures the model, e.g. ``activation``) and apply;
+    prunes ``model`` in place and returns it. ``target_macs=0.5`` halves the MACs."""
     plan = plan_pruning(
         model,
         example_input,
@@ -89,6 +91,7 @@ def prune(
         ignore=ignore,
         min_channels=min_channels,
         round_to=round_to,
+        data=data,
     )
     return apply_plan(model, plan)
 

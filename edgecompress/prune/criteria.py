@@ -6,6 +6,12 @@ its raw scale, so one global threshold prunes most where sparse training drove g
 differs), so ``l1`` and ``fpgm`` divide each member's scores by their mean over the group before
 averaging members: 1.0 means "an average channel of this group", as a gamma is about 1 at
 initialisation. ``taylor`` estimates the loss change itself, a scale shared by every group.
+``l2`` is ``l1`` with the L2 norm; ``random`` is the control every comparison needs. ``kmeans``
+(seed 000) and ``activation`` (seed 004) live in ``criteria_kmeans`` and ``criteria_data``.
+
+A criterion that ``needs_data`` measures the model on a few batches first: :meth:`Criterion.prepare`
+returns a prepared copy (the registered instance stays stateless), and ``plan_pruning(data=...)``
+calls it.
 
 A new criterion subclasses :class:`Criterion` and is registered as an instance::
 
@@ -22,7 +28,7 @@ A new criterion subclasses :class:`Criterion` and is registered as an instance::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -36,12 +42,19 @@ class Criterion(ABC):
 
     ``needs_gradients``: score from gradients accumulated on the model (run ``loss.backward()``
     on a few training batches first). ``needs_sparse_bn``: works best after sparse (L1 on BN
-    gamma) training; informational, nothing enforces it.
+    gamma) training; informational, nothing enforces it. ``needs_data``: must be prepared on the
+    model with a few batches of inputs (:meth:`prepare`) before scoring.
     """
 
     name: str = ""
     needs_gradients: bool = False
     needs_sparse_bn: bool = False
+    needs_data: bool = False
+
+    def prepare(self, model: nn.Module, batches: Iterable) -> Criterion:
+        """This criterion ready to score ``model``; one that ``needs_data`` returns a copy holding what it
+        measured on ``batches`` (model inputs, or (inputs, targets) pairs). Others ignore the batches."""
+        return self
 
     @abstractmethod
     def score(self, group: ChannelGroup, modules: Mapping[str, nn.Module]) -> torch.Tensor:
@@ -116,6 +129,42 @@ class L1Importance(Criterion):
         return float(conv.weight.detach().abs().mean())
 
 
+class L2Importance(Criterion):
+    """L2 norm of the filters producing each channel, normalised per group like ``l1``. A block scores the
+    root mean square weight of its final conv."""
+
+    name = "l2"
+
+    def score(self, group: ChannelGroup, modules: Mapping[str, nn.Module]) -> torch.Tensor:
+        scores = []
+        for member in group.members_with(Role.CONV_OUT, Role.LINEAR_OUT, Role.DEPTHWISE):
+            squares = gather(output_filters(modules[member.module]).pow(2).sum(1), member)
+            scores.append(squares.sqrt())
+        return normalised_mean(scores)
+
+    def score_block(self, conv: nn.Module, bn: nn.Module | None) -> float:
+        return float(conv.weight.detach().pow(2).mean().sqrt())
+
+
+class RandomImportance(Criterion):
+    """The control: uniform random scores, reproducible under ``seed`` (each group draws from its own
+    generator seeded by ``seed`` and the group id). A criterion that does not beat it on the same budget
+    and fine-tune has not shown that it picks channels at all. Blocks are not scored (layer pruning
+    falls back to ``bn-gamma``)."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def score(self, group: ChannelGroup, modules: Mapping[str, nn.Module]) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + group.id)
+        return torch.rand(group.size, generator=generator)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, seed={self.seed})"
+
+
 class FpgmImportance(Criterion):
     """FPGM (He et al., 2019): a filter close to all others of its layer (near their geometric median)
     is redundant; a filter's score is its summed distance to the other filters of the layer."""
@@ -182,6 +231,8 @@ class BnGammaImportance(Criterion):
 
 
 register_criterion(L1Importance())
+register_criterion(L2Importance())
+register_criterion(RandomImportance())
 register_criterion(FpgmImportance())
 register_criterion(TaylorImportance())
 register_criterion(BnGammaImportance())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -162,6 +162,7 @@ def plan_pruning(
     min_channels: int = 1,
     round_to: int = 1,
     graph: ChannelGraph | None = None,
+    data: Iterable | None = None,
 ) -> PrunePlan:
     """Decide which channels to remove; the model is not modified. Give exactly one goal:
 
@@ -173,7 +174,9 @@ def plan_pruning(
       that fraction of the model's MACs / parameters.
 
     ``criterion``: a registered name (see ``CRITERIA``) or a :class:`Criterion`; one that
-    ``needs_gradients`` reads those accumulated on the model, so run ``loss.backward()`` first.
+    ``needs_gradients`` reads those accumulated on the model, so run ``loss.backward()`` first; one
+    that ``needs_data`` (``activation``) is prepared on ``data``, a few batches of model inputs (or
+    (inputs, targets) pairs), before scoring. Other criteria ignore ``data``.
 
     Every group keeps at least max(min_channels, 1) channels; every layer keeps a multiple of
     ``round_to`` channels (see :func:`group_rounding`) unless it keeps them all.
@@ -185,9 +188,13 @@ def plan_pruning(
     _check_one_goal(ratio, target_macs, target_params)
     per_layer = isinstance(ratio, Mapping) or callable(ratio)
     check_arguments(0.0 if per_layer or ratio is None else ratio, criterion, min_channels, round_to)
+    criterion = get_criterion(criterion)
+    if criterion.needs_data and data is None:
+        raise EdgeCompressError(f"criterion {criterion.name!r} measures the model on data: pass data=[a few batches of calibration inputs]")
     with collector_paused():
         graph = analysis_for(model, example_input, ignore, graph)
-        return _plan(model, graph, dict(model.named_modules()), ratio, target_macs, target_params, get_criterion(criterion), min_channels, round_to)
+        criterion = criterion.prepare(model, data) if criterion.needs_data else criterion
+        return _plan(model, graph, dict(model.named_modules()), ratio, target_macs, target_params, criterion, min_channels, round_to)
 
 
 def analysis_for(model: nn.Module, example_input: torch.Tensor, ignore: Sequence[str], graph: ChannelGraph | None) -> ChannelGraph:

@@ -35,8 +35,8 @@ def test_ratio_outside_unit_interval_is_rejected(ratio) -> None:
 
 
 def test_unknown_criterion_lists_the_known_ones() -> None:
-    with pytest.raises(EdgeCompressError, match="bn-gamma, fpgm, l1"):
-        prune(TwoLayers(), X, ratio=0.5, criterion="random")
+    with pytest.raises(EdgeCompressError, match="bn-gamma, fpgm, kmeans, l1, l2, random"):
+        prune(TwoLayers(), X, ratio=0.5, criterion="entropy")
     assert {"bn-gamma", "l1", "fpgm"} <= set(CRITERIA)
     with pytest.raises(EdgeCompressError, match="round_to"):
         plan_pruning(TwoLayers(), X, ratio=0.5, round_to=0)
