@@ -47,6 +47,8 @@ class QuantizeJob:
     quantize_prediction_layers: bool = setting(False, "Quantize a detector's final box/class convs too; by default they stay float.")
     trust_model: bool = setting(False, "Load a MODEL file that needs code to load (torch.save(model), an Ultralytics checkpoint): "
                                        "loading it can run anything in it, so only for files you trust.")
+    device: str = setting("auto", "Where evaluation and QAT run: auto (a GPU when torch sees one, else the CPU), cpu, cuda or cuda:N. "
+                                  "Calibration and export run on the CPU.")
 
 
 OUTPUTS = frozenset({"model.pt", "model.onnx", "manifest.json", "sensitivity.json", "sensitivity.md"})
@@ -76,14 +78,17 @@ def run_quantize_job(job: QuantizeJob) -> dict[str, Path]:
     from .models import ZOO, resolve_model
     from .tasks import get_task, torch_predict
     from .quant.sensitivity import analyze_sensitivity
+    from .train.device import pin_memory, resolve_device
 
     check_settings(job)
+    device = resolve_device(job.device)
     check_out_folder(Path(job.out))
     task = get_task(job.task)
     image_size = job.image_size or (ZOO[job.model].image_size if job.model in ZOO else None)
     if image_size is None:
         raise EdgeCompressError(f"--image-size is needed for {job.model}; pass the input size the model was trained at")
     data = task.load(Path(job.data), image_size, job.batch_size, limit=job.limit)
+    pin_memory((data.train, data.val), device)
     model = resolve_model(job.model, num_classes=data.num_classes, weights=job.weights, trust=job.trust_model).eval()
     training = None if job.calib else image_paths(data.train.dataset)  # a user's own data, not the bundled digits
     if training:
@@ -92,7 +97,7 @@ def run_quantize_job(job: QuantizeJob) -> dict[str, Path]:
         images = load_calibration_images(Path(job.calib) if job.calib else DEFAULT_CALIB, image_size, limit=job.calib_images)
     example = images[:1]
 
-    def evaluate(candidate: nn.Module) -> float:
+    def evaluate(candidate: nn.Module) -> float:  # on the candidate's device
         return task.evaluate(torch_predict(candidate), candidate, data.val)[task.primary_metric]
 
     calib = calib_batches(images, job.batch_size)
@@ -104,16 +109,16 @@ def run_quantize_job(job: QuantizeJob) -> dict[str, Path]:
         metrics = {"float": report.float_metric, "int8": report.int8_metric, "mixed": report.mixed_metric, "kept_float": report.skip}
     else:
         quantized = calibrated_model(model, calib, method=job.method, skip=job.skip, float_layers=float_layers, backend=job.backend, example_input=example)
-        metrics = {"float": evaluate(model), "int8": evaluate(quantized)}
+        metrics = {"float": evaluate(model.to(device)), "int8": evaluate(quantized.to(device))}
     if job.qat_epochs:
-        train_qat(quantized, data.train, task.loss(quantized), epochs=job.qat_epochs, lr=job.lr)
+        train_qat(quantized.to(device), data.train, task.loss(quantized), epochs=job.qat_epochs, lr=job.lr)
         metrics["qat"] = evaluate(quantized)
     names: dict[str, str] = {}
     with atomic_dir(job.out) as folder:
         if report is not None:
             names["sensitivity_json"] = write_text(folder / "sensitivity.json", report.to_json()).name
             names["sensitivity_md"] = write_text(folder / "sensitivity.md", report.to_markdown()).name
-        names["model"] = save_model(quantized.eval(), folder / "model.pt").name
+        names["model"] = save_model(quantized.eval().cpu(), folder / "model.pt").name  # loads anywhere; exported on the CPU
         names["onnx"] = export_onnx(task.export_module(quantized), example, folder / "model.onnx").name  # the deployed layout
         manifest = {"settings": asdict(job), "image_size": image_size, "metric": task.primary_metric,
                     "metrics": metrics, "calibration_images": int(images.shape[0]), "outputs": dict(names)}

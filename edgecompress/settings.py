@@ -115,6 +115,10 @@ class BuildConfig:
     profile_rounds: int = setting(3, "Interleaved profiling rounds (each model once per round).", minimum=1)
     profile_runtimes: tuple[str, ...] = setting(("onnxruntime",), "CPU runtime the report times the models in (repeatable).", choices=runtime_names, flag="--profile-runtime")
     profile_batch: int = setting(1, "Batch size of the report's timed inputs: 1 for latency, larger for throughput.", minimum=1)
+    device: str = setting("auto", "Where training, calibration and evaluation run: auto (a GPU when torch sees one, else the CPU), cpu, cuda "
+                                  "or cuda:N. Export and the report's timings always run on the CPU.")
+    amp: bool = setting(False, "Mixed precision for the float training stages on a GPU (bf16 where supported, else fp16 with a gradient "
+                               "scaler); never for QAT. No effect on the CPU: autocast is not applied there.")
     seed: int = setting(0, "Seed of every random choice (weights, shuffles, example inputs).")
     quick: bool = setting(False, "Tiny data and one epoch per stage: a smoke run of a few minutes.")
     from_stage: str | None = setting(None, "Rerun from this stage on, even if finished (the pipeline checks the name).", flag="--from")
@@ -136,8 +140,10 @@ class BuildConfig:
         from .profile.runtimes import get_runtime
         from .prune.plan import check_arguments
         from .targets import get_target
+        from .train import resolve_device
 
         check_settings(replace(self, target=get_target(self.target).name))  # a target alias is fine here too
+        resolve_device(self.device)  # a GPU asked for on a machine without one
         check_arguments(self.prune_ratio, self.criterion, self.min_channels, self.round_to)
         if self.target_macs is not None and not 0 < self.target_macs < 1:
             raise EdgeCompressError(f"--target-macs must be in (0, 1), got {self.target_macs}; 0.5 removes half the MACs")

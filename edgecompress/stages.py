@@ -18,10 +18,19 @@ from .progress import console, status, track
 from .run import Run
 from .stats import model_stats
 from .tasks import onnx_predict, torch_predict
+from .train.device import pin_memory, resolve_device, to_device
 from .train.loop import TrainConfig, fit
 
 
+def _device(run: Run) -> torch.device:
+    """Where the build trains, calibrates and evaluates (``--device``); on a GPU its loaders hand out pinned batches."""
+    device = resolve_device(run.config.device)
+    pin_memory((run.data.train, run.data.val), device)
+    return device
+
+
 def _evaluate(run: Run, model: nn.Module, quiet: bool = False) -> dict[str, float]:
+    """The task's metrics of ``model``, measured on the model's device."""
     metrics = run.task.evaluate(torch_predict(model), model, run.data.val)
     if not quiet:
         console.print("  " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -33,8 +42,10 @@ def _size(run: Run, model: nn.Module) -> dict[str, int]:
     return {"params": stats.params, "macs": stats.macs}
 
 
-def _train(run: Run, model: nn.Module, folder: Path, config: TrainConfig, description: str, sparse=()) -> list[float]:
-    history = fit(model, run.data.train, run.task.loss(model), config, sparse_batchnorms=sparse, checkpoint=folder / "checkpoint.pt", description=description)
+def _train(run: Run, model: nn.Module, folder: Path, config: TrainConfig, description: str, sparse=(), amp: bool = False) -> list[float]:
+    """Train ``model`` on the build's device (where it stays), resuming from the stage's checkpoint; the epoch losses."""
+    history = fit(model, run.data.train, run.task.loss(model), config, sparse_batchnorms=sparse, checkpoint=folder / "checkpoint.pt",
+                  description=description, device=_device(run), amp=amp)
     (folder / "checkpoint.pt").unlink(missing_ok=True)
     return [round(loss, 5) for loss in history.epoch_losses]
 
@@ -51,14 +62,14 @@ def baseline(run: Run, folder: Path) -> ModelOutcome:
     losses: list[float] = []
     if config.weights is None and config.epochs > 0:
         run.task.prepare(model, run.data)
-        losses = _train(run, model, folder, TrainConfig(config.epochs, lr=config.lr), "baseline")
-    scores = _evaluate(run, model)
-    save_model(model, folder / "model.pt")
+        losses = _train(run, model, folder, TrainConfig(config.epochs, lr=config.lr), "baseline", amp=config.amp)
+    scores = _evaluate(run, model.to(_device(run)))
+    save_model(model.cpu(), folder / "model.pt")
     return ModelOutcome(outputs={"model": "model.pt"}, scores=scores, **_size(run, model), train_loss=losses)
 
 
 def _gammas(batchnorms: list[nn.BatchNorm2d]) -> np.ndarray:
-    return torch.cat([bn.weight.detach().abs().flatten() for bn in batchnorms]).numpy() if batchnorms else np.zeros(1)
+    return torch.cat([bn.weight.detach().abs().flatten() for bn in batchnorms]).cpu().numpy() if batchnorms else np.zeros(1)
 
 
 def sparse(run: Run, folder: Path) -> SparseOutcome:
@@ -70,24 +81,29 @@ def sparse(run: Run, folder: Path) -> SparseOutcome:
     model = run.load_stage_model("baseline")
     batchnorms = [bn for _, bn in prunable_batchnorms(model, run.example_input(), ignore=config.ignore)]
     before = _gammas(batchnorms)
-    losses = _train(run, model, folder, TrainConfig(config.sparse_epochs, lr=config.lr, sparsity_lambda=config.sparsity_lambda), "sparse", sparse=batchnorms)
+    losses = _train(run, model, folder, TrainConfig(config.sparse_epochs, lr=config.lr, sparsity_lambda=config.sparsity_lambda), "sparse", sparse=batchnorms,
+                    amp=config.amp)
     after = _gammas(batchnorms)
     plot_gamma_distribution(before, after, folder / "gamma_histogram.png")
     hist_before, hist_after = GammaHistogram.of(before), GammaHistogram.of(after)
     console.print(f"  BN gammas below 0.01: {hist_before.fraction_below_001:.1%} -> {hist_after.fraction_below_001:.1%} of {after.size} channels")
     scores = _evaluate(run, model)
-    save_model(model, folder / "model.pt")
+    save_model(model.cpu(), folder / "model.pt")
     return SparseOutcome(outputs={"model": "model.pt", "gamma_plot": "gamma_histogram.png"}, scores=scores,
                          gamma_before=hist_before, gamma_after=hist_after, train_loss=losses)
 
 
 def _accumulate_gradients(run: Run, model: nn.Module, batches: int = 8) -> None:
-    """Sum the task loss's gradients over a few training batches, for criteria that need gradients."""
+    """Sum the task loss's gradients over a few training batches, on the build's device, for criteria that need
+    gradients; the model (gradients included) comes back to the CPU, where pruning is planned."""
+    device = _device(run)
     loss_fn = run.task.loss(model)
-    model.train()
+    model.to(device).train()
     model.zero_grad(set_to_none=True)
-    for images, targets in track(itertools.islice(run.data.train, batches), "gradients for the criterion", total=min(batches, len(run.data.train))):
+    for batch in track(itertools.islice(run.data.train, batches), "gradients for the criterion", total=min(batches, len(run.data.train))):
+        images, targets = to_device(batch, device)
         loss_fn(model(images), targets).backward()
+    model.cpu()
 
 
 def prune_stage(run: Run, folder: Path) -> PruneOutcome:
@@ -112,8 +128,8 @@ def prune_stage(run: Run, folder: Path) -> PruneOutcome:
     with status("removing channels"):
         model = apply_plan(model, plan)
     model.zero_grad(set_to_none=True)
-    scores = _evaluate(run, model)
-    save_model(model, folder / "model.pt")
+    scores = _evaluate(run, model.to(_device(run)))
+    save_model(model.cpu(), folder / "model.pt")
     return PruneOutcome(outputs={"model": "model.pt"}, scores=scores, **_size(run, model), plan=plan.summary(), removed_blocks=removed_blocks)
 
 
@@ -121,9 +137,9 @@ def finetune(run: Run, folder: Path) -> ModelOutcome:
     """Fine-tune the pruned model to recover accuracy."""
     config = run.config
     model = run.load_stage_model("prune")
-    losses = _train(run, model, folder, TrainConfig(config.finetune_epochs, lr=config.lr), "finetune")
+    losses = _train(run, model, folder, TrainConfig(config.finetune_epochs, lr=config.lr), "finetune", amp=config.amp)
     scores = _evaluate(run, model)
-    save_model(model, folder / "model.pt")
+    save_model(model.cpu(), folder / "model.pt")
     return ModelOutcome(outputs={"model": "model.pt"}, scores=scores, **_size(run, model), train_loss=losses)
 
 
@@ -132,6 +148,8 @@ def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
 
     With ``max_drop`` set, a sensitivity analysis first keeps the layers whose int8 version costs
     most accuracy in float until the calibrated model is within ``max_drop`` of the float one.
+    Layers are swapped on the CPU (BN folding is checked there); calibration and QAT run on the build's
+    device, QAT without mixed precision, so fake quantization computes what the int8 engine will.
     """
     from .data.calib import calib_batches
     from .quant import calibrate, default_float_layers, quantize_model
@@ -146,7 +164,7 @@ def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
     outputs, ranges, kept_float = {"model": "model.pt"}, None, None
     float_layers = () if config.quantize_prediction_layers else default_float_layers(model)
     if config.max_drop is None:
-        model = quantize_model(model, run.example_input(), skip=config.ignore, float_layers=float_layers, backend=backend)
+        model = quantize_model(model, run.example_input(), skip=config.ignore, float_layers=float_layers, backend=backend).to(_device(run))
         ranges = calibrate(model, calib_batches(images, config.batch_size), method=config.calib_method)
     else:
         metric = run.task.primary_metric
@@ -159,10 +177,10 @@ def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
         write_json(folder / "sensitivity.json", sensitivity.to_dict())
         outputs.update(sensitivity="sensitivity.md", sensitivity_json="sensitivity.json")
         kept_float = sensitivity.skip
-    ptq = _evaluate(run, model)
+    ptq = _evaluate(run, model.to(_device(run)))
     losses = _train(run, model, folder, TrainConfig(config.qat_epochs, lr=config.lr / 100, warmup_steps=0), "qat")
     scores = _evaluate(run, model)
-    save_model(model, folder / "model.pt")
+    save_model(model.cpu(), folder / "model.pt")
     return QuantOutcome(outputs=outputs, scores=scores, ptq=ptq, backend=backend, calibration_images=int(images.shape[0]),
                         calibration_source=run.calibration_source(), activation_ranges=ranges, kept_float=kept_float, float_by_default=list(float_layers), train_loss=losses)
 

@@ -11,13 +11,16 @@ from typing import Callable
 
 from torch import Tensor, nn
 
+from ..helpers import model_device
+
 Predict = Callable[[Tensor], object]
 
 
 def torch_predict(model: nn.Module) -> Predict:
-    """Prediction function of a PyTorch module in eval mode."""
+    """Prediction function of a PyTorch module in eval mode, run on the module's device (outputs stay there)."""
     model.eval()
-    return lambda images: model(images)
+    device = model_device(model)
+    return lambda images: model(images.to(device, non_blocking=device.type == "cuda"))
 
 
 def onnx_predict(path: Path) -> Predict:

@@ -49,5 +49,5 @@ class ClassificationTask(Task):
         for images, batch_labels in track(loader, "evaluating"):
             output = predict(images)
             logits.append(torch.as_tensor(output[0] if isinstance(output, (list, tuple)) else output))
-            labels.append(batch_labels)
+            labels.append(batch_labels.to(logits[-1].device))  # the metric on the model's device
         return {"top1": classification_accuracy(torch.cat(logits), torch.cat(labels))}

@@ -9,7 +9,13 @@ A checkpoint holds only tensors and plain data (state dicts, the epoch losses an
 of torch and of the loader's shuffle, so a resumed run draws what an uninterrupted one would) and is read with
 ``weights_only=True``, so nothing in it can run. One that cannot be used (truncated by a crash,
 corrupt, foreign, or not matching the model) is ignored with one warning: the stage trains from its
-first epoch and overwrites it after that epoch.
+first epoch and overwrites it after that epoch. Checkpoints are written from CPU copies of the state,
+so one written on a GPU loads on a machine without one.
+
+``device`` moves the model and every batch (images and targets) there; ``amp`` runs the forward pass
+under ``torch.autocast`` on a GPU (bf16 where supported, else fp16 with a gradient scaler) and the loss
+in float32. On the CPU ``amp`` changes nothing. Callers never pass ``amp`` for QAT: fake quantization
+must compute exactly what the deployed int8 model will.
 
 The penalty is the patent's: loss += lambda * sum|gamma| over the BNs of prunable channels. Under
 Adam, lambda weighs the L1 subgradient against the task gradient of each gamma (Adam normalises
@@ -29,7 +35,9 @@ from torch import Tensor, nn
 
 from ..artifacts import UnsafeFileError, atomic_path, read_plain
 from ..errors import EdgeCompressError
+from ..helpers import model_device
 from ..progress import progress_bar
+from .device import autocast_dtype, map_tensors, resolve_device, to_device
 
 LossFn = Callable[[object, Tensor], Tensor]
 
@@ -133,6 +141,8 @@ def fit(
     param_groups: Sequence[dict[str, Any]] = (),
     checkpoint: Path | None = None,
     description: str = "train",
+    device: str | torch.device | None = None,
+    amp: bool = False,
 ) -> TrainHistory:
     """Train ``model`` in place; with ``checkpoint`` set, resume from it and rewrite it after each epoch.
 
@@ -140,7 +150,14 @@ def fit(
     that need their own settings; their ``lr`` (default ``config.lr``) follows the same schedule,
     and their weight decay is 0 unless the group sets it. Every other trainable parameter of
     ``model`` goes in the default groups.
+
+    ``device`` (a name :func:`~edgecompress.train.device.resolve_device` reads, or None for the model's
+    own) is where the model trains and stays; ``amp`` is mixed precision there, a no-op on the CPU.
     """
+    device = model_device(model) if device is None else resolve_device(device)
+    model.to(device)
+    precision = autocast_dtype(device) if amp else None
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == torch.float16)  # bf16 needs no scaling
     optimizer = _optimizer(model, config, param_groups)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     history = TrainHistory()
@@ -154,23 +171,37 @@ def fit(
         for epoch in range(history.resumed_from_epoch, config.epochs):
             running = 0.0
             for i, (images, targets) in enumerate(loader):
+                images, targets = to_device((images, targets), device)
                 step = epoch * steps_per_epoch + i
                 factor = _lr_factor(step, total_steps, config)
                 for group, base_lr in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base_lr * factor
-                loss = loss_fn(model(images), targets)
+                if precision is None:
+                    loss = loss_fn(model(images), targets)
+                else:
+                    with torch.autocast(device.type, dtype=precision):
+                        outputs = model(images)
+                    loss = loss_fn(map_tensors(outputs, _float32), targets)
                 if config.sparsity_lambda and sparse_batchnorms:
                     loss = loss + config.sparsity_lambda * bn_l1(sparse_batchnorms)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)  # clip the true gradients
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 running += loss.item()
                 progress.update(task, advance=1, loss=running / (i + 1), description=f"{description} {epoch + 1}/{config.epochs}")
             history.epoch_losses.append(running / max(steps_per_epoch, 1))
             if checkpoint is not None:
                 with atomic_path(checkpoint) as tmp:
-                    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch_losses": history.epoch_losses,
-                                "random": _random_states(loader)}, tmp)
+                    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch_losses": history.epoch_losses,
+                             "random": _random_states(loader)}
+                    torch.save(to_device(state, torch.device("cpu")), tmp)
     model.eval()
     return history
+
+
+def _float32(tensor: Tensor) -> Tensor:
+    """An autocast output in float32, so the loss is computed at full precision."""
+    return tensor.float() if tensor.is_floating_point() else tensor

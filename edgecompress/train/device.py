@@ -1,0 +1,76 @@
+"""Where training and evaluation run: a ``--device`` name resolved once, batches moved there, and mixed precision's dtype.
+
+Every training stage and evaluation takes the device from :func:`resolve_device`, so ``auto`` means the
+same everywhere and a GPU asked for on a machine without one is refused before any work.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from ..errors import EdgeCompressError
+
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``auto`` (a GPU when torch sees one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; a one-line EdgeCompressError otherwise."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise EdgeCompressError(f"unknown --device {name!r}; choose {DEVICE_CHOICES}")
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}, but no GPU is visible"
+        raise EdgeCompressError(f"--device {name} needs a CUDA GPU, but torch {torch.__version__} is {build}; "
+                                "pass --device cpu (or auto), or install a CUDA build of torch on a machine with a GPU")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise EdgeCompressError(f"--device {name}: torch sees {count} GPU(s), cuda:0 to cuda:{count - 1}; pass one of those")
+    return device
+
+
+def map_tensors(data: Any, fn: Callable[[Tensor], Tensor]) -> Any:
+    """``data`` with ``fn`` applied to every tensor in it (nested lists, tuples and dicts kept as they are)."""
+    if isinstance(data, Tensor):
+        return fn(data)
+    if isinstance(data, (list, tuple)):
+        return type(data)(map_tensors(item, fn) for item in data)
+    if isinstance(data, dict):
+        return {key: map_tensors(value, fn) for key, value in data.items()}
+    return data
+
+
+def to_device(data: Any, device: torch.device) -> Any:
+    """Every tensor of ``data`` (a batch, detection targets as a tensor or a list, a state dict) on ``device``.
+
+    The copy to a GPU is asynchronous from pinned memory (see :func:`pin_memory`), synchronous otherwise.
+    """
+    return map_tensors(data, lambda tensor: tensor.to(device, non_blocking=device.type == "cuda"))
+
+
+def pin_memory(loaders: Iterable[Any], device: torch.device) -> None:
+    """Turn on pinned (page-locked) batches in the DataLoaders among ``loaders`` when ``device`` is a GPU: copies
+    to it are then asynchronous. A DataLoader reads the flag when an epoch's iterator starts."""
+    for loader in loaders:
+        if isinstance(loader, DataLoader):
+            loader.pin_memory = device.type == "cuda"
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed precision's dtype on ``device``: bf16 where the GPU supports it, else fp16; None on the CPU, where it is not applied."""
+    if device.type != "cuda":
+        return None
+    with torch.cuda.device(device):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
