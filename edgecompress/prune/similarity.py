@@ -17,19 +17,22 @@ registries) while each feeds only the next; the end of that chain is the feature
 
 What it folds into, honestly: only when that feature map is read directly, and only, by dense convs
 (groups=1) of the group, so the consumers see exactly the measured values and nothing else sees the
-channel. It does not fold, and falls back to plain removal (no compensation), where the channels also
-feed a concat, an add, a flatten into a linear layer, a grouped conv or anything else, or where a
-GroupNorm/LayerNorm normalises across them. Groups produced by several convs (tied by a residual add)
-or by a linear layer, a grouped conv, or a conv the traced forward calls more than once are not
-measured at all. The constant ``d_j`` is fitted (features centred) only when every consumer pads
-without zeros (no padding, or reflect/replicate/circular), where a constant input map stays constant;
-with zero padding a folded bias would be wrong on the border, so the fit has no constant there.
+channel. Where the map also feeds a concat, a flatten into a linear layer, a grouped conv, an op on
+its own or anything else, or where a GroupNorm/LayerNorm normalises across the channels, it falls back
+to plain removal (no compensation; ``fold_only=True`` keeps those channels instead). Groups produced by
+several convs (a residual add ties them), by a linear layer, by a grouped conv, or by a conv the traced
+forward calls more than once are not measured, so stage two leaves them as stage one left them. The
+constant ``d_j`` is fitted (features centred) only when every consumer pads without zeros (no padding,
+or reflect/replicate/circular), where a constant input map stays constant; with zero padding a folded
+bias would be wrong on the border, so there the fit has no constant.
+
+Stage two stops at ``similarity_ratio`` of the channels or at a ``target_macs`` for both stages together.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import fx, nn
@@ -42,6 +45,7 @@ from ..graph.rules_layers import batchnorm, conv, prelu
 from ..graph.trace import UntraceableForward, check_ignore, trace_model
 from ..helpers import evaluating, model_device
 from .apply import apply_plan
+from .budget import CostModel
 from .criteria import BnGammaImportance
 from .plan import GroupPlan, LayerCut, PrunePlan, check_ratio, plan_pruning
 from .surgery import dimension_size
@@ -80,6 +84,8 @@ class SimilarityReport:
     similarity_plan: PrunePlan
     groups: tuple[GroupTreatment, ...]
     removed: tuple[RemovedChannel, ...]
+    macs_before: int  # conv and linear MACs on the example input, before stage one
+    macs_after: int  # the same after stage two
 
     @property
     def gamma_removed(self) -> int:
@@ -97,11 +103,12 @@ class SimilarityReport:
             "channels_total": self.gamma_plan.channels_total,
             "removed_by_gamma": self.gamma_removed,
             "removed_by_similarity": self.similarity_removed,
+            "macs_removed": 1.0 - self.macs_after / max(self.macs_before, 1),
             "folded": sum(1 for channel in self.removed if channel.folded_into),
             "groups": {mode: sum(1 for g in self.groups if g.mode == mode) for mode in ("fold", "remove", "skip")},
             "max_relative_residual": max((c.relative_residual for c in self.removed), default=0.0),
             "removed": [vars(channel) | {"folded_into": list(channel.folded_into)} for channel in self.removed],
-            "skipped": [{"group": g.group_id, "producer": g.producer, "mode": g.mode, "reason": g.reason} for g in self.groups if g.reason],
+            "not_folded": [{"group": g.group_id, "producer": g.producer, "mode": g.mode, "reason": g.reason} for g in self.groups if g.reason],
         }
 
 
@@ -122,8 +129,8 @@ class _Site:
 
     def observe(self, value: torch.Tensor) -> None:
         """Accumulate the first and second moments of the measured channels over every position."""
-        x = value.detach()[:, self.columns].movedim(1, -1).reshape(-1, len(self.columns)).double().cpu()
-        total, gram = x.sum(0), x.T @ x
+        x = value.detach()[:, self.columns].movedim(1, -1).reshape(-1, len(self.columns)).double()
+        total, gram = x.sum(0).cpu(), (x.T @ x).cpu()
         self.total = total if self.total is None else self.total + total
         self.gram = gram if self.gram is None else self.gram + gram
         self.rows += len(x)
@@ -157,30 +164,57 @@ def prune_by_similarity(
     batches: Iterable[Any],
     *,
     gamma_ratio: float,
-    similarity_ratio: float,
+    similarity_ratio: float | None = None,
+    target_macs: float | None = None,
     ignore: Sequence[str] = (),
     min_channels: int = 1,
     fold_only: bool = False,
 ) -> tuple[nn.Module, SimilarityReport]:
     """Prune ``model`` in place by BN gamma (``gamma_ratio`` of the prunable channels), then by
-    similarity (``similarity_ratio`` of those left, chosen among measured groups, folding where it can);
-    returns the model and a :class:`SimilarityReport`.
+    similarity, folding where it can; returns the model and a :class:`SimilarityReport`.
 
+    Stage two stops at one of: ``similarity_ratio`` (that fraction of the stage-one model's prunable
+    channels), or ``target_macs`` (until both stages together remove that fraction of the original
+    MACs, as the planner estimates them; nothing when stage one already does). It chooses only among
+    measured groups and stops early when all of them are down to max(min_channels, 1) channels.
     ``batches``: a few calibration batches (tensors, or tuples whose first item is the input).
     ``fold_only``: remove stage-two channels only where their contribution is folded into consumers.
-    Every group keeps at least max(min_channels, 1) channels.
     """
     check_ratio(gamma_ratio)
-    check_ratio(similarity_ratio)
+    if (similarity_ratio is None) == (target_macs is None):
+        raise EdgeCompressError("pass exactly one of similarity_ratio (e.g. 0.1) or target_macs (e.g. 0.5 halves the MACs)")
+    check_ratio(similarity_ratio if similarity_ratio is not None else target_macs)
     inputs = _calibration_inputs(batches, example_input, model_device(model))
     ignored = check_ignore(model, ignore)
     _traced(model, ignored)
-    gamma_plan = plan_pruning(model, example_input, ratio=gamma_ratio, criterion=BnGammaImportance(), ignore=ignore, min_channels=min_channels)
+    original = analyze(model, example_input, ignore)
+    gamma_plan = plan_pruning(
+        model, example_input, ratio=gamma_ratio, criterion=BnGammaImportance(), ignore=ignore, min_channels=min_channels, graph=original
+    )
     apply_plan(model, gamma_plan)
 
     graph = analyze(model, example_input, ignore)
-    traced = _traced(model, ignored)
     modules = dict(model.named_modules())
+    treatments, sites = _sites(model, graph, modules, ignored, inputs)
+    candidates = [site for site in sites if not (fold_only and site.reason)]
+    if similarity_ratio is not None:
+        budget = int(similarity_ratio * sum(group.size for group in graph.prunable_groups))
+        done: Callable[[dict[int, int]], bool] = lambda counts: sum(counts.values()) >= budget
+    else:
+        done = _macs_reached(graph, modules, sum(original.layer_macs.values()), target_macs)
+    chosen = _select(candidates, max(min_channels, 1), done)
+    removed = [channel for site in candidates for channel in _fold(site, chosen[site.group.id], modules)]
+    plan = _cut_plan(graph, candidates, chosen, modules)
+    apply_plan(model, plan)
+    macs = (sum(original.layer_macs.values()), sum(analyze(model, example_input, ignore).layer_macs.values()))
+    return model, SimilarityReport(gamma_plan, plan, tuple(treatments), tuple(removed), *macs)
+
+
+def _sites(
+    model: nn.Module, graph: ChannelGraph, modules: dict[str, nn.Module], ignored: frozenset[str], inputs: list[torch.Tensor]
+) -> tuple[list[GroupTreatment], list[_Site]]:
+    """How stage two treats every prunable group, and the measured sites with their statistics gathered."""
+    traced = _traced(model, ignored)
     calls: dict[str, list[fx.Node]] = {}
     for node in traced.graph.nodes:
         if node.op == "call_module":
@@ -196,13 +230,16 @@ def prune_by_similarity(
         mode = "remove" if found.reason else "fold"
         treatments.append(GroupTreatment(group.id, found.producer, group.size, mode, found.consumers if mode == "fold" else (), found.reason))
     _measure(model, traced, sites, inputs)
-    candidates = [site for site in sites if not (fold_only and site.reason)]
-    budget = int(similarity_ratio * sum(group.size for group in graph.prunable_groups))
-    chosen = _select(candidates, budget, max(min_channels, 1))
-    removed = [channel for site in candidates for channel in _fold(site, chosen[site.group.id], modules)]
-    plan = _cut_plan(graph, candidates, chosen, modules)
-    apply_plan(model, plan)
-    return model, SimilarityReport(gamma_plan, plan, tuple(treatments), tuple(removed))
+    return treatments, sites
+
+
+def _macs_reached(graph: ChannelGraph, modules: dict[str, nn.Module], original_macs: int, target: float) -> Callable[[dict[int, int]], bool]:
+    """Whether stage one's cut plus ``counts`` more channels per group remove ``target`` of the original MACs
+    (each channel of a layer dimension costing the same, as the planner's cost model assumes)."""
+    groups = graph.prunable_groups
+    cost = CostModel("macs", original_macs, graph, groups, [torch.arange(group.size) for group in groups], modules)
+    already = 1.0 - sum(graph.layer_macs.values()) / max(original_macs, 1)
+    return lambda counts: already + cost.removed_fraction([counts.get(group.id, 0) for group in groups]) >= target
 
 
 def _calibration_inputs(batches: Iterable[Any], example_input: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
@@ -327,16 +364,14 @@ def _share(residual: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
     return torch.where(alive, residual / energy.clamp_min(1e-300), torch.zeros_like(energy)).clamp(0.0, 1.0)
 
 
-def _select(sites: list[_Site], budget: int, floor: int) -> dict[int, list[int]]:
-    """Per group id, the channels to remove: ``budget`` of them, greedily the best-explained one across
-    all sites (ties to the lower group id), refitting the group it left."""
+def _select(sites: list[_Site], floor: int, done: Callable[[dict[int, int]], bool]) -> dict[int, list[int]]:
+    """Per group id, the channels to remove: greedily the best-explained channel across all sites (ties to
+    the lower group id), refitting the group it left, until ``done(removed count per group id)``."""
     chosen: dict[int, list[int]] = {site.group.id: [] for site in sites}
     kept = {site.group.id: list(range(site.group.size)) for site in sites}
     moments = {site.group.id: site.moments() for site in sites}
     best = {site.group.id: _least_explained(moments[site.group.id], kept[site.group.id]) for site in sites if site.group.size > floor}
-    for _ in range(budget):
-        if not best:
-            break
+    while best and not done({key: len(channels) for key, channels in chosen.items()}):
         key = min(best, key=lambda k: (best[k][0], k))
         channel = best.pop(key)[1]
         kept[key].remove(channel)

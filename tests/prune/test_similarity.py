@@ -129,6 +129,16 @@ def test_stage_one_removes_the_zero_gamma_channels_then_the_model_exports_to_onn
     np.testing.assert_allclose(got, run(model, fresh).numpy(), atol=1e-4, rtol=1e-4)
 
 
+def test_a_macs_target_counts_both_stages() -> None:
+    model = TwoBlocks()
+    randomise_batchnorm(model.bn1)
+    randomise_batchnorm(model.bn2)
+    model, report = prune_by_similarity(model, X, batches(seed=5), gamma_ratio=2 / 16, target_macs=0.4)
+    assert report.gamma_removed == 2 and report.similarity_removed >= 1
+    measured = sum(layer.weight.numel() for layer in (model.conv1, model.conv2, model.conv3)) * 12 * 12
+    assert report.macs_after == measured and 0.4 <= report.summary()["macs_removed"] < 0.55
+
+
 class Branchy(nn.Module):
     """A residual add ties stem and ``a`` (not measured); ``b`` feeds a concat (measured, removed plainly)."""
 
@@ -159,6 +169,7 @@ def test_groups_behind_an_add_or_a_concat_are_not_folded() -> None:
     "arguments, message",
     [
         ({"similarity_ratio": 1.0}, "pruning ratio must be in"),
+        ({"target_macs": 0.5}, "exactly one of similarity_ratio"),
         ({"batches": []}, "calibration batches"),
         ({"batches": [torch.zeros(3, 12, 12)]}, "calibration batches"),
     ],
