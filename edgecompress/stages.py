@@ -108,6 +108,7 @@ def _accumulate_gradients(run: Run, model: nn.Module, batches: int = 8) -> None:
 
 def prune_stage(run: Run, folder: Path) -> PruneOutcome:
     """Optionally drop the weakest residual blocks, then remove the least important channels, physically."""
+    from .data.calib import calib_batches
     from .prune import apply_plan, get_criterion, plan_pruning, prune_layers
 
     config = run.config
@@ -121,10 +122,11 @@ def prune_stage(run: Run, folder: Path) -> PruneOutcome:
         console.print(f"  replaced {len(removed_blocks)} residual blocks by identity: {', '.join(removed_blocks)}")
     if criterion.needs_gradients:
         _accumulate_gradients(run, model)
+    data = calib_batches(run.calibration_images(), config.batch_size) if criterion.needs_data else None
     goal = {"target_macs": config.target_macs} if config.target_macs is not None else {"ratio": config.prune_ratio}
     with status(f"planning the pruning ({criterion.name})"):
         plan = plan_pruning(model, example, **goal, criterion=criterion, ignore=config.ignore,
-                            min_channels=config.min_channels, round_to=config.round_to)
+                            min_channels=config.min_channels, round_to=config.round_to, data=data)
     with status("removing channels"):
         model = apply_plan(model, plan)
     model.zero_grad(set_to_none=True)
@@ -263,7 +265,9 @@ BASELINE_SETTINGS = ("task", "data", "image_size", "train_images", "val_images",
 STAGES: tuple[Stage, ...] = (
     Stage("baseline", baseline, ModelOutcome, BASELINE_SETTINGS + ("model", "weights", "epochs")),
     Stage("sparse", sparse, SparseOutcome, ("sparse_epochs", "sparsity_lambda", "ignore")),
-    Stage("prune", prune_stage, PruneOutcome, ("prune_ratio", "target_macs", "prune_layers", "criterion", "min_channels", "round_to", "ignore")),
+    # calib and calib_images: the images a data-measuring criterion (activation) scores channels on
+    Stage("prune", prune_stage, PruneOutcome, ("prune_ratio", "target_macs", "prune_layers", "criterion", "min_channels", "round_to", "ignore",
+                                               "calib", "calib_images")),
     Stage("finetune", finetune, ModelOutcome, ("finetune_epochs",)),
     Stage("qat", quantize_stage, QuantOutcome, ("target", "calib", "calib_method", "calib_images", "max_drop", "qat_epochs")),
     Stage("export", export, ExportOutcome, ()),
