@@ -51,7 +51,9 @@ from .plan import GroupPlan, LayerCut, PrunePlan, check_ratio, plan_pruning
 from .surgery import dimension_size
 
 CHANNELWISE_RULES = (passthrough, batchnorm, prelu)  # graph rules under which channel i stays channel i
-RIDGE = 1e-9  # relative to the mean feature energy: keeps the greedy fits defined when channels are exact copies
+RIDGE = 1e-6  # on unit-energy channels: keeps the greedy fits defined when channels are exact copies, and bounds
+# every inverse entry by 1 / RIDGE, so one update cancels at most ~6 of float64's 16 digits
+REFRESH = 16  # removals from one group between fresh inversions of its moment matrix
 
 
 @dataclass(frozen=True)
@@ -347,15 +349,42 @@ def _measure(model: nn.Module, traced: fx.GraphModule, sites: list[_Site], input
                 ) from None
 
 
-def _least_explained(moments: torch.Tensor, kept: list[int]) -> tuple[float, int]:
-    """Among ``kept`` channels, the one the others explain best by least squares: (unexplained share, channel)."""
-    sub = moments[kept][:, kept]
-    energy = sub.diagonal()
-    ridge = RIDGE * float(energy.mean().clamp_min(1e-30))
-    precision = torch.linalg.inv(sub + ridge * torch.eye(len(kept), dtype=sub.dtype))
-    share = _share(1.0 / precision.diagonal(), energy)
-    best = int(torch.argmin(share))
-    return float(share[best]), kept[best]
+class _GroupFits:
+    """Least-squares fits of each kept channel of one group on its other kept channels, all read off the
+    inverse P of the (ridged) moment matrix, each channel scaled to unit energy: channel j's unexplained
+    share is 1 / P_jj. Removing a channel updates P by its Schur complement (O(n^2)), and every
+    ``REFRESH`` removals P is inverted afresh so rounding does not pile up. The ridge only orders the
+    removals; folds are fitted without it."""
+
+    def __init__(self, moments: torch.Tensor):
+        energy = moments.diagonal()
+        self.alive = energy > 1e-12 * float(energy.max().clamp_min(1e-30))  # a channel without energy is fully explained
+        scale = torch.where(self.alive, energy, torch.ones_like(energy)).rsqrt()
+        self.moments = moments * torch.outer(scale, scale)
+        self.kept = list(range(len(moments)))
+        self._invert()
+
+    def _invert(self) -> None:
+        sub = self.moments[self.kept][:, self.kept]
+        self.precision = torch.linalg.inv(sub + RIDGE * torch.eye(len(self.kept), dtype=sub.dtype))
+        self.updates = 0
+
+    def best(self) -> tuple[float, int]:
+        """The kept channel the others explain best: (unexplained share, channel)."""
+        share = torch.where(self.alive[self.kept], 1.0 / self.precision.diagonal(), 0.0).clamp(0.0, 1.0)
+        position = int(torch.argmin(share))
+        return float(share[position]), self.kept[position]
+
+    def remove(self, channel: int) -> None:
+        position = self.kept.index(channel)
+        column = self.precision[:, position]
+        others = torch.cat([torch.arange(position), torch.arange(position + 1, len(self.kept))])
+        del self.kept[position]
+        self.updates += 1
+        if self.updates == REFRESH:
+            self._invert()
+        else:
+            self.precision = (self.precision - torch.outer(column, column) / column[position])[others[:, None], others]
 
 
 def _share(residual: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
@@ -368,16 +397,15 @@ def _select(sites: list[_Site], floor: int, done: Callable[[dict[int, int]], boo
     """Per group id, the channels to remove: greedily the best-explained channel across all sites (ties to
     the lower group id), refitting the group it left, until ``done(removed count per group id)``."""
     chosen: dict[int, list[int]] = {site.group.id: [] for site in sites}
-    kept = {site.group.id: list(range(site.group.size)) for site in sites}
-    moments = {site.group.id: site.moments() for site in sites}
-    best = {site.group.id: _least_explained(moments[site.group.id], kept[site.group.id]) for site in sites if site.group.size > floor}
+    fits = {site.group.id: _GroupFits(site.moments()) for site in sites if site.group.size > floor}
+    best = {key: fit.best() for key, fit in fits.items()}
     while best and not done({key: len(channels) for key, channels in chosen.items()}):
         key = min(best, key=lambda k: (best[k][0], k))
         channel = best.pop(key)[1]
-        kept[key].remove(channel)
+        fits[key].remove(channel)
         chosen[key].append(channel)
-        if len(kept[key]) > floor:
-            best[key] = _least_explained(moments[key], kept[key])
+        if len(fits[key].kept) > floor:
+            best[key] = fits[key].best()
     return chosen
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from edgecompress.errors import EdgeCompressError
 from edgecompress.export import export_onnx
-from edgecompress.prune.similarity import prune_by_similarity
+from edgecompress.prune.similarity import _GroupFits, prune_by_similarity
 
 X = torch.zeros(1, 3, 12, 12)
 
@@ -137,6 +137,23 @@ def test_a_macs_target_counts_both_stages() -> None:
     assert report.gamma_removed == 2 and report.similarity_removed >= 1
     measured = sum(layer.weight.numel() for layer in (model.conv1, model.conv2, model.conv3)) * 12 * 12
     assert report.macs_after == measured and 0.4 <= report.summary()["macs_removed"] < 0.55
+
+
+def test_the_greedy_fits_match_least_squares_after_each_removal() -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 40, generator=generator, dtype=torch.float64) * torch.rand(40, generator=generator, dtype=torch.float64)
+    x[:, 5], x[:, 7], x[:, 9] = x[:, 1], x[:, 2] + 0.5 * x[:, 3], 0.0  # a copy, a combination, a dead channel
+    moments = x.T @ x / len(x)
+    fits = _GroupFits(moments)
+    for _ in range(30):  # past the first fresh inversion (REFRESH)
+        share, channel = fits.best()
+        others = [c for c in fits.kept if c != channel]
+        solution = torch.linalg.lstsq(x[:, others], x[:, channel : channel + 1], driver="gelsd").solution
+        residual = float(((x[:, others] @ solution - x[:, channel : channel + 1]) ** 2).mean())
+        energy = float(moments[channel, channel])
+        assert share == pytest.approx(residual / energy if energy else 0.0, abs=1e-5)
+        fits.remove(channel)
+    assert {1, 5} - set(fits.kept) and {2, 3, 7} - set(fits.kept) and 9 not in fits.kept
 
 
 class Branchy(nn.Module):
