@@ -188,7 +188,7 @@ def prune_by_similarity(
     check_ratio(similarity_ratio if similarity_ratio is not None else target_macs)
     inputs = _calibration_inputs(batches, example_input, model_device(model))
     ignored = check_ignore(model, ignore)
-    _traced(model, ignored)
+    _traced(model, ignored)  # stage two measures on the fx graph: refuse an untraceable model before stage one cuts it
     original = analyze(model, example_input, ignore)
     gamma_plan = plan_pruning(
         model, example_input, ratio=gamma_ratio, criterion=BnGammaImportance(), ignore=ignore, min_channels=min_channels, graph=original
