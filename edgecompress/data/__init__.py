@@ -1,15 +1,17 @@
 """Data in: YOLO-layout detection sets, image-folder classification sets, calibration images, the
-checks every image passes before training, and the bundled digits detection set built from
-scikit-learn's handwritten digits."""
+checks every image passes before training, the bundled digits detection set built from
+scikit-learn's handwritten digits, and IDX files (Debian's Fashion-MNIST) written as an image-folder set."""
 
 from .calib import calib_batches, calibration_paths, load_calibration_images, load_images, spread
 from .checks import check_images, image_paths
 from .digits import make_calibration_images, make_digits_detection
+from .idx import FASHION_MNIST_CLASSES, make_fashion_mnist, read_idx, read_idx_pair, write_imagefolder
 from .imagefolder import ImageFolderDataset
 from .preprocess import IMAGE_SUFFIXES, Letterbox, letterbox, list_images, load_image
 from .yolo import DataConfig, YoloDetectionDataset, collate_detection, label_path, load_data_yaml, read_labels
 
 __all__ = [
+    "FASHION_MNIST_CLASSES",
     "IMAGE_SUFFIXES",
     "DataConfig",
     "ImageFolderDataset",
@@ -29,6 +31,10 @@ __all__ = [
     "load_images",
     "make_calibration_images",
     "make_digits_detection",
+    "make_fashion_mnist",
+    "read_idx",
+    "read_idx_pair",
     "read_labels",
     "spread",
+    "write_imagefolder",
 ]

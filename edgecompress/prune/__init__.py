@@ -1,5 +1,6 @@
 """Prune stage: score coupled channel groups with a criterion, pick channels (global threshold,
-per-layer ratios or a MACs/parameter target), slice the layers; optionally remove whole residual blocks."""
+per-layer ratios or a MACs/parameter target), slice the layers; optionally remove whole residual blocks;
+seed 002's two-stage similarity pruning, which folds removed channels into their consumers."""
 
 from .apply import apply_plan, prunable_batchnorms, prune
 from .criteria import (
@@ -18,6 +19,7 @@ from .criteria_data import ActivationImportance, observe_inputs
 from .criteria_kmeans import KMeansImportance
 from .layers import ResidualBlock, prune_layers, residual_blocks
 from .plan import GroupPlan, LayerCut, PrunePlan, plan_pruning
+from .similarity import GroupTreatment, RemovedChannel, SimilarityReport, prune_by_similarity
 from .surgery import SURGERIES, register_surgery
 
 __all__ = [
@@ -26,6 +28,10 @@ __all__ = [
     "apply_plan",
     "prunable_batchnorms",
     "prune_layers",
+    "prune_by_similarity",
+    "SimilarityReport",
+    "GroupTreatment",
+    "RemovedChannel",
     "residual_blocks",
     "ResidualBlock",
     "PrunePlan",
