@@ -260,7 +260,8 @@ class Stage:
     settings: tuple[str, ...]
 
 
-BASELINE_SETTINGS = ("task", "data", "image_size", "train_images", "val_images", "seed", "batch_size", "lr")
+# amp changes the float training stages' numerics; fingerprints chain, so naming it here covers sparse and finetune too.
+BASELINE_SETTINGS = ("task", "data", "image_size", "train_images", "val_images", "seed", "batch_size", "lr", "amp")
 
 STAGES: tuple[Stage, ...] = (
     Stage("baseline", baseline, ModelOutcome, BASELINE_SETTINGS + ("model", "weights", "epochs")),
