@@ -166,13 +166,18 @@ def onnx_nodes_of(layer, order):
     return [token for token in name_tokens(name) if token in known]
 
 
-def load_layers(path):
-    """The usable (first optimisation profile) layers of a layer-information file."""
+def _read_json(path, what):
+    """The JSON in ``path``, or a ProofInputError naming ``what`` it should hold."""
     try:
         with open(path) as handle:
-            info = json.load(handle)
+            return json.load(handle)
     except (OSError, ValueError) as exc:
-        raise ProofInputError("cannot read the layer information {}: {}".format(path, exc))
+        raise ProofInputError("cannot read the {} {}: {}".format(what, path, exc))
+
+
+def load_layers(path):
+    """The usable (first optimisation profile) layers of a layer-information file."""
+    info = _read_json(path, "layer information")
     layers = info.get("Layers") if isinstance(info, dict) else None
     if not isinstance(layers, list) or not layers:
         raise ProofInputError("{} has no \"Layers\" list; write it with trtexec --exportLayerInfo or "
@@ -184,11 +189,7 @@ def load_layers(path):
 
 
 def load_qdq(path):
-    try:
-        with open(path) as handle:
-            qdq = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise ProofInputError("cannot read the Q/DQ node list {}: {}".format(path, exc))
+    qdq = _read_json(path, "Q/DQ node list")
     if not isinstance(qdq, dict) or not isinstance(qdq.get("nodes"), list) or not isinstance(qdq.get("order"), list):
         raise ProofInputError("{} is not an edgecompress Q/DQ node list (needs \"nodes\" and \"order\")".format(path))
     return qdq
