@@ -63,6 +63,12 @@ def criterion_names() -> list[str]:
     return list(CRITERIA)
 
 
+def strategy_names() -> list[str]:
+    from .prune import STRATEGIES
+
+    return list(STRATEGIES)
+
+
 def calibrator_names() -> list[str]:
     from .quant.calibrators import CALIBRATORS
 
@@ -99,6 +105,8 @@ class BuildConfig:
     target_macs: float | None = setting(None, "Fraction of MACs to remove (0.5 halves them); replaces --prune-ratio.")
     prune_layers: int = setting(0, "Residual blocks (x + f(x)) to replace by identity before channel pruning.", minimum=0)
     criterion: str = setting("bn-gamma", "Channel importance criterion.", choices=criterion_names)
+    strategy: str = setting("global", "How the criterion's scores become removed channels: one global plan, or several passes.",
+                            choices=strategy_names)
     min_channels: int = setting(8, "Channels every layer keeps at least.")
     round_to: int = setting(8, "Kept channels are rounded up to a multiple of this.")
     ignore: tuple[str, ...] = setting((), "Module names never pruned nor quantized (repeatable).")

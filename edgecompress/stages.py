@@ -106,13 +106,26 @@ def _accumulate_gradients(run: Run, model: nn.Module, batches: int = 8) -> None:
     model.cpu()
 
 
+def _train_between_passes(run: Run) -> Callable[[nn.Module, int], None]:
+    """Train a model in place for some epochs on the build's device (lr as fine-tuning), for strategies that train
+    between or during pruning passes; the model comes back to the CPU."""
+
+    def train(model: nn.Module, epochs: int) -> None:
+        fit(model, run.data.train, run.task.loss(model), TrainConfig(epochs, lr=run.config.lr), description="pruning pass",
+            device=_device(run), amp=run.config.amp)
+        model.cpu()
+
+    return train
+
+
 def prune_stage(run: Run, folder: Path) -> PruneOutcome:
-    """Optionally drop the weakest residual blocks, then remove the least important channels, physically."""
+    """Optionally drop the weakest residual blocks, then remove the least important channels, physically, by the
+    build's strategy (one global plan by default)."""
     from .data.calib import calib_batches
-    from .prune import apply_plan, get_criterion, plan_pruning, prune_layers
+    from .prune import PruneJob, get_criterion, get_strategy, prune_layers, summarize_passes
 
     config = run.config
-    criterion = get_criterion(config.criterion)
+    criterion, strategy = get_criterion(config.criterion), get_strategy(config.strategy)
     model = run.load_stage_model("sparse")
     example = run.example_input()
     removed_blocks: list[str] = []
@@ -120,19 +133,17 @@ def prune_stage(run: Run, folder: Path) -> PruneOutcome:
         with status("scoring residual blocks"):
             removed_blocks = prune_layers(model, example, n=config.prune_layers, criterion=criterion, ignore=config.ignore)
         console.print(f"  replaced {len(removed_blocks)} residual blocks by identity: {', '.join(removed_blocks)}")
-    if criterion.needs_gradients:
-        _accumulate_gradients(run, model)
-    data = calib_batches(run.calibration_images(), config.batch_size) if criterion.needs_data else None
     goal = {"target_macs": config.target_macs} if config.target_macs is not None else {"ratio": config.prune_ratio}
-    with status(f"planning the pruning ({criterion.name})"):
-        plan = plan_pruning(model, example, **goal, criterion=criterion, ignore=config.ignore,
-                            min_channels=config.min_channels, round_to=config.round_to, data=data)
-    with status("removing channels"):
-        model = apply_plan(model, plan)
+    data = list(calib_batches(run.calibration_images(), config.batch_size)) if criterion.needs_data or strategy.needs_data else None
+    job = PruneJob(example, **goal, criterion=criterion, ignore=config.ignore, min_channels=config.min_channels, round_to=config.round_to, data=data,
+                   gradients=lambda m: _accumulate_gradients(run, m), train=_train_between_passes(run))
+    with status(f"pruning ({strategy.name} strategy, {criterion.name} criterion)"):
+        plans = strategy.prune(model, job)
     model.zero_grad(set_to_none=True)
     scores = _evaluate(run, model.to(_device(run)))
     save_model(model.cpu(), folder / "model.pt")
-    return PruneOutcome(outputs={"model": "model.pt"}, scores=scores, **_size(run, model), plan=plan.summary(), removed_blocks=removed_blocks)
+    return PruneOutcome(outputs={"model": "model.pt"}, scores=scores, **_size(run, model), plan=summarize_passes(plans, job),
+                        removed_blocks=removed_blocks)
 
 
 def finetune(run: Run, folder: Path) -> ModelOutcome:
@@ -267,8 +278,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("baseline", baseline, ModelOutcome, BASELINE_SETTINGS + ("model", "weights", "epochs")),
     Stage("sparse", sparse, SparseOutcome, ("sparse_epochs", "sparsity_lambda", "ignore")),
     # calib and calib_images: the images a data-measuring criterion (activation) scores channels on
-    Stage("prune", prune_stage, PruneOutcome, ("prune_ratio", "target_macs", "prune_layers", "criterion", "min_channels", "round_to", "ignore",
-                                               "calib", "calib_images")),
+    Stage("prune", prune_stage, PruneOutcome, ("prune_ratio", "target_macs", "prune_layers", "criterion", "strategy", "min_channels",
+                                               "round_to", "ignore", "calib", "calib_images")),
     Stage("finetune", finetune, ModelOutcome, ("finetune_epochs",)),
     Stage("qat", quantize_stage, QuantOutcome, ("target", "calib", "calib_method", "calib_images", "max_drop", "qat_epochs")),
     Stage("export", export, ExportOutcome, ()),

@@ -1,8 +1,8 @@
 """Prune stage: score coupled channel groups with a criterion, pick channels (global threshold,
-per-layer ratios or a MACs/parameter target), slice the layers; optionally remove whole residual blocks;
+per-layer ratios or a MACs/parameter target), slice the layers, in one pass or several (strategies); optionally remove whole residual blocks;
 seed 002's two-stage similarity pruning, which folds removed channels into their consumers."""
 
-from .apply import apply_plan, prunable_batchnorms, prune
+from .apply import apply_plan, prunable_batchnorms
 from .criteria import (
     CRITERIA,
     BnGammaImportance,
@@ -20,6 +20,7 @@ from .criteria_kmeans import KMeansImportance
 from .layers import ResidualBlock, prune_layers, residual_blocks
 from .plan import GroupPlan, LayerCut, PrunePlan, plan_pruning
 from .similarity import GroupTreatment, RemovedChannel, SimilarityReport, prune_by_similarity
+from .strategies import STRATEGIES, GlobalStrategy, PruneJob, Strategy, get_strategy, prune, register_strategy, summarize_passes
 from .surgery import SURGERIES, register_surgery
 
 __all__ = [
@@ -50,6 +51,13 @@ __all__ = [
     "CRITERIA",
     "register_criterion",
     "get_criterion",
+    "Strategy",
+    "GlobalStrategy",
+    "PruneJob",
+    "STRATEGIES",
+    "register_strategy",
+    "get_strategy",
+    "summarize_passes",
     "SURGERIES",
     "register_surgery",
 ]

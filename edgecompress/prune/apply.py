@@ -1,9 +1,9 @@
-"""Apply a pruning plan by layer surgery, check the result, and the one-call ``prune``."""
+"""Apply a pruning plan by layer surgery and check the result."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -12,8 +12,7 @@ from ..errors import EdgeCompressError, describe
 from ..graph import ChannelGraph, Role
 from ..graph.trace import tensor_shapes
 from ..helpers import evaluating, model_device
-from .criteria import Criterion
-from .plan import LayerCut, PrunePlan, RatioSpec, analysis_for, plan_pruning
+from .plan import LayerCut, PrunePlan, analysis_for
 from .surgery import dimension_size, surgery_for
 
 
@@ -63,37 +62,6 @@ def apply_plan(model: nn.Module, plan: PrunePlan) -> nn.Module:
         surgery_for(modules[name]).cut(modules[name], keep)
     _verify(model, plan)
     return model
-
-
-def prune(
-    model: nn.Module,
-    example_input: torch.Tensor,
-    *,
-    ratio: RatioSpec | None = None,
-    target_macs: float | None = None,
-    target_params: float | None = None,
-    criterion: str | Criterion = "bn-gamma",
-    ignore: Sequence[str] = (),
-    round_to: int = 1,
-    min_channels: int = 1,
-    data: Iterable | None = None,
-) -> nn.Module:
-    """Plan (see :func:`plan_pruning`; exactly one of ``ratio``, ``target_macs``, ``target_params``;
-    ``data``: input batches for a criterion that measures the model, e.g. ``activation``) and apply;
-    prunes ``model`` in place and returns it. ``target_macs=0.5`` halves the MACs."""
-    plan = plan_pruning(
-        model,
-        example_input,
-        ratio=ratio,
-        target_macs=target_macs,
-        target_params=target_params,
-        criterion=criterion,
-        ignore=ignore,
-        min_channels=min_channels,
-        round_to=round_to,
-        data=data,
-    )
-    return apply_plan(model, plan)
 
 
 def prunable_batchnorms(
