@@ -2,12 +2,29 @@
 the lint that checks an ONNX graph against the target's TensorRT before any build, the int8 proof from an engine's
 layer information, and the Python engine runner with trtexec's exports read into the latency report."""
 
-from .build import BUILDERS, EngineResult, build_engine, register_builder
-from .lint import LintReport, check_onnx
-from .runner import BUFFER_BACKENDS, EngineRunner, register_buffer_backend, select_backend, time_torch_module
-from .target import Target
-from .trtexec import RECIPES, profile_command, trtexec_command
-from .trtexec_reports import TrtexecReportError, latency_report_from_trtexec
+from importlib import import_module
+
+# Public name -> module defining it, loaded on first use: the board table (``Target``) is read at every
+# start-up and must not pull onnx, onnxslim and TensorRT's wrappers in with it.
+_API = {
+    "BUILDERS": ".build",
+    "EngineResult": ".build",
+    "build_engine": ".build",
+    "register_builder": ".build",
+    "LintReport": ".lint",
+    "check_onnx": ".lint",
+    "BUFFER_BACKENDS": ".runner",
+    "EngineRunner": ".runner",
+    "register_buffer_backend": ".runner",
+    "select_backend": ".runner",
+    "time_torch_module": ".runner",
+    "Target": ".target",
+    "RECIPES": ".trtexec",
+    "profile_command": ".trtexec",
+    "trtexec_command": ".trtexec",
+    "TrtexecReportError": ".trtexec_reports",
+    "latency_report_from_trtexec": ".trtexec_reports",
+}
 
 __all__ = [
     "BUFFER_BACKENDS",
@@ -28,3 +45,9 @@ __all__ = [
     "time_torch_module",
     "trtexec_command",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'edgecompress.engine' has no attribute {name!r}")
+    return getattr(import_module(_API[name], __name__), name)
