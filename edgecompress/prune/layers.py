@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import fx, nn
+from torch.fx.passes.shape_prop import TensorMetadata
 
 from ..errors import EdgeCompressError
-from ..graph.trace import check_ignore, propagate_shapes, tensor_shapes, trace_model
+from ..graph.trace import UntraceableForward, check_ignore, propagate_shapes, running_example, tensor_shapes, trace_model
 from ..helpers import evaluating
 from .criteria import BnGammaImportance, Criterion, get_criterion
 
 ADDS = (operator.add, operator.iadd, torch.add)
+ATEN_ADDS = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
+LAYERS = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm)
 
 
 @dataclass(frozen=True)
@@ -36,23 +39,78 @@ class ResidualBlock:
     score: float
 
 
+@dataclass(frozen=True)
+class _GraphView:
+    """What the block search reads from a graph, torch.fx's (call_module nodes) or torch.export's (aten ops
+    tagged with their module stack): each node's data inputs (parameters and buffers left out), the conv or
+    BatchNorm it runs, and its output shape."""
+
+    nodes: list[fx.Node]
+    data_inputs: Callable[[fx.Node], list[fx.Node]]
+    layer: Callable[[fx.Node], str | None]
+    shape: Callable[[fx.Node], tuple[int, ...] | None]
+
+
 def _paths(node: fx.Node) -> list[str]:
     return [path for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
 
 
-def _branch_layers(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str | None, str | None]:
+def _fx_view(model: nn.Module, example_input: torch.Tensor, ignored: frozenset[str]) -> tuple[_GraphView, dict[str, str]]:
+    traced, opaque = trace_model(model, ignored)
+    propagate_shapes(traced, model, example_input)
+    modules = dict(model.named_modules())
+
+    def layer(node: fx.Node) -> str | None:
+        return str(node.target) if node.op == "call_module" and isinstance(modules.get(str(node.target)), LAYERS) else None
+
+    def shape(node: fx.Node) -> tuple[int, ...] | None:
+        meta = node.meta.get("tensor_meta")
+        return tuple(meta.shape) if isinstance(meta, TensorMetadata) else None
+
+    return _GraphView(list(traced.graph.nodes), lambda node: node.all_input_nodes, layer, shape), opaque
+
+
+def _export_view(model: nn.Module, example_input: torch.Tensor) -> _GraphView:
+    """The whole model's torch.export graph (for a forward torch.fx cannot trace, e.g. Ultralytics' routed loop)."""
+    with running_example(example_input), evaluating(model):
+        model(example_input)  # caches the forward keeps (a detector's anchors) settle before export
+        program = torch.export.export(model, (example_input,), strict=False)
+    user_inputs = set(program.graph_signature.user_inputs)
+    modules = dict(model.named_modules())
+
+    def data_inputs(node: fx.Node) -> list[fx.Node]:
+        return [arg for arg in node.all_input_nodes if arg.op != "placeholder" or arg.name in user_inputs]
+
+    def layer(node: fx.Node) -> str | None:
+        paths = _paths(node)
+        if node.op != "call_function" or not paths or not isinstance(modules.get(paths[-1]), LAYERS):
+            return None
+        return paths[-1] if node.target is not operator.getitem else None  # getitem unpacks BatchNorm's tuple: walk on
+
+    def shape(node: fx.Node) -> tuple[int, ...] | None:
+        value = node.meta.get("val")
+        return tuple(value.shape) if isinstance(value, torch.Tensor) else None
+
+    return _GraphView(list(program.graph.nodes), data_inputs, layer, shape)
+
+
+def _is_add(node: fx.Node) -> bool:
+    return node.op == "call_function" and (node.target in ADDS or node.target in ATEN_ADDS)
+
+
+def _branch_layers(view: _GraphView, node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str | None, str | None]:
     """Walk back from the branch output through activations to its final BatchNorm and conv."""
     batchnorm = None
-    while node.op == "call_module" or len(node.all_input_nodes) == 1:
-        layer = modules.get(str(node.target)) if node.op == "call_module" else None
-        if isinstance(layer, nn.modules.conv._ConvNd):
-            return str(node.target), batchnorm
-        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and batchnorm is None:
-            batchnorm = str(node.target)
-        if len(node.all_input_nodes) != 1:
-            break
-        node = node.all_input_nodes[0]
-    return None, None
+    while True:
+        layer = view.layer(node)
+        if isinstance(modules.get(layer), nn.modules.conv._ConvNd):
+            return layer, batchnorm
+        if isinstance(modules.get(layer), nn.modules.batchnorm._BatchNorm) and batchnorm is None:
+            batchnorm = layer
+        inputs = view.data_inputs(node)
+        if len(inputs) != 1:
+            return None, None
+        node = inputs[0]
 
 
 def _block_scores(criterion: Criterion, layers: list[tuple[nn.Module, nn.Module | None]]) -> list[float]:
@@ -68,14 +126,17 @@ def residual_blocks(
     model: nn.Module, example_input: torch.Tensor, criterion: str | Criterion = "bn-gamma", ignore: Sequence[str] = ()
 ) -> list[ResidualBlock]:
     """Every submodule computing exactly ``x + f(x)`` (one tensor input, same output shape), scored by
-    ``criterion`` (a name or a :class:`Criterion`; ``bn-gamma`` when it cannot score blocks)."""
+    ``criterion`` (a name or a :class:`Criterion`; ``bn-gamma`` when it cannot score blocks). Blocks are found
+    on the torch.fx graph, or on the torch.export graph when torch.fx cannot trace the model's forward."""
     criterion = get_criterion(criterion)
     ignored = check_ignore(model, ignore)
-    traced, opaque = trace_model(model, ignored)
-    propagate_shapes(traced, model, example_input)
+    try:
+        view, opaque = _fx_view(model, example_input, ignored)
+    except UntraceableForward:
+        view, opaque = _export_view(model, example_input), {}
     modules = dict(model.named_modules())
     inside: dict[str, list[fx.Node]] = {}
-    for node in traced.graph.nodes:
+    for node in view.nodes:
         for path in _paths(node):
             inside.setdefault(path, []).append(node)
     candidates = []
@@ -83,19 +144,18 @@ def residual_blocks(
         if any(path == name or path.startswith(name + ".") for name in (*ignored, *opaque)):
             continue
         members = set(nodes)
-        sources = {arg for node in nodes for arg in node.all_input_nodes if arg not in members}
+        sources = {arg for node in nodes for arg in view.data_inputs(node) if arg not in members}
         exits = [node for node in nodes if any(user not in members for user in node.users)]
-        if len(sources) != 1 or len(exits) != 1 or exits[0].op != "call_function" or exits[0].target not in ADDS:
+        if len(sources) != 1 or len(exits) != 1 or not _is_add(exits[0]):
             continue
         (source,), add = sources, exits[0]
-        branches = [arg for arg in add.args if arg is not source]
-        if len(add.args) != 2 or len(branches) != 1 or branches[0] not in members:
+        tensors = [arg for arg in add.args if isinstance(arg, fx.Node)]
+        branches = [arg for arg in tensors if arg is not source]
+        if len(tensors) != 2 or len(branches) != 1 or branches[0] not in members:
             continue
-        if add.meta.get("tensor_meta") is None or source.meta.get("tensor_meta") is None:
+        if view.shape(add) is None or view.shape(add) != view.shape(source):
             continue
-        if tuple(add.meta["tensor_meta"].shape) != tuple(source.meta["tensor_meta"].shape):
-            continue
-        conv, batchnorm = _branch_layers(branches[0], modules)
+        conv, batchnorm = _branch_layers(view, branches[0], modules)
         if conv is not None:
             candidates.append((path, conv, batchnorm))
     scores = _block_scores(criterion, [(modules[conv], modules[batchnorm] if batchnorm else None) for _, conv, batchnorm in candidates])

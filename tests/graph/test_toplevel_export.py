@@ -14,6 +14,7 @@ from edgecompress.errors import EdgeCompressError
 from edgecompress.export import export_onnx, verify_onnx
 from edgecompress.graph import ChannelGraph, Role, analyze
 from edgecompress.graph.trace import UntraceableForward, trace_model
+from edgecompress.prune import prune_layers, residual_blocks
 from edgecompress.stats import model_stats
 
 from ..export.export_models import randomise_batchnorm
@@ -163,3 +164,22 @@ def test_a_traceable_model_takes_the_fx_path(monkeypatch) -> None:
     monkeypatch.setattr(torch.export, "export", refuse)
     graph = analyze(randomise_batchnorm(nn.Sequential(Conv(3, 16, 3), Conv(16, 8, 3), nn.Conv2d(8, 5, 1))), SMALL)
     assert [g.size for g in graph.prunable_groups] == [16, 8]
+
+
+def test_layer_pruning_finds_residual_blocks_on_the_export_graph(tmp_path) -> None:
+    """prune_layers works on the routed model: the bottlenecks inside C2f/C3k2 are found by their x + f(x) on the
+    torch.export graph (attention blocks, whose add reads a computed tensor, are not candidates); removing the
+    weakest keeps the output shapes, and channel pruning afterwards still matches onnxruntime."""
+    torch.manual_seed(0)
+    model = randomise_batchnorm(RoutedDetector(num_classes=3))
+    blocks = {block.module: block for block in residual_blocks(model, X)}
+    bottlenecks = {name for name, module in model.named_modules() if type(module).__name__ == "Bottleneck" and module.add}
+    assert set(blocks) == bottlenecks and len(bottlenecks) >= 3
+    weakest = min(blocks.values(), key=lambda block: block.score)
+    assert weakest.score == pytest.approx(model.get_submodule(weakest.batchnorm).weight.abs().mean().item())
+    removed = prune_layers(model, X, n=2)
+    assert removed[0] == weakest.module and all(isinstance(model.get_submodule(name), nn.Identity) for name in removed)
+    ec.prune(model, X, target_macs=0.3)
+    path = export_onnx(model, X, tmp_path / "layers.onnx", simplify=False)
+    report = verify_onnx(model, path, tuple(X.shape), trials=2, seed=4)
+    assert report.max_rel_error < 1e-5 and report.max_abs_error < 1e-3
