@@ -223,7 +223,8 @@ def bench_model(args: argparse.Namespace) -> dict:
     """Baseline, sparse model and every (criterion or strategy, target) row of one model; cached in ``--out/<model>``."""
     case = CASES[args.model]
     folder = args.out / args.model
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("models", "criteria", "strategies", "targets", "out")}
+    not_settings = ("models", "criteria", "strategies", "targets", "out")  # which rows to show, not how they are made
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in not_settings}
     results_path = folder / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     if results.get("settings") != settings:

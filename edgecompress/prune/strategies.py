@@ -127,11 +127,13 @@ class Budget:
         check_one_goal(job.ratio, job.target_macs, job.target_params)
         if job.ratio is not None:
             if not isinstance(job.ratio, (int, float)):
-                raise EdgeCompressError(f"strategy {strategy!r} takes one ratio for the whole model, not per-layer ratios; use strategy 'global' for those")
+                raise EdgeCompressError(
+                    f"strategy {strategy!r} takes one ratio for the whole model, not per-layer ratios; use strategy 'global' for those")
             check_ratio(job.ratio)
             return cls("channels", float(job.ratio), _amount("channels", model, graph))
         metric, goal = ("macs", job.target_macs) if job.target_macs is not None else ("params", job.target_params)
-        reachable = max_removable_fraction(model, metric=metric, min_channels=job.min_channels, round_to=job.round_to, ignore=job.ignore, graph=graph)
+        reachable = max_removable_fraction(model, metric=metric, min_channels=job.min_channels, round_to=job.round_to, ignore=job.ignore,
+                                           graph=graph)
         if reachable < goal:
             raise EdgeCompressError(
                 f"target_{metric}={goal} is out of reach: pruning every prunable channel down to min_channels removes "
@@ -162,11 +164,11 @@ def _amount(metric: str, model: nn.Module, graph: ChannelGraph) -> float:
     return float(sum(p.numel() for p in model.parameters()))
 
 
-def prune_in_passes(model: nn.Module, job: PruneJob, passes: int, between: Callable[[nn.Module], None] | None = None,
-                    strategy: str = "") -> list[PrunePlan]:
+def prune_in_passes(model: nn.Module, job: PruneJob, passes: int, strategy: str,
+                    between: Callable[[nn.Module], None] | None = None) -> list[PrunePlan]:
     """Prune ``model`` in ``passes`` equal shares of the job's goal, each planned on the model as the passes
     before it left it (analysis, criterion statistics and gradients made afresh); ``between(model)`` runs
-    after every pass but the last. Returns the plans in order."""
+    after every pass but the last. ``strategy``: the caller's name, for messages. Returns the plans in order."""
     graph = analyze(model, job.example_input, job.ignore)
     budget = Budget.of(model, job, graph, strategy)
     plans = []

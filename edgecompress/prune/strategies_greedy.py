@@ -25,7 +25,7 @@ class GreedyStrategy(Strategy):
         self.step = step
 
     def prune(self, model: nn.Module, job: PruneJob) -> list[PrunePlan]:
-        return prune_in_passes(model, job, math.ceil(1 / self.step - 1e-9), strategy=self.name)
+        return prune_in_passes(model, job, math.ceil(1 / self.step - 1e-9), self.name)
 
 
 register_strategy(GreedyStrategy())

@@ -33,7 +33,7 @@ class IterativeStrategy(Strategy):
             for module, training in modes:
                 module.training = training
 
-        return prune_in_passes(model, job, self.passes, between=train, strategy=self.name)
+        return prune_in_passes(model, job, self.passes, self.name, between=train)
 
 
 register_strategy(IterativeStrategy())

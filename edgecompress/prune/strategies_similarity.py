@@ -30,7 +30,8 @@ class SimilarityStrategy(Strategy):
 
     def prune(self, model: nn.Module, job: PruneJob) -> list[PrunePlan]:
         if job.target_params is not None or not isinstance(job.ratio, (int, float, type(None))):
-            raise EdgeCompressError("strategy 'similarity' takes a ratio (one number) or target_macs; use strategy 'global' for target_params or per-layer ratios")
+            raise EdgeCompressError(
+                "strategy 'similarity' takes a ratio (one number) or target_macs; use strategy 'global' for target_params or per-layer ratios")
         if job.data is None:
             raise EdgeCompressError("strategy 'similarity' measures feature maps: give the job data=[a few batches of calibration inputs]")
         if job.ratio is not None:

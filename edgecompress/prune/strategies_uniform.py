@@ -36,7 +36,8 @@ def uniform_fraction(model: nn.Module, graph: ChannelGraph, job: PruneJob, budge
     """The smallest fraction that, taken from every prunable group, removes the budget's share of MACs or
     parameters. Only how many channels each group loses matters to the cost, not which."""
     groups = graph.prunable_groups
-    cost = CostModel(budget.metric, int(budget.original), graph, groups, [torch.arange(group.size) for group in groups], dict(model.named_modules()))
+    orders = [torch.arange(group.size) for group in groups]
+    cost = CostModel(budget.metric, int(budget.original), graph, groups, orders, dict(model.named_modules()))
     multiples = np.array([group_rounding(group, job.round_to) for group in groups], dtype=int)
     counts_only = [torch.zeros(group.size) for group in groups]
 
