@@ -15,6 +15,14 @@ prunable channels by BN gamma, its stage two the rest of the target. Every crite
 >= 83.3% fewer params, at equal accuracy: fine-tuned within 0.5 points of the baseline) and 001 (> 40%
 fewer FLOPs with the fine-tuned accuracy above the baseline's).
 
+``--strategies [NAME ...]`` adds rows to each model's table: ``bn-gamma`` pruned by each pruning strategy
+(``edgecompress.prune.STRATEGIES``; without names every one but ``global`` and ``similarity``, which the
+``bn-gamma`` and ``similarity`` rows already are) at the same targets, with the same fine-tune. Their
+"criterion s" is the strategy's wall time; ``iterative`` trains 1 epoch (lr and seed as the fine-tune)
+after each of its first two passes, inside that time, so its rows get 2 epochs more training than the others.
+The option is not part of the settings: a run with it reuses the baseline, the sparse model and every
+finished row, and computes only the new rows.
+
 Data (fixed, seed 0): Fashion-MNIST (Debian's ``dataset-fashion-mnist``: ``apt-get install -y
 dataset-fashion-mnist``), class-balanced 6000 train / 2000 test images, at 32 px; digits detection, 2000
 train / 400 val at 128 px. ``--quick``: 256/128 and 96/32 images, 1 epoch of everything: a smoke run.
@@ -24,12 +32,16 @@ reused while the settings are the same (other settings start that folder afresh)
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/criteria_bench.py                     # full run, about 55 min
     OMP_NUM_THREADS=1 .venv/bin/python bench/criteria_bench.py --quick --out bench/runs/criteria-smoke
+    OMP_NUM_THREADS=2 .venv/bin/python bench/criteria_bench.py --strategies         # + 16 strategy rows, about 20-25 min more
 
 Time estimate of the full run with the defaults (8 baseline + 3 sparse epochs, 18 rows of 1 fine-tune
 epoch each), measured on this 2-core AMD EPYC at 1 thread under load (2026-12-01, one epoch of every
 training on the full subsets): ResNet-20 53 s per training epoch (about 37 s once pruned), 6 s per
 evaluation; yolo-mbv2 58 s per epoch (about 45 s pruned), 10 s per evaluation (38 evaluations per
 model), criteria under 6 s each. ResNet-20 about 25 min + yolo-mbv2 about 31 min: about 55 min in all.
+``--strategies`` (estimated from the same figures, not yet measured on the full subsets): 8 rows per model of
+one fine-tune epoch and two evaluations, plus ``iterative``'s 2 epochs per target; strategies themselves take
+under 20 s each (``greedy``: 20 analyses of yolo-mbv2, 15-18 s in the ``--quick`` smoke run).
 """
 
 from __future__ import annotations
@@ -58,12 +70,24 @@ from edgecompress.data.calib import calib_batches  # noqa: E402
 from edgecompress.data.digits import make_digits_detection  # noqa: E402
 from edgecompress.data.idx import make_fashion_mnist  # noqa: E402
 from edgecompress.models import build_model  # noqa: E402
-from edgecompress.prune import CRITERIA, apply_plan, plan_pruning, prunable_batchnorms, prune_by_similarity  # noqa: E402
+from edgecompress.prune import (  # noqa: E402
+    CRITERIA,
+    STRATEGIES,
+    SimilarityStrategy,
+    apply_plan,
+    get_strategy,
+    plan_pruning,
+    prunable_batchnorms,
+    prune,
+    prune_by_similarity,
+)
 from edgecompress.stats import model_stats  # noqa: E402
 from edgecompress.tasks import TaskData, get_task, torch_predict  # noqa: E402
 from edgecompress.train.loop import TrainConfig, fit  # noqa: E402
 
 SIMILARITY = "similarity"
+STRATEGY_CRITERION = "bn-gamma"  # the criterion every strategy row prunes by
+SAME_AS_A_CRITERION_ROW = ("global", SIMILARITY)  # bn-gamma/global is the bn-gamma row, bn-gamma/similarity the similarity row
 CLAIMS = ("Seeds' claims: 000 = 5/6 less memory (>= 83.3% fewer params) at equal accuracy (fine-tuned within 0.5 points of the "
           "baseline); 001 = > 40% fewer FLOPs with accuracy above the baseline. Columns 000 / 001 say whether each row meets them.")
 
@@ -158,6 +182,19 @@ def prune_copy(sparse: nn.Module, criterion: str, target: float, data: TaskData,
     return model.eval(), seconds
 
 
+def prune_by_strategy(sparse: nn.Module, name: str, target: float, data: TaskData, example: torch.Tensor,
+                      args: argparse.Namespace) -> tuple[nn.Module, float]:
+    """A copy of ``sparse`` pruned by bn-gamma under strategy ``name`` to remove ``target`` of the MACs, and the
+    strategy's wall seconds (for ``iterative``, its training between passes included)."""
+    model = copy.deepcopy(sparse)
+    strategy = SimilarityStrategy(gamma_ratio=args.gamma_ratio) if name == SIMILARITY else get_strategy(name)
+    batches = calibration(data, args) if strategy.needs_data else None
+    started = time.perf_counter()
+    prune(model, example, target_macs=target, criterion=STRATEGY_CRITERION, strategy=strategy, min_channels=args.min_channels, data=batches,
+          train=lambda pruned, epochs: train(pruned, data, epochs, args, f"{name} pass"))
+    return model.eval(), time.perf_counter() - started
+
+
 def cached_model(path: Path, make: Callable[[], nn.Module]) -> nn.Module:
     """The model saved at ``path``, or ``make()`` saved there."""
     if path.is_file():
@@ -171,11 +208,23 @@ def row_key(criterion: str, target: float) -> str:
     return f"{criterion}@{target}"
 
 
+def strategy_key(strategy: str, target: float) -> str:
+    return row_key(f"{STRATEGY_CRITERION}/{strategy}", target)
+
+
+def row_specs(args: argparse.Namespace) -> list[tuple[str, str, str | None, float]]:
+    """Every row of one model in table order, as (key, criterion, strategy or None, target): the criteria's, then the strategies'."""
+    return ([(row_key(criterion, target), criterion, None, target) for criterion, target in itertools.product(args.criteria, args.targets)]
+            + [(strategy_key(strategy, target), STRATEGY_CRITERION, strategy, target)
+               for strategy, target in itertools.product(args.strategies, args.targets)])
+
+
 def bench_model(args: argparse.Namespace) -> dict:
-    """Baseline, sparse model and every (criterion, target) row of one model; cached in ``--out/<model>``."""
+    """Baseline, sparse model and every (criterion or strategy, target) row of one model; cached in ``--out/<model>``."""
     case = CASES[args.model]
     folder = args.out / args.model
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("models", "criteria", "targets", "out")}
+    not_settings = ("models", "criteria", "strategies", "targets", "out")  # which rows to show, not how they are made
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in not_settings}
     results_path = folder / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     if results.get("settings") != settings:
@@ -205,15 +254,19 @@ def bench_model(args: argparse.Namespace) -> dict:
     before = model_stats(baseline, example)
     results.update(model=args.model, dataset=case.describe(args.quick), params=before.params, macs=before.macs,
                    baseline=score(baseline, case.task, data), sparse=score(sparse, case.task, data))
-    for criterion, target in itertools.product(args.criteria, args.targets):
-        key = row_key(criterion, target)
+    for key, criterion, strategy, target in row_specs(args):
         if key in results["rows"]:
             continue
-        print(f"[{args.model}] {criterion}, {target:.0%} fewer MACs", flush=True)
-        pruned, seconds = prune_copy(sparse, criterion, target, data, example, args)
+        print(f"[{args.model}] {criterion}{f' by the {strategy} strategy' if strategy else ''}, {target:.0%} fewer MACs", flush=True)
+        if strategy:
+            pruned, seconds = prune_by_strategy(sparse, strategy, target, data, example, args)
+        else:
+            pruned, seconds = prune_copy(sparse, criterion, target, data, example, args)
         after = model_stats(pruned, example)
         row = {"criterion": criterion, "target_macs": target, "criterion_s": seconds, "pruned": score(pruned, case.task, data),
                "macs_removed": 1 - after.macs / before.macs, "params_removed": 1 - after.params / before.params}
+        if strategy:
+            row["strategy"] = strategy
         row["finetune_s"] = train(pruned, data, args.finetune_epochs, args, f"finetune {key}")
         row["finetuned"] = score(pruned.eval(), case.task, data)
         results["rows"][key] = row
@@ -232,7 +285,8 @@ def table(results: dict, task: str, keys: list[str]) -> str:
     for row in (results["rows"][key] for key in keys):
         claim_000 = row["params_removed"] >= 5 / 6 and row["finetuned"] >= base - 0.005
         claim_001 = row["macs_removed"] > 0.4 and row["finetuned"] > base
-        lines.append(f"| {row['criterion']} | {row['target_macs']:.0%} | {row['macs_removed']:.1%} | {row['params_removed']:.1%} | "
+        label = f"{row['criterion']}, {row['strategy']} strategy" if "strategy" in row else row["criterion"]
+        lines.append(f"| {label} | {row['target_macs']:.0%} | {row['macs_removed']:.1%} | {row['params_removed']:.1%} | "
                      f"{row['criterion_s']:.2f} | {row['pruned']:.4f} | {row['finetuned']:.4f} | {'yes' if claim_000 else 'no'} | "
                      f"{'yes' if claim_001 else 'no'} |")
     return "\n".join(lines)
@@ -242,6 +296,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--criteria", nargs="+", default=[*CRITERIA, SIMILARITY], choices=[*CRITERIA, SIMILARITY])
+    parser.add_argument("--strategies", nargs="*", choices=list(STRATEGIES),
+                        help="also prune by bn-gamma under these strategies (no names: every one but global and similarity, "
+                             "which the bn-gamma and similarity rows already are); rows are added, finished ones reused")
     parser.add_argument("--targets", nargs="+", type=float, default=[0.4, 0.6], help="fractions of the MACs removed")
     parser.add_argument("--epochs", type=int, default=8, help="baseline training epochs")
     parser.add_argument("--sparse-epochs", type=int, default=3, help="sparse-training epochs, from the baseline")
@@ -255,6 +312,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: few images, 1 epoch of every training")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/runs/criteria")
     args = parser.parse_args()
+    if args.strategies is None:
+        args.strategies = []
+    elif not args.strategies:
+        args.strategies = [name for name in STRATEGIES if name not in SAME_AS_A_CRITERION_ROW]
     if args.quick:
         args.epochs = args.sparse_epochs = args.finetune_epochs = 1
     started = time.perf_counter()
@@ -268,8 +329,7 @@ def main() -> None:
         everything["models"][name] = bench_model(args)
         everything["models"][name]["seconds"] = time.perf_counter() - model_started
     for name, results in everything["models"].items():
-        keys = [row_key(criterion, target) for criterion, target in itertools.product(args.criteria, args.targets)]
-        print(table(results, CASES[name].task, keys) + "\n")
+        print(table(results, CASES[name].task, [key for key, *_ in row_specs(args)]) + "\n")
         steps = {**results["step_seconds"], "whole model (this invocation)": results["seconds"]}
         print("step timings: " + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in steps.items()) + "\n")
     write_json(args.out / "results.json", everything)

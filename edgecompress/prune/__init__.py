@@ -20,7 +20,23 @@ from .criteria_kmeans import KMeansImportance
 from .layers import ResidualBlock, prune_layers, residual_blocks
 from .plan import GroupPlan, LayerCut, PrunePlan, plan_pruning
 from .similarity import GroupTreatment, RemovedChannel, SimilarityReport, prune_by_similarity
-from .strategies import STRATEGIES, GlobalStrategy, PruneJob, Strategy, get_strategy, prune, register_strategy, summarize_passes
+from .strategies import (
+    STRATEGIES,
+    Budget,
+    GlobalStrategy,
+    PruneJob,
+    Strategy,
+    get_strategy,
+    prune,
+    prune_in_passes,
+    register_strategy,
+    summarize_passes,
+)
+from .strategies_greedy import GreedyStrategy
+from .strategies_iterative import IterativeStrategy
+from .strategies_layer import LayerByLayerStrategy
+from .strategies_similarity import SimilarityStrategy
+from .strategies_uniform import UniformStrategy
 from .surgery import SURGERIES, register_surgery
 
 __all__ = [
@@ -53,6 +69,13 @@ __all__ = [
     "get_criterion",
     "Strategy",
     "GlobalStrategy",
+    "UniformStrategy",
+    "LayerByLayerStrategy",
+    "GreedyStrategy",
+    "IterativeStrategy",
+    "SimilarityStrategy",
+    "Budget",
+    "prune_in_passes",
     "PruneJob",
     "STRATEGIES",
     "register_strategy",

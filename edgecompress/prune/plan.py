@@ -141,7 +141,7 @@ def group_rounding(group: ChannelGroup, round_to: int) -> int:
     return round_to // math.gcd(round_to, spans)
 
 
-def _check_one_goal(ratio: object, target_macs: float | None, target_params: float | None) -> None:
+def check_one_goal(ratio: object, target_macs: float | None, target_params: float | None) -> None:
     given = [name for name, value in (("ratio", ratio), ("target_macs", target_macs), ("target_params", target_params)) if value is not None]
     if len(given) != 1:
         raise EdgeCompressError(f"pass exactly one of ratio, target_macs, target_params (got {given or 'none'}); e.g. ratio=0.5 or target_macs=0.5")
@@ -163,6 +163,7 @@ def plan_pruning(
     round_to: int = 1,
     graph: ChannelGraph | None = None,
     data: Iterable | None = None,
+    candidates: Callable[[ChannelGroup], bool] | None = None,
 ) -> PrunePlan:
     """Decide which channels to remove; the model is not modified. Give exactly one goal:
 
@@ -184,8 +185,12 @@ def plan_pruning(
     ``graph``: reuse ``analyze(model, example_input, ignore)`` made earlier for this architecture
     (weights may have changed since; channel counts, input shape and ``ignore`` may not) instead of
     analysing again.
+
+    ``candidates``: the prunable groups this plan may cut (default: all); the others keep every channel
+    and are listed uncut in the plan. A ratio then counts the candidates' channels only; a target is
+    still a fraction of the whole model (strategies that cut the network part by part use this).
     """
-    _check_one_goal(ratio, target_macs, target_params)
+    check_one_goal(ratio, target_macs, target_params)
     per_layer = isinstance(ratio, Mapping) or callable(ratio)
     check_arguments(0.0 if per_layer or ratio is None else ratio, criterion, min_channels, round_to)
     criterion = get_criterion(criterion)
@@ -194,7 +199,7 @@ def plan_pruning(
     with collector_paused():
         graph = analysis_for(model, example_input, ignore, graph)
         criterion = criterion.prepare(model, data) if criterion.needs_data else criterion
-        return _plan(model, graph, dict(model.named_modules()), ratio, target_macs, target_params, criterion, min_channels, round_to)
+        return _plan(model, graph, dict(model.named_modules()), ratio, target_macs, target_params, criterion, min_channels, round_to, candidates)
 
 
 def analysis_for(model: nn.Module, example_input: torch.Tensor, ignore: Sequence[str], graph: ChannelGraph | None) -> ChannelGraph:
@@ -228,9 +233,10 @@ def _plan(
     criterion: Criterion,
     min_channels: int,
     round_to: int,
+    candidates: Callable[[ChannelGroup], bool] | None,
 ) -> PrunePlan:
     per_layer = isinstance(ratio, Mapping) or callable(ratio)
-    groups = graph.prunable_groups
+    groups = [group for group in graph.prunable_groups if candidates is None or candidates(group)]
     scores = [criterion.score(group, modules) for group in groups]
     multiples = np.array([group_rounding(group, round_to) for group in groups], dtype=int)
     if per_layer:
@@ -239,11 +245,12 @@ def _plan(
     else:
         if ratio is None:
             goal = ("macs", target_macs) if target_macs is not None else ("params", target_params)
-            ratio = _ratio_for_target(model, modules, graph, scores, goal, min_channels, multiples)
+            ratio = _ratio_for_target(model, modules, graph, groups, scores, goal, min_channels, multiples)
         selection = select_channels(scores, ratio, min_channels, multiples)
+    removed = {group.id: sorted(channels) for group, channels in zip(groups, selection.removed)}
     group_plans = tuple(
-        GroupPlan(group.id, group.size, group.size - len(channels), tuple(sorted(channels)))
-        for group, channels in zip(groups, selection.removed)
+        GroupPlan(group.id, group.size, group.size - len(removed.get(group.id, ())), tuple(removed.get(group.id, ())))
+        for group in graph.prunable_groups
     )
     return PrunePlan(
         criterion=criterion.name,
@@ -251,7 +258,7 @@ def _plan(
         threshold=selection.threshold,
         groups=group_plans,
         cuts=_layer_cuts(groups, selection.removed, modules),
-        channels_total=sum(group.size for group in groups),
+        channels_total=sum(group.size for group in graph.prunable_groups),
         channels_removed=sum(len(channels) for channels in selection.removed),
         input_shape=graph.input_shape,
         input_dtype=graph.input_dtype,
@@ -266,6 +273,7 @@ def _ratio_for_target(
     model: nn.Module,
     modules: dict[str, nn.Module],
     graph: ChannelGraph,
+    groups: list[ChannelGroup],
     scores: list[torch.Tensor],
     goal: tuple[str, float],
     min_channels: int,
@@ -276,7 +284,7 @@ def _ratio_for_target(
     metric, target = goal
     ranking = rank_channels(scores)
     total = sum(graph.layer_macs.values()) if metric == "macs" else sum(p.numel() for p in model.parameters())
-    cost = CostModel(metric, total, graph, graph.prunable_groups, ranking.in_group, modules)
+    cost = CostModel(metric, total, graph, groups, ranking.in_group, modules)
 
     def removed_at(ratio: float) -> float:
         counts, _ = ranking.removed_counts(ratio, min_channels, multiples)

@@ -1,8 +1,8 @@
 """Two-stage pruning by channel importance, then channel similarity (seed 002), with weight folding.
 
 Stage one removes the ``gamma_ratio`` of prunable channels with the smallest BN gamma (the
-``bn-gamma`` criterion, best after sparse training). Stage two runs the pruned model on calibration
-batches and, in each channel group it can measure, regresses every channel's feature map on the
+``bn-gamma`` criterion, best after sparse training; another can be passed). Stage two runs the pruned
+model on calibration batches and, in each channel group it can measure, regresses every channel's feature map on the
 other kept channels of the group by **least squares** (not correlation: a channel that is a sum of
 two others is fully explained although it correlates with neither perfectly). The score is the
 share of the channel's energy the fit leaves unexplained (1 - R^2); the lowest-scoring channels go,
@@ -46,8 +46,8 @@ from ..graph.trace import UntraceableForward, check_ignore, trace_model
 from ..helpers import evaluating, model_device
 from .apply import apply_plan
 from .budget import CostModel
-from .criteria import BnGammaImportance
-from .plan import GroupPlan, LayerCut, PrunePlan, check_ratio, plan_pruning
+from .criteria import Criterion
+from .plan import GroupPlan, LayerCut, PrunePlan, check_arguments, check_ratio, group_rounding, plan_pruning
 from .surgery import dimension_size
 
 CHANNELWISE_RULES = (passthrough, batchnorm, prelu)  # graph rules under which channel i stays channel i
@@ -170,9 +170,11 @@ def prune_by_similarity(
     target_macs: float | None = None,
     ignore: Sequence[str] = (),
     min_channels: int = 1,
+    round_to: int = 1,
     fold_only: bool = False,
+    criterion: str | Criterion = "bn-gamma",
 ) -> tuple[nn.Module, SimilarityReport]:
-    """Prune ``model`` in place by BN gamma (``gamma_ratio`` of the prunable channels), then by
+    """Prune ``model`` in place by BN gamma (``gamma_ratio`` of the prunable channels; see ``criterion``), then by
     similarity, folding where it can; returns the model and a :class:`SimilarityReport`.
 
     Stage two stops at one of: ``similarity_ratio`` (that fraction of the stage-one model's prunable
@@ -181,8 +183,11 @@ def prune_by_similarity(
     measured groups and stops early when all of them are down to max(min_channels, 1) channels.
     ``batches``: a few calibration batches (tensors, or tuples whose first item is the input).
     ``fold_only``: remove stage-two channels only where their contribution is folded into consumers.
+    ``round_to``: both stages keep every layer's channel count a multiple of it (as :func:`plan_pruning`),
+    stage two by removing from a group as many best-explained channels at a time as that takes.
+    ``criterion``: stage one's criterion (seed 002's is BN gamma; one that needs data is prepared on ``batches``).
     """
-    check_ratio(gamma_ratio)
+    check_arguments(gamma_ratio, criterion, min_channels, round_to)
     if (similarity_ratio is None) == (target_macs is None):
         raise EdgeCompressError("pass exactly one of similarity_ratio (e.g. 0.1) or target_macs (e.g. 0.5 halves the MACs)")
     check_ratio(similarity_ratio if similarity_ratio is not None else target_macs)
@@ -190,9 +195,8 @@ def prune_by_similarity(
     ignored = check_ignore(model, ignore)
     _traced(model, ignored)  # stage two measures on the fx graph: refuse an untraceable model before stage one cuts it
     original = analyze(model, example_input, ignore)
-    gamma_plan = plan_pruning(
-        model, example_input, ratio=gamma_ratio, criterion=BnGammaImportance(), ignore=ignore, min_channels=min_channels, graph=original
-    )
+    gamma_plan = plan_pruning(model, example_input, ratio=gamma_ratio, criterion=criterion, ignore=ignore, min_channels=min_channels,
+                              round_to=round_to, graph=original, data=inputs)
     apply_plan(model, gamma_plan)
 
     graph = analyze(model, example_input, ignore)
@@ -204,7 +208,7 @@ def prune_by_similarity(
         done: Callable[[dict[int, int]], bool] = lambda counts: sum(counts.values()) >= budget
     else:
         done = _macs_reached(graph, modules, sum(original.layer_macs.values()), target_macs)
-    chosen = _select(candidates, max(min_channels, 1), done)
+    chosen = _select(candidates, max(min_channels, 1), {site.group.id: group_rounding(site.group, round_to) for site in candidates}, done)
     removed = [channel for site in candidates for channel in _fold(site, chosen[site.group.id], modules)]
     plan = _cut_plan(graph, candidates, chosen, modules)
     apply_plan(model, plan)
@@ -393,19 +397,29 @@ def _share(residual: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
     return torch.where(alive, residual / energy.clamp_min(1e-300), torch.zeros_like(energy)).clamp(0.0, 1.0)
 
 
-def _select(sites: list[_Site], floor: int, done: Callable[[dict[int, int]], bool]) -> dict[int, list[int]]:
-    """Per group id, the channels to remove: greedily the best-explained channel across all sites (ties to
-    the lower group id), refitting the group it left, until ``done(removed count per group id)``."""
+def _select(sites: list[_Site], floor: int, multiples: dict[int, int], done: Callable[[dict[int, int]], bool]) -> dict[int, list[int]]:
+    """Per group id, the channels to remove: greedily the group whose kept channels explain one of them best
+    (ties to the lower group id), which loses its best-explained channels one at a time, refitted after each,
+    down to the next multiple of ``multiples[id]`` (1 channel at a time without rounding), never below
+    ``floor`` rounded up to it, until ``done(removed count per group id)``."""
     chosen: dict[int, list[int]] = {site.group.id: [] for site in sites}
-    fits = {site.group.id: _GroupFits(site.moments()) for site in sites if site.group.size > floor}
+    fewest = {site.group.id: min(-(-floor // multiples[site.group.id]) * multiples[site.group.id], site.group.size) for site in sites}
+
+    def next_kept(key: int, kept: int) -> int:
+        return (kept - 1) // multiples[key] * multiples[key]
+
+    fits = {site.group.id: _GroupFits(site.moments()) for site in sites if next_kept(site.group.id, site.group.size) >= fewest[site.group.id]}
     best = {key: fit.best() for key, fit in fits.items()}
     while best and not done({key: len(channels) for key, channels in chosen.items()}):
         key = min(best, key=lambda k: (best[k][0], k))
-        channel = best.pop(key)[1]
-        fits[key].remove(channel)
-        chosen[key].append(channel)
-        if len(fits[key].kept) > floor:
-            best[key] = fits[key].best()
+        del best[key]
+        fit = fits[key]
+        for _ in range(len(fit.kept) - next_kept(key, len(fit.kept))):
+            channel = fit.best()[1]
+            fit.remove(channel)
+            chosen[key].append(channel)
+        if next_kept(key, len(fit.kept)) >= fewest[key]:
+            best[key] = fit.best()
     return chosen
 
 

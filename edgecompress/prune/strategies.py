@@ -8,6 +8,7 @@ the plans it applied in order. ``global`` is one plan by a global threshold on n
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterable, Sequence
@@ -16,9 +17,11 @@ import torch
 from torch import nn
 
 from ..errors import EdgeCompressError
+from ..graph import ChannelGraph, ChannelGroup, analyze
 from .apply import apply_plan
+from .budget import max_removable_fraction
 from .criteria import Criterion, get_criterion
-from .plan import PrunePlan, RatioSpec, plan_pruning
+from .plan import PrunePlan, RatioSpec, check_one_goal, check_ratio, plan_pruning
 
 
 @dataclass
@@ -45,14 +48,16 @@ class PruneJob:
     def __post_init__(self) -> None:
         self.criterion = get_criterion(self.criterion)
 
-    def plan(self, model: nn.Module, **goal) -> PrunePlan:
+    def plan(self, model: nn.Module, *, graph: ChannelGraph | None = None, candidates: Callable[[ChannelGroup], bool] | None = None,
+             **goal) -> PrunePlan:
         """A plan for ``model`` with this job's criterion and limits; ``goal`` (one of ratio, target_macs,
-        target_params) replaces the job's own. Gradients are accumulated first when the criterion needs them."""
+        target_params) replaces the job's own. Gradients are accumulated first when the criterion needs them.
+        ``graph`` and ``candidates``: as :func:`plan_pruning` takes them."""
         goal = goal or {"ratio": self.ratio, "target_macs": self.target_macs, "target_params": self.target_params}
         if self.criterion.needs_gradients and self.gradients is not None:
             self.gradients(model)  # without the callback, the gradients already on the model are read
         plan = plan_pruning(model, self.example_input, **goal, criterion=self.criterion, ignore=self.ignore,
-                            min_channels=self.min_channels, round_to=self.round_to, data=self.data)
+                            min_channels=self.min_channels, round_to=self.round_to, data=self.data, graph=graph, candidates=candidates)
         model.zero_grad(set_to_none=True)
         return plan
 
@@ -104,6 +109,78 @@ def summarize_passes(plans: Sequence[PrunePlan], job: PruneJob) -> dict:
     if len(plans) > 1:
         summary["passes"] = [plan.summary() for plan in plans]
     return summary
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A job's one goal as an amount of the unpruned model (prunable channels, MACs as the analysis counts them,
+    or parameters), so that a strategy cutting in several passes can give each pass the rest of a share of it."""
+
+    metric: str  # "channels", "macs" or "params"
+    goal: float  # the fraction of ``original`` to remove
+    original: float
+
+    @classmethod
+    def of(cls, model: nn.Module, job: PruneJob, graph: ChannelGraph, strategy: str) -> Budget:
+        """The job's goal on ``model`` (``graph``: its analysis); refuses per-layer ratios and, as the planner
+        would, a target pruning cannot reach, before any cut."""
+        check_one_goal(job.ratio, job.target_macs, job.target_params)
+        if job.ratio is not None:
+            if not isinstance(job.ratio, (int, float)):
+                raise EdgeCompressError(
+                    f"strategy {strategy!r} takes one ratio for the whole model, not per-layer ratios; use strategy 'global' for those")
+            check_ratio(job.ratio)
+            return cls("channels", float(job.ratio), _amount("channels", model, graph))
+        metric, goal = ("macs", job.target_macs) if job.target_macs is not None else ("params", job.target_params)
+        reachable = max_removable_fraction(model, metric=metric, min_channels=job.min_channels, round_to=job.round_to, ignore=job.ignore,
+                                           graph=graph)
+        if reachable < goal:
+            raise EdgeCompressError(
+                f"target_{metric}={goal} is out of reach: pruning every prunable channel down to min_channels removes "
+                f"about {reachable:.0%} of the {metric}; lower the target or pass fewer modules in ignore"
+            )
+        return cls(metric, float(goal), _amount(metric, model, graph))
+
+    def pass_goal(self, model: nn.Module, graph: ChannelGraph, share: float,
+                  candidates: Callable[[ChannelGroup], bool] | None = None) -> dict[str, float]:
+        """The goal of one pass on ``model`` as it is now (``graph``: its analysis) that brings everything removed
+        so far to ``share`` of the job's goal; with ``candidates``, a ratio counts only their channels, as
+        :func:`plan_pruning` does."""
+        allowed = (1 - share * self.goal) * self.original  # what may remain after this pass
+        now = _amount(self.metric, model, graph)
+        if self.metric != "channels":
+            return {f"target_{self.metric}": min(max(1 - allowed / now, 0.0), 0.999)}
+        removed_so_far = self.original - now
+        needed = math.floor(share * self.goal * self.original + 1e-9) - removed_so_far
+        base = sum(group.size for group in graph.prunable_groups if candidates is None or candidates(group))
+        return {"ratio": min((needed + 0.5) / base, 0.999) if needed > 0 and base else 0.0}  # + 0.5: int(ratio * base) is exactly needed
+
+
+def _amount(metric: str, model: nn.Module, graph: ChannelGraph) -> float:
+    if metric == "channels":
+        return float(sum(group.size for group in graph.prunable_groups))
+    if metric == "macs":
+        return float(sum(graph.layer_macs.values()))
+    return float(sum(p.numel() for p in model.parameters()))
+
+
+def prune_in_passes(model: nn.Module, job: PruneJob, passes: int, strategy: str,
+                    between: Callable[[nn.Module], None] | None = None) -> list[PrunePlan]:
+    """Prune ``model`` in ``passes`` equal shares of the job's goal, each planned on the model as the passes
+    before it left it (analysis, criterion statistics and gradients made afresh); ``between(model)`` runs
+    after every pass but the last. ``strategy``: the caller's name, for messages. Returns the plans in order."""
+    graph = analyze(model, job.example_input, job.ignore)
+    budget = Budget.of(model, job, graph, strategy)
+    plans = []
+    for index in range(1, passes + 1):
+        if index > 1:
+            graph = analyze(model, job.example_input, job.ignore)
+        plan = job.plan(model, graph=graph, **budget.pass_goal(model, graph, index / passes))
+        plans.append(plan)
+        apply_plan(model, plan)
+        if between is not None and index < passes:
+            between(model)
+    return plans
 
 
 class GlobalStrategy(Strategy):
