@@ -68,8 +68,11 @@ class LayerTable:
     @cached_property
     def _arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Each curve as (counts, ms) arrays, for lookups."""
-        return {axis: (np.array([c for c, _ in curve], dtype=int), np.array([ms for _, ms in curve], dtype=float))
-                for axis in ("in", "out") for curve in [self.curve(axis)]}
+        arrays = {}
+        for axis in ("in", "out"):
+            counts, ms = zip(*self.curve(axis))
+            arrays[axis] = (np.array(counts, dtype=int), np.array(ms, dtype=float))
+        return arrays
 
     def curve(self, axis: str = "out") -> list[tuple[int, float]]:
         """The step curve along ``axis`` ("out", "in"; a depthwise conv has one, "out" and "in" alike): (channels, ms), ascending."""
@@ -96,7 +99,7 @@ class LayerTable:
 
 
 def _step_lookup(counts: np.ndarray, values: np.ndarray, kept: int | np.ndarray) -> np.ndarray:
-    """The latency of the smallest measured count at or above ``kept`` (the largest measured one above them all)."""
+    """The latency of the smallest measured count at or above ``kept`` (of the largest measured count for more)."""
     return values[np.minimum(np.searchsorted(counts, kept, side="left"), len(counts) - 1)]
 
 
@@ -112,11 +115,6 @@ class LatencyTables:
     machine: Mapping[str, Any] = field(default_factory=dict)
     measured_points: int = 0
     cached_points: int = 0
-
-    @property
-    def dense_ms(self) -> float:
-        """The predicted latency of the model as measured: every table at its dense point."""
-        return sum(table.dense_ms for calls in self.tables.values() for table in calls)
 
     def describe(self) -> str:
         where = self.machine.get("cpu") or "this machine"
@@ -239,7 +237,7 @@ def measure_layer_table(shape: LayerShape, axes: Iterable[str] = ("in", "out"), 
 
 def _cache(runtime: str, precision: str, threads: int | None, cache_dir: str | os.PathLike | None) -> TableCache:
     package = get_runtime(runtime).package  # an unknown runtime or a missing package fails here, before any work
-    key = {"runtime": runtime, "version": _runtime_version(package), "precision": precision, "threads": threads, "machine": machine_key()}
+    key = {"runtime": runtime, "version": _runtime_version(package), "precision": precision, "threads": threads, "machine": dict(machine_key())}
     return TableCache(cache_folder(cache_dir), key)
 
 
@@ -284,12 +282,14 @@ def measure_latency_tables(
     calls = layer_shapes(model, example_input)
     made: dict[tuple[LayerShape, tuple[Point, ...]], LayerTable] = {}
     measured = cached = 0
-    wanted = {(shape, tuple(grid_points(shape, resizable.get(name, ()), step, max_points))) for name, shapes in calls.items() for shape in shapes}
+    def points_of(name: str, shape: LayerShape) -> tuple[Point, ...]:
+        return tuple(grid_points(shape, resizable.get(name, ()), step, max_points))
+
+    wanted = {(shape, points_of(name, shape)) for name, shapes in calls.items() for shape in shapes}
     for shape, points in track(sorted(wanted, key=str), f"layer latency tables ({runtime}, {precision})"):
         made[(shape, points)], timed = _table(shape, list(points), cache, settings)
         measured, cached = measured + timed, cached + len(points) - timed
-    tables = {name: tuple(made[(shape, tuple(grid_points(shape, resizable.get(name, ()), step, max_points)))] for shape in shapes)
-              for name, shapes in calls.items()}
+    tables = {name: tuple(made[(shape, points_of(name, shape))] for shape in shapes) for name, shapes in calls.items()}
     return LatencyTables(tables, runtime, precision, threads, dict(machine_key()), measured, cached)
 
 

@@ -210,7 +210,8 @@ class _Int8Graph(_FloatGraph):
         scale = self.weight_scale if self.per_channel else self.weight_scale.reshape(())
         broadcast = scale.reshape((-1,) + (1,) * (self.weight_value.ndim - 1)) if self.per_channel else scale
         quantized = np.clip(np.round(self.weight_value / broadcast), -127, 127).astype(np.int8)
-        inputs = [self.constant("weight_q", quantized), self.constant("weight_scale", scale), self.constant("weight_zero", np.zeros_like(scale, dtype=np.int8))]
+        zero = np.zeros_like(scale, dtype=np.int8)
+        inputs = [self.constant("weight_q", quantized), self.constant("weight_scale", scale), self.constant("weight_zero", zero)]
         return self.node("DequantizeLinear", inputs, **({"axis": 0} if self.per_channel else {}))
 
     def bias(self) -> str:

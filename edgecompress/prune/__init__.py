@@ -1,6 +1,7 @@
 """Prune stage: score coupled channel groups with a criterion, pick channels (global threshold,
-per-layer ratios, a MACs/parameter target, or a latency budget over measured per-layer tables), slice the layers, in one pass or several (strategies); optionally remove whole residual blocks;
-seed 002's two-stage similarity pruning, which folds removed channels into their consumers."""
+per-layer ratios, a MACs/parameter target, or a latency budget over measured per-layer tables), slice
+the layers, in one pass or several (strategies); optionally remove whole residual blocks; seed 002's
+two-stage similarity pruning, which folds removed channels into their consumers."""
 
 from .apply import apply_plan, prunable_batchnorms
 from .criteria import (

@@ -15,7 +15,8 @@ channels pruned together):
    importance per millisecond it costs (first any that costs nothing), until no group can grow within it.
 
 The predicted latency is the sum of the tables' latencies at the chosen counts: of the measured convs and
-linears only (what runs between them, and the model's own fusions, are outside the tables).
+linears only (what runs between them, and the model's own fusions, are outside the tables). A group none of
+whose layers has a table (one read only by a transposed conv) saves no predicted time and keeps its channels.
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ class LatencyModel:
             size = {dim: dimension_size(modules[name], dim) for dim in ("in", "out")}
             for table in calls:
                 if (table.shape.in_channels, table.shape.out_channels) != (size["in"], size["out"]):
-                    raise EdgeCompressError(f"the latency table of {name!r} is for {table.shape.in_channels}->{table.shape.out_channels} channels, "
-                                            f"the layer has {size['in']}->{size['out']} (pruned since?); measure the tables on this model")
+                    raise EdgeCompressError(f"the latency table of {name!r} is for {table.shape.in_channels}->{table.shape.out_channels} "
+                                            f"channels, the layer has {size['in']}->{size['out']} (pruned since?); measure the tables on this model")
             layers[name] = _Layer(name, calls, size, {"in": [], "out": []})
         for index, (group, order) in enumerate(zip(groups, orders)):
             for member in group.members:
@@ -120,11 +121,6 @@ class LatencyModel:
 
     def predict(self, kept: Sequence[int]) -> float:
         return float(self.layer_ms(kept).sum())
-
-    def layer_channels(self, kept: Sequence[int]) -> dict[str, tuple[int, int]]:
-        """Module -> (in, out) channels it keeps."""
-        kept = np.asarray(kept)
-        return {layer.name: (int(self._channels(layer, "in", kept)[0]), int(self._channels(layer, "out", kept)[0])) for layer in self.layers}
 
     def update(self, now: np.ndarray, group: int, kept: np.ndarray) -> None:
         """Recompute in ``now`` the per-layer ms of the layers ``group`` touches, after its count changed in ``kept``."""
@@ -179,7 +175,8 @@ def select_for_latency(scores: Sequence[torch.Tensor], model: LatencyModel, budg
             best[group] = _best_cut(group, model, kept, now, allowed[group], lost[group])
         choices = [(choice, group) for group, choice in best.items() if choice is not None]
         if not choices:
-            raise EdgeCompressError(f"no cut lowers the predicted latency below {now.sum():.4g} ms (budget {budget_ms:.4g} ms); raise the target")
+            raise EdgeCompressError(f"no cut lowers the predicted latency below {now.sum():.4g} ms (budget {budget_ms:.4g} ms); "
+                                    "raise the target")
         (*_, count), group = min(choices)
         kept[group] = count
         model.update(now, group, kept)

@@ -162,8 +162,8 @@ def check_goal(ratio: object = None, target_macs: float | None = None, target_pa
         if value is not None and (not isinstance(value, (int, float)) or not 0 <= value < 1):
             raise EdgeCompressError(f"{name} is the fraction to remove, in [0, 1); got {value!r} (0.5 halves the {name[7:]})")
     if target_latency is not None and (not isinstance(target_latency, (int, float)) or not 0 < target_latency < 1):
-        raise EdgeCompressError(f"target_latency is the fraction of the dense model's predicted latency to keep, in (0, 1); got {target_latency!r} "
-                                "(0.4: at most 40% of it)")
+        raise EdgeCompressError(f"target_latency is the fraction of the dense model's predicted latency to keep, in (0, 1); "
+                                f"got {target_latency!r} (0.4: at most 40% of it)")
     if latency_ms is not None and (not isinstance(latency_ms, (int, float)) or not latency_ms > 0):
         raise EdgeCompressError(f"latency_ms is the predicted latency budget in milliseconds, > 0; got {latency_ms!r}")
     if round_to == "auto" and target_latency is None and latency_ms is None:

@@ -26,8 +26,9 @@ from .plan import GOALS, PrunePlan, RatioSpec, check_goal, plan_pruning
 @dataclass
 class PruneJob:
     """Everything a strategy is given. Exactly one goal (``ratio``, ``target_macs``, ``target_params``,
-    ``target_latency``, ``latency_ms``), as :func:`plan_pruning` takes it (``latency_tables`` for a latency goal). ``data``: a few calibration batches (a criterion that
-    ``needs_data`` is prepared on them; some strategies measure feature maps on them). ``gradients``:
+    ``target_latency``, ``latency_ms``), as :func:`plan_pruning` takes it (``latency_tables`` for a latency goal).
+    ``data``: a few calibration batches (a criterion that ``needs_data`` is prepared on them; some strategies
+    measure feature maps on them). ``gradients``:
     accumulates the task loss's gradients on a model, called before each plan when the criterion
     ``needs_gradients`` (without it, the gradients already on the model are read: one pass only). ``train``: trains a model in place for a number of epochs, for strategies that
     train between or during passes."""
