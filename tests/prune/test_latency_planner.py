@@ -182,3 +182,13 @@ def test_bad_latency_goals_are_one_line_errors() -> None:
         plan_pruning(model, torch.randn(1, 3, 16, 16), target_latency=0.5, latency_tables=tables)
     with pytest.raises(EdgeCompressError, match="measure the tables on this model"):
         plan_pruning(build("vgg-global-pool"), example_input("vgg-global-pool"), target_latency=0.5, latency_tables=tables)
+
+
+@pytest.mark.parametrize(("settings", "message"), [({"target_latency": 1.5}, "--target-latency must be in"),
+                                                   ({"target_latency": 0.4, "target_macs": 0.5}, "not both"),
+                                                   ({"target_latency": 0.4, "latency_runtime": "tvm"}, "unknown --latency-runtime")])
+def test_build_settings_check_the_latency_goal(settings: dict, message: str) -> None:
+    from edgecompress.settings import BuildConfig
+
+    with pytest.raises(EdgeCompressError, match=message):
+        BuildConfig(**settings).check()
