@@ -105,6 +105,7 @@ class PruneOutcome(StageOutcome):
     macs: int = 0
     plan: dict[str, Any] = field(default_factory=dict)
     removed_blocks: list[str] = field(default_factory=list)
+    latency: dict[str, Any] | None = None  # with --target-latency: the plan's predicted latency next to both models' measured
 
 
 @dataclass

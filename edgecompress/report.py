@@ -216,6 +216,10 @@ def _stage_note(run: Run, name: str) -> str:
         plan, blocks = outcome.plan, outcome.removed_blocks
         note = f"replaced {_count(len(blocks), 'residual block')} by identity; " if blocks else ""
         goal = f"MAC target {plan['target_macs']:.0%} removed; " if plan.get("target_macs") is not None else ""
+        if outcome.latency:
+            latency = outcome.latency
+            goal = (f"latency target {plan['target_latency']:.0%} of dense: predicted {latency['predicted_fraction']:.0%}, "
+                    f"measured {latency['measured_fraction']:.0%} in {latency['runtime']}; ")
         return note + goal + f"removed {plan['channels_removed']} of {plan['channels_total']} prunable channels; before fine-tune: " + _scores(outcome.scores)
     if name == "qat":
         note = f"{outcome.backend} Q/DQ layout; "

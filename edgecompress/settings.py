@@ -103,6 +103,10 @@ class BuildConfig:
     sparsity_lambda: float = setting(1e-3, "L1 weight on BN gammas during sparse training.", minimum=0)
     prune_ratio: float = setting(0.6, "Fraction of prunable channels removed (global threshold).")
     target_macs: float | None = setting(None, "Fraction of MACs to remove (0.5 halves them); replaces --prune-ratio.")
+    target_latency: float | None = setting(None, "Prune to at most this fraction of the model's latency predicted from per-layer tables measured "
+                                                 "in --latency-runtime (0.4: 40%); replaces --prune-ratio.")
+    latency_runtime: str = setting("onnxruntime", "Runtime the per-layer latency tables of --target-latency are measured in (cached per machine).",
+                                   choices=runtime_names)
     prune_layers: int = setting(0, "Residual blocks (x + f(x)) to replace by identity before channel pruning.", minimum=0)
     criterion: str = setting("bn-gamma", "Channel importance criterion.", choices=criterion_names)
     strategy: str = setting("global", "How the criterion's scores become removed channels: one global plan, or several passes.",
@@ -155,6 +159,14 @@ class BuildConfig:
         check_arguments(self.prune_ratio, self.criterion, self.min_channels, self.round_to)
         if self.target_macs is not None and not 0 < self.target_macs < 1:
             raise EdgeCompressError(f"--target-macs must be in (0, 1), got {self.target_macs}; 0.5 removes half the MACs")
+        if self.target_latency is not None and not 0 < self.target_latency < 1:
+            raise EdgeCompressError(f"--target-latency must be in (0, 1), got {self.target_latency}; 0.4 keeps 40% of the predicted latency")
+        if self.target_latency is not None and self.target_macs is not None:
+            raise EdgeCompressError("pass one of --target-macs and --target-latency, not both")
+        if self.target_latency is not None:
+            get_runtime(self.latency_runtime)  # its package is installed
+            if self.strategy != "global":
+                raise EdgeCompressError(f"--target-latency plans in one pass: use --strategy global (got {self.strategy})")
         if not 0 < self.lr < float("inf"):
             raise EdgeCompressError(f"--lr must be a positive number, got {self.lr}; the default is 0.01")
         if self.epochs == 0 and self.weights is None:

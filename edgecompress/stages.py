@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -20,6 +21,10 @@ from .stats import model_stats
 from .tasks import onnx_predict, torch_predict
 from .train.device import pin_memory, resolve_device, to_device
 from .train.loop import TrainConfig, fit
+
+if TYPE_CHECKING:
+    from .profile import LatencyTables
+    from .prune import LatencyPrediction
 
 
 def _device(run: Run) -> torch.device:
@@ -135,15 +140,53 @@ def prune_stage(run: Run, folder: Path) -> PruneOutcome:
         console.print(f"  replaced {len(removed_blocks)} residual blocks by identity: {', '.join(removed_blocks)}")
     goal = {"target_macs": config.target_macs} if config.target_macs is not None else {"ratio": config.prune_ratio}
     data = list(calib_batches(run.calibration_images(), config.batch_size)) if criterion.needs_data or strategy.needs_data else None
+    tables, dense = None, None
+    if config.target_latency is not None:
+        goal, tables, dense = {"target_latency": config.target_latency}, _latency_tables(run, model), copy.deepcopy(model)
     job = PruneJob(example, **goal, criterion=criterion, ignore=config.ignore, min_channels=config.min_channels, round_to=config.round_to, data=data,
-                   gradients=lambda m: _accumulate_gradients(run, m), train=_train_between_passes(run))
+                   gradients=lambda m: _accumulate_gradients(run, m), train=_train_between_passes(run), latency_tables=tables)
     with status(f"pruning ({strategy.name} strategy, {criterion.name} criterion)"):
         plans = strategy.prune(model, job)
     model.zero_grad(set_to_none=True)
+    latency = _predicted_and_measured(run, dense, model, plans[-1].latency) if dense is not None and plans[-1].latency else None
     scores = _evaluate(run, model.to(_device(run)))
     save_model(model.cpu(), folder / "model.pt")
     return PruneOutcome(outputs={"model": "model.pt"}, scores=scores, **_size(run, model), plan=summarize_passes(plans, job),
-                        removed_blocks=removed_blocks)
+                        removed_blocks=removed_blocks, latency=latency)
+
+
+# End-to-end check of a latency-budget plan: few timed runs, enough for a median next to the prediction.
+LATENCY_CHECK_RUNS, LATENCY_CHECK_ROUNDS = 20, 2
+
+
+def _latency_tables(run: Run, model: nn.Module) -> LatencyTables:
+    """The model's per-layer latency tables in ``--latency-runtime``, on a grid of ``--round-to`` (cached per machine)."""
+    from .profile import measure_latency_tables
+
+    config = run.config
+    tables = measure_latency_tables(model, run.example_input(), ignore=config.ignore, runtime=config.latency_runtime,
+                                    step=config.round_to if config.round_to > 1 else 8)
+    console.print(f"  latency tables ({tables.describe()}): {tables.measured_points} points measured, {tables.cached_points} from the cache")
+    return tables
+
+
+def _predicted_and_measured(run: Run, dense: nn.Module, pruned: nn.Module, prediction: LatencyPrediction) -> dict:
+    """The plan's predicted latency next to the dense and pruned models' measured end to end (fp32 ONNX in ``--latency-runtime``)."""
+    import tempfile
+
+    from .export import export_onnx
+    from .profile import compare_models
+
+    example, runtime = run.example_input(), run.config.latency_runtime
+    with tempfile.TemporaryDirectory(prefix="edgecompress-latency-") as folder:
+        paths = {label: export_onnx(model, example, Path(folder) / f"{label}.onnx") for label, model in (("dense", dense), ("pruned", pruned))}
+        with status(f"timing the dense and pruned models in {runtime}"):
+            stats = compare_models(paths, tuple(example.shape), runs=LATENCY_CHECK_RUNS, rounds=LATENCY_CHECK_ROUNDS, runtime=runtime)
+    dense_ms, pruned_ms = stats["dense"].median_ms, stats["pruned"].median_ms
+    predicted = prediction.summary()
+    console.print(f"  latency: predicted {predicted['predicted_fraction']:.0%} of dense, measured {pruned_ms / dense_ms:.0%} "
+                  f"({pruned_ms:.3f} of {dense_ms:.3f} ms in {runtime})")
+    return {**predicted, "runtime": runtime, "dense_measured_ms": dense_ms, "measured_ms": pruned_ms, "measured_fraction": pruned_ms / dense_ms}
 
 
 def finetune(run: Run, folder: Path) -> ModelOutcome:
@@ -279,7 +322,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("sparse", sparse, SparseOutcome, ("sparse_epochs", "sparsity_lambda", "ignore")),
     # calib and calib_images: the images a data-measuring criterion (activation) scores channels on
     Stage("prune", prune_stage, PruneOutcome, ("prune_ratio", "target_macs", "prune_layers", "criterion", "strategy", "min_channels",
-                                               "round_to", "ignore", "calib", "calib_images")),
+                                               "round_to", "ignore", "calib", "calib_images", "target_latency", "latency_runtime")),
     Stage("finetune", finetune, ModelOutcome, ("finetune_epochs",)),
     Stage("qat", quantize_stage, QuantOutcome, ("target", "calib", "calib_method", "calib_images", "max_drop", "qat_epochs")),
     Stage("export", export, ExportOutcome, ()),

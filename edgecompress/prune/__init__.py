@@ -1,6 +1,7 @@
 """Prune stage: score coupled channel groups with a criterion, pick channels (global threshold,
-per-layer ratios or a MACs/parameter target), slice the layers, in one pass or several (strategies); optionally remove whole residual blocks;
-seed 002's two-stage similarity pruning, which folds removed channels into their consumers."""
+per-layer ratios, a MACs/parameter target, or a latency budget over measured per-layer tables), slice
+the layers, in one pass or several (strategies); optionally remove whole residual blocks; seed 002's
+two-stage similarity pruning, which folds removed channels into their consumers."""
 
 from .apply import apply_plan, prunable_batchnorms
 from .criteria import (
@@ -17,6 +18,7 @@ from .criteria import (
 )
 from .criteria_data import ActivationImportance, observe_inputs
 from .criteria_kmeans import KMeansImportance
+from .latency_budget import LatencyPrediction
 from .layers import ResidualBlock, prune_layers, residual_blocks
 from .plan import GroupPlan, LayerCut, PrunePlan, plan_pruning
 from .similarity import GroupTreatment, RemovedChannel, SimilarityReport, prune_by_similarity
@@ -52,6 +54,7 @@ __all__ = [
     "residual_blocks",
     "ResidualBlock",
     "PrunePlan",
+    "LatencyPrediction",
     "GroupPlan",
     "LayerCut",
     "Criterion",

@@ -16,6 +16,7 @@ from ..graph import ChannelGraph, ChannelGroup, analyze
 from ..graph.analyze import collector_paused
 from .budget import CostModel, bisect_ratio
 from .criteria import Criterion, get_criterion
+from .latency_budget import LatencyPrediction, TablesLike, latency_selection, tables_for
 from .selection import rank_channels, select_channels, select_per_group
 from .surgery import dimension_size
 
@@ -57,6 +58,9 @@ class PrunePlan:
     notes: tuple[str, ...] = ()
     target_macs: float | None = None
     target_params: float | None = None
+    target_latency: float | None = None
+    latency_ms: float | None = None
+    latency: LatencyPrediction | None = None  # a latency-budget plan's prediction from the tables
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary for manifests and reports."""
@@ -65,6 +69,9 @@ class PrunePlan:
             "ratio": self.ratio,
             "target_macs": self.target_macs,
             "target_params": self.target_params,
+            "target_latency": self.target_latency,
+            "latency_ms": self.latency_ms,
+            "predicted_latency": self.latency.summary() if self.latency else None,
             "threshold": self.threshold,
             "channels_total": self.channels_total,
             "channels_removed": self.channels_removed,
@@ -79,13 +86,13 @@ def check_ratio(ratio: object) -> None:
         raise EdgeCompressError(f"pruning ratio must be in [0, 1), got {ratio!r}; e.g. ratio=0.5 removes half the prunable channels")
 
 
-def check_arguments(ratio: float, criterion: str | Criterion, min_channels: int, round_to: int) -> None:
+def check_arguments(ratio: float, criterion: str | Criterion, min_channels: int, round_to: int | str) -> None:
     check_ratio(ratio)
     get_criterion(criterion)
     if not isinstance(min_channels, int) or min_channels < 0:
         raise EdgeCompressError(f"min_channels must be a non-negative integer, got {min_channels!r}")
-    if not isinstance(round_to, int) or round_to < 1:
-        raise EdgeCompressError(f"round_to must be a positive integer, got {round_to!r}; use 1 for no rounding")
+    if round_to != "auto" and (not isinstance(round_to, int) or round_to < 1):
+        raise EdgeCompressError(f"round_to must be a positive integer or 'auto', got {round_to!r}; use 1 for no rounding")
 
 
 def _layer_cuts(groups: list[ChannelGroup], removed: list[list[int]], modules: dict[str, nn.Module]) -> tuple[LayerCut, ...]:
@@ -141,13 +148,27 @@ def group_rounding(group: ChannelGroup, round_to: int) -> int:
     return round_to // math.gcd(round_to, spans)
 
 
-def check_one_goal(ratio: object, target_macs: float | None, target_params: float | None) -> None:
-    given = [name for name, value in (("ratio", ratio), ("target_macs", target_macs), ("target_params", target_params)) if value is not None]
+GOALS = ("ratio", "target_macs", "target_params", "target_latency", "latency_ms")
+
+
+def check_goal(ratio: object = None, target_macs: float | None = None, target_params: float | None = None,
+               target_latency: float | None = None, latency_ms: float | None = None, round_to: int | str = 1) -> None:
+    """Exactly one goal, each in its range; ``round_to="auto"`` only with a latency goal."""
+    values = (ratio, target_macs, target_params, target_latency, latency_ms)
+    given = [name for name, value in zip(GOALS, values) if value is not None]
     if len(given) != 1:
-        raise EdgeCompressError(f"pass exactly one of ratio, target_macs, target_params (got {given or 'none'}); e.g. ratio=0.5 or target_macs=0.5")
+        raise EdgeCompressError(f"pass exactly one of {', '.join(GOALS)} (got {given or 'none'}); e.g. ratio=0.5 or target_macs=0.5")
     for name, value in (("target_macs", target_macs), ("target_params", target_params)):
         if value is not None and (not isinstance(value, (int, float)) or not 0 <= value < 1):
             raise EdgeCompressError(f"{name} is the fraction to remove, in [0, 1); got {value!r} (0.5 halves the {name[7:]})")
+    if target_latency is not None and (not isinstance(target_latency, (int, float)) or not 0 < target_latency < 1):
+        raise EdgeCompressError(f"target_latency is the fraction of the dense model's predicted latency to keep, in (0, 1); "
+                                f"got {target_latency!r} (0.4: at most 40% of it)")
+    if latency_ms is not None and (not isinstance(latency_ms, (int, float)) or not latency_ms > 0):
+        raise EdgeCompressError(f"latency_ms is the predicted latency budget in milliseconds, > 0; got {latency_ms!r}")
+    if round_to == "auto" and target_latency is None and latency_ms is None:
+        raise EdgeCompressError("round_to='auto' chooses kept channels from measured latency step curves: pass target_latency= or latency_ms=, "
+                                "or an integer round_to")
 
 
 def plan_pruning(
@@ -157,13 +178,16 @@ def plan_pruning(
     ratio: RatioSpec | None = None,
     target_macs: float | None = None,
     target_params: float | None = None,
+    target_latency: float | None = None,
+    latency_ms: float | None = None,
     criterion: str | Criterion = "bn-gamma",
     ignore: Sequence[str] = (),
     min_channels: int = 1,
-    round_to: int = 1,
+    round_to: int | str = 1,
     graph: ChannelGraph | None = None,
     data: Iterable | None = None,
     candidates: Callable[[ChannelGroup], bool] | None = None,
+    latency_tables: TablesLike | None = None,
 ) -> PrunePlan:
     """Decide which channels to remove; the model is not modified. Give exactly one goal:
 
@@ -172,7 +196,13 @@ def plan_pruning(
     - ``ratio={"backbone": 0.3, "neck.c2f": 0.5}`` (a module and everything under it, longest key
       wins, unlisted layers kept) or ``ratio=lambda name: ...`` (None keeps): per-layer ratios;
     - ``target_macs=0.5`` / ``target_params=0.5``: the smallest global ratio estimated to remove
-      that fraction of the model's MACs / parameters.
+      that fraction of the model's MACs / parameters;
+    - ``target_latency=0.4`` (at most 40% of the dense model's predicted latency) or ``latency_ms=5.0``:
+      channels allocated by importance per millisecond against per-layer latency tables
+      (:mod:`edgecompress.prune.latency_budget`). ``latency_tables``: from
+      :func:`edgecompress.profile.measure_latency_tables` on this model and input (any runtime, precision),
+      or ``{module: LayerTable}``; without them they are measured in onnxruntime, fp32 (cached). The plan's
+      ``latency`` holds the prediction.
 
     ``criterion``: a registered name (see ``CRITERIA``) or a :class:`Criterion`; one that
     ``needs_gradients`` reads those accumulated on the model, so run ``loss.backward()`` first; one
@@ -180,7 +210,9 @@ def plan_pruning(
     (inputs, targets) pairs), before scoring. Other criteria ignore ``data``.
 
     Every group keeps at least max(min_channels, 1) channels; every layer keeps a multiple of
-    ``round_to`` channels (see :func:`group_rounding`) unless it keeps them all.
+    ``round_to`` channels (see :func:`group_rounding`) unless it keeps them all. With a latency goal,
+    ``round_to="auto"`` lets each group keep only the counts at the top of a step of its measured latency
+    curve (:func:`~edgecompress.prune.latency_budget.step_boundaries`).
 
     ``graph``: reuse ``analyze(model, example_input, ignore)`` made earlier for this architecture
     (weights may have changed since; channel counts, input shape and ``ignore`` may not) instead of
@@ -190,7 +222,7 @@ def plan_pruning(
     and are listed uncut in the plan. A ratio then counts the candidates' channels only; a target is
     still a fraction of the whole model (strategies that cut the network part by part use this).
     """
-    check_one_goal(ratio, target_macs, target_params)
+    check_goal(ratio, target_macs, target_params, target_latency, latency_ms, round_to)
     per_layer = isinstance(ratio, Mapping) or callable(ratio)
     check_arguments(0.0 if per_layer or ratio is None else ratio, criterion, min_channels, round_to)
     criterion = get_criterion(criterion)
@@ -198,8 +230,30 @@ def plan_pruning(
         raise EdgeCompressError(f"criterion {criterion.name!r} measures the model on data: pass data=[a few batches of calibration inputs]")
     with collector_paused():
         graph = analysis_for(model, example_input, ignore, graph)
+    goal = Goal(ratio, target_macs, target_params, target_latency, latency_ms)
+    if goal.latency:
+        latency_tables = tables_for(model, example_input, graph, round_to, latency_tables)
+    with collector_paused():
         criterion = criterion.prepare(model, data) if criterion.needs_data else criterion
-        return _plan(model, graph, dict(model.named_modules()), ratio, target_macs, target_params, criterion, min_channels, round_to, candidates)
+        return _plan(model, graph, dict(model.named_modules()), goal, criterion, min_channels, round_to, latency_tables, candidates)
+
+
+@dataclass(frozen=True)
+class Goal:
+    """The one goal of a plan (see :func:`plan_pruning`)."""
+
+    ratio: RatioSpec | None = None
+    target_macs: float | None = None
+    target_params: float | None = None
+    target_latency: float | None = None
+    latency_ms: float | None = None
+
+    @property
+    def latency(self) -> tuple[str, float] | None:
+        """("fraction", f) or ("ms", budget) for a latency goal, else None."""
+        if self.target_latency is not None:
+            return ("fraction", self.target_latency)
+        return ("ms", self.latency_ms) if self.latency_ms is not None else None
 
 
 def analysis_for(model: nn.Module, example_input: torch.Tensor, ignore: Sequence[str], graph: ChannelGraph | None) -> ChannelGraph:
@@ -227,25 +281,26 @@ def _plan(
     model: nn.Module,
     graph: ChannelGraph,
     modules: dict[str, nn.Module],
-    ratio: RatioSpec | None,
-    target_macs: float | None,
-    target_params: float | None,
+    goal: Goal,
     criterion: Criterion,
     min_channels: int,
-    round_to: int,
+    round_to: int | str,
+    latency_tables: TablesLike | None,
     candidates: Callable[[ChannelGroup], bool] | None,
 ) -> PrunePlan:
-    per_layer = isinstance(ratio, Mapping) or callable(ratio)
+    ratio, latency = goal.ratio, None
     groups = [group for group in graph.prunable_groups if candidates is None or candidates(group)]
     scores = [criterion.score(group, modules) for group in groups]
-    multiples = np.array([group_rounding(group, round_to) for group in groups], dtype=int)
-    if per_layer:
+    multiples = None if round_to == "auto" else np.array([group_rounding(group, round_to) for group in groups], dtype=int)
+    if goal.latency:
+        selection, latency = latency_selection(scores, groups, modules, latency_tables, goal.latency, min_channels, multiples)
+    elif isinstance(ratio, Mapping) or callable(ratio):
         selection = select_per_group(scores, _group_ratios(groups, _layer_ratio(ratio, modules)), min_channels, multiples)
         ratio = None
     else:
         if ratio is None:
-            goal = ("macs", target_macs) if target_macs is not None else ("params", target_params)
-            ratio = _ratio_for_target(model, modules, graph, groups, scores, goal, min_channels, multiples)
+            target = ("macs", goal.target_macs) if goal.target_macs is not None else ("params", goal.target_params)
+            ratio = _ratio_for_target(model, modules, graph, groups, scores, target, min_channels, multiples)
         selection = select_channels(scores, ratio, min_channels, multiples)
     removed = {group.id: sorted(channels) for group, channels in zip(groups, selection.removed)}
     group_plans = tuple(
@@ -264,8 +319,11 @@ def _plan(
         input_dtype=graph.input_dtype,
         output_shapes=graph.output_shapes,
         notes=graph.notes,
-        target_macs=target_macs,
-        target_params=target_params,
+        target_macs=goal.target_macs,
+        target_params=goal.target_params,
+        target_latency=goal.target_latency,
+        latency_ms=goal.latency_ms,
+        latency=latency,
     )
 
 

@@ -3,7 +3,8 @@
 A strategy is one class and one :func:`register_strategy` call, like a criterion. It receives the
 model and a :class:`PruneJob` (the goal, the criterion, the limits, calibration batches and, for the
 strategies that train between passes, a training callback) and prunes the model in place, returning
-the plans it applied in order. ``global`` is one plan by a global threshold on normalised scores.
+the plans it applied in order. ``global`` is one plan by a global threshold on normalised scores (for a
+latency goal, by the latency-budget knapsack of :mod:`.latency_budget`).
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from ..graph import ChannelGraph, ChannelGroup, analyze
 from .apply import apply_plan
 from .budget import max_removable_fraction
 from .criteria import Criterion, get_criterion
-from .plan import PrunePlan, RatioSpec, check_one_goal, check_ratio, plan_pruning
+from .latency_budget import TablesLike
+from .plan import GOALS, PrunePlan, RatioSpec, check_goal, check_ratio, plan_pruning
 
 
 @dataclass
 class PruneJob:
-    """Everything a strategy is given. Exactly one goal (``ratio``, ``target_macs``, ``target_params``),
-    as :func:`plan_pruning` takes it. ``data``: a few calibration batches (a criterion that
-    ``needs_data`` is prepared on them; some strategies measure feature maps on them). ``gradients``:
+    """Everything a strategy is given. Exactly one goal (``ratio``, ``target_macs``, ``target_params``,
+    ``target_latency``, ``latency_ms``), as :func:`plan_pruning` takes it (``latency_tables`` for a latency goal).
+    ``data``: a few calibration batches (a criterion that ``needs_data`` is prepared on them; some strategies
+    measure feature maps on them). ``gradients``:
     accumulates the task loss's gradients on a model, called before each plan when the criterion
     ``needs_gradients`` (without it, the gradients already on the model are read: one pass only). ``train``: trains a model in place for a number of epochs, for strategies that
     train between or during passes."""
@@ -37,27 +40,36 @@ class PruneJob:
     ratio: RatioSpec | None = None
     target_macs: float | None = None
     target_params: float | None = None
+    target_latency: float | None = None
+    latency_ms: float | None = None
     criterion: str | Criterion = "bn-gamma"
     ignore: Sequence[str] = ()
     min_channels: int = 1
-    round_to: int = 1
+    round_to: int | str = 1
     data: Iterable | None = None
     gradients: Callable[[nn.Module], None] | None = None
     train: Callable[[nn.Module, int], None] | None = None
+    latency_tables: TablesLike | None = None
 
     def __post_init__(self) -> None:
         self.criterion = get_criterion(self.criterion)
 
+    @property
+    def goal(self) -> dict:
+        """The job's goal as :func:`plan_pruning` takes it."""
+        return {name: getattr(self, name) for name in GOALS}
+
     def plan(self, model: nn.Module, *, graph: ChannelGraph | None = None, candidates: Callable[[ChannelGroup], bool] | None = None,
              **goal) -> PrunePlan:
         """A plan for ``model`` with this job's criterion and limits; ``goal`` (one of ratio, target_macs,
-        target_params) replaces the job's own. Gradients are accumulated first when the criterion needs them.
-        ``graph`` and ``candidates``: as :func:`plan_pruning` takes them."""
-        goal = goal or {"ratio": self.ratio, "target_macs": self.target_macs, "target_params": self.target_params}
+        target_params, target_latency, latency_ms) replaces the job's own. Gradients are accumulated first when
+        the criterion needs them. ``graph`` and ``candidates``: as :func:`plan_pruning` takes them."""
+        goal = goal or self.goal
         if self.criterion.needs_gradients and self.gradients is not None:
             self.gradients(model)  # without the callback, the gradients already on the model are read
         plan = plan_pruning(model, self.example_input, **goal, criterion=self.criterion, ignore=self.ignore,
-                            min_channels=self.min_channels, round_to=self.round_to, data=self.data, graph=graph, candidates=candidates)
+                            min_channels=self.min_channels, round_to=self.round_to, data=self.data, graph=graph, candidates=candidates,
+                            latency_tables=self.latency_tables)
         model.zero_grad(set_to_none=True)
         return plan
 
@@ -104,7 +116,7 @@ def summarize_passes(plans: Sequence[PrunePlan], job: PruneJob) -> dict:
     summary = plans[-1].summary()
     total = plans[0].channels_total
     summary.update(ratio=job.ratio if isinstance(job.ratio, float) else summary["ratio"] if len(plans) == 1 else None, target_macs=job.target_macs,
-                   target_params=job.target_params, channels_total=total,
+                   target_params=job.target_params, target_latency=job.target_latency, latency_ms=job.latency_ms, channels_total=total,
                    channels_removed=total - plans[-1].channels_total + plans[-1].channels_removed)
     if len(plans) > 1:
         summary["passes"] = [plan.summary() for plan in plans]
@@ -124,7 +136,9 @@ class Budget:
     def of(cls, model: nn.Module, job: PruneJob, graph: ChannelGraph, strategy: str) -> Budget:
         """The job's goal on ``model`` (``graph``: its analysis); refuses per-layer ratios and, as the planner
         would, a target pruning cannot reach, before any cut."""
-        check_one_goal(job.ratio, job.target_macs, job.target_params)
+        if job.target_latency is not None or job.latency_ms is not None:
+            raise EdgeCompressError(f"strategy {strategy!r} cuts in passes by MACs, parameters or channels; a latency goal takes strategy 'global'")
+        check_goal(job.ratio, job.target_macs, job.target_params)
         if job.ratio is not None:
             if not isinstance(job.ratio, (int, float)):
                 raise EdgeCompressError(
@@ -205,24 +219,31 @@ def prune(
     ratio: RatioSpec | None = None,
     target_macs: float | None = None,
     target_params: float | None = None,
+    target_latency: float | None = None,
+    latency_ms: float | None = None,
     criterion: str | Criterion = "bn-gamma",
     strategy: str | Strategy = "global",
     ignore: Sequence[str] = (),
-    round_to: int = 1,
+    round_to: int | str = 1,
     min_channels: int = 1,
     data: Iterable | None = None,
     gradients: Callable[[nn.Module], None] | None = None,
     train: Callable[[nn.Module, int], None] | None = None,
+    latency_tables: TablesLike | None = None,
 ) -> nn.Module:
     """Prune ``model`` in place by ``strategy`` (``global``: one plan, see :func:`plan_pruning` for the goals,
-    exactly one of ``ratio``, ``target_macs``, ``target_params``) and return it. ``target_macs=0.5`` halves
-    the MACs. ``data``: input batches for a criterion or strategy that measures the model (e.g.
+    exactly one of ``ratio``, ``target_macs``, ``target_params``, ``target_latency``, ``latency_ms``) and return it.
+    ``target_macs=0.5`` halves the MACs; ``target_latency=0.4`` keeps at most 40% of the dense model's latency
+    predicted from per-layer tables (``latency_tables``, else measured in onnxruntime; ``round_to="auto"`` rounds
+    to the tables' step boundaries). ``data``: input batches for a criterion or strategy that measures the model (e.g.
     ``activation``); ``gradients``/``train``: callbacks for criteria that read gradients over several passes and
     strategies that train between passes (see :class:`PruneJob`)."""
     strategy = get_strategy(strategy)
     if strategy.needs_training and train is None:
         raise EdgeCompressError(f"strategy {strategy.name!r} trains between passes: pass train=lambda model, epochs: ...")
-    job = PruneJob(example_input, ratio=ratio, target_macs=target_macs, target_params=target_params, criterion=criterion, ignore=ignore,
-                   min_channels=min_channels, round_to=round_to, data=data, gradients=gradients, train=train)
+    check_goal(ratio, target_macs, target_params, target_latency, latency_ms, round_to)
+    job = PruneJob(example_input, ratio=ratio, target_macs=target_macs, target_params=target_params, target_latency=target_latency,
+                   latency_ms=latency_ms, criterion=criterion, ignore=ignore, min_channels=min_channels, round_to=round_to, data=data,
+                   gradients=gradients, train=train, latency_tables=latency_tables)
     strategy.prune(model, job)
     return model
