@@ -15,12 +15,14 @@ from .criteria import (
     get_criterion,
     register_criterion,
 )
+from .criteria_attention import AttentionImportance
 from .criteria_data import ActivationImportance, observe_inputs
 from .criteria_kmeans import KMeansImportance
 from .layers import ResidualBlock, prune_layers, residual_blocks
 from .plan import GroupPlan, LayerCut, PrunePlan, plan_pruning
 from .similarity import GroupTreatment, RemovedChannel, SimilarityReport, prune_by_similarity
 from .strategies import STRATEGIES, GlobalStrategy, PruneJob, Strategy, get_strategy, prune, register_strategy, summarize_passes
+from .strategy_dynamic import DynamicStrategy, MaskPass
 from .surgery import SURGERIES, register_surgery
 
 __all__ = [
@@ -47,12 +49,15 @@ __all__ = [
     "RandomImportance",
     "KMeansImportance",
     "ActivationImportance",
+    "AttentionImportance",
     "observe_inputs",
     "CRITERIA",
     "register_criterion",
     "get_criterion",
     "Strategy",
     "GlobalStrategy",
+    "DynamicStrategy",
+    "MaskPass",
     "PruneJob",
     "STRATEGIES",
     "register_strategy",
