@@ -47,7 +47,7 @@ class AttentionImportance(Criterion):
         for member in group.members_with(Role.CONV_OUT, Role.LINEAR_OUT, Role.DEPTHWISE):
             filters = output_filters(modules[member.module])
             attention.append(gather(len(filters) * filter_attention(filters), member, mean=True))
-        scaled = [member for member in group.members_with(Role.BN, Role.NORM) if modules[member.module].weight is not None]
+        scaled = any(modules[member.module].weight is not None for member in group.members_with(Role.BN, Role.NORM))
         gamma = BnGammaImportance().score(group, modules) if scaled else torch.ones(group.size)
         return torch.stack(attention).mean(0) * gamma
 

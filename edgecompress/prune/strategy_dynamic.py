@@ -85,7 +85,7 @@ class DynamicStrategy(Strategy):
 
     def prune(self, model: nn.Module, job: PruneJob) -> list[MaskPass]:
         if job.train is None:
-            raise EdgeCompressError(f"strategy {self.name!r} trains while it prunes: give the job a train=lambda model, epochs: ... callback")
+            raise EdgeCompressError(f"strategy {self.name!r} trains while it prunes: pass train=lambda model, epochs: ... to the job")
         passes: list[MaskPass] = []
         for epoch in range(1, self.epochs + 1):
             job.train(model, 1)

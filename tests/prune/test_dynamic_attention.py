@@ -126,7 +126,8 @@ def test_dynamic_meets_a_ratio_and_records_every_epoch() -> None:
 def test_dynamic_meets_a_macs_target_through_the_public_api() -> None:
     model, x = build("resnet"), example_input("resnet")
     before = model_stats(model, x).macs
-    assert edgecompress.prune(model, x, target_macs=0.4, criterion="attention", strategy="dynamic", train=classification_trainer(x)) is model
+    pruned = edgecompress.prune(model, x, target_macs=0.4, criterion="attention", strategy="dynamic", train=classification_trainer(x))
+    assert pruned is model
     assert 1 - model_stats(model, x).macs / before >= 0.4
 
 
@@ -147,7 +148,8 @@ def silenced(model: nn.Module, plan) -> nn.Module:
 def test_dynamic_removal_computes_what_the_masked_model_computes() -> None:
     model, x = build("resnet"), example_input("resnet")
     snapshots: list[nn.Module] = []
-    passes = DynamicStrategy(epochs=2).prune(model, PruneJob(x, ratio=0.4, criterion="attention", train=classification_trainer(x, snapshots)))
+    job = PruneJob(x, ratio=0.4, criterion="attention", train=classification_trainer(x, snapshots))
+    passes = DynamicStrategy(epochs=2).prune(model, job)
     masked = silenced(snapshots[-1], passes[-1]).eval()  # the model the last plan was made on, its last masks silenced
     fresh = torch.randn(4, *x.shape[1:], generator=torch.Generator().manual_seed(11))
     assert passes[-1].channels_removed > 0 and not torch.equal(outputs(masked, fresh)[0], outputs(snapshots[-1].eval(), fresh)[0])
@@ -173,8 +175,8 @@ def test_masked_channel_comes_back_when_training_needs_it() -> None:
         student[1].weight[2], student[1].weight[7] = 0.05, 0.4
 
     def distil(model: nn.Module, epochs: int) -> None:
-        fit(model, loader, nn.functional.mse_loss, TrainConfig(epochs, lr=0.05, warmup_steps=0, sparsity_lambda=1e-3), sparse_batchnorms=[model[1]],
-            description="distillation")
+        config = TrainConfig(epochs, lr=0.05, warmup_steps=0, sparsity_lambda=1e-3)
+        fit(model, loader, nn.functional.mse_loss, config, sparse_batchnorms=[model[1]], description="distillation")
 
     passes = DynamicStrategy(epochs=4).prune(student, PruneJob(torch.randn(2, 3, 6, 6), ratio=1 / 8, criterion="attention", train=distil))
     masks = [p.groups[0].removed for p in passes]
@@ -185,20 +187,25 @@ def test_masked_channel_comes_back_when_training_needs_it() -> None:
 
 @pytest.mark.parametrize("name", ["mobilenetv2", "decoder"])
 def test_zero_filters_silences_the_masked_filters_only(name: str) -> None:
-    """Depthwise, grouped and transposed convs: the masked channels' conv outputs are exactly 0; norms stay."""
+    """Depthwise, grouped and transposed convs: the masked channels' conv outputs are exactly 0; norm layers stay."""
     model, x = build(name), example_input(name)
+    modules = dict(model.named_modules())
     plan = plan_pruning(model, x, ratio=0.3)
-    norms = {n: [p.clone() for p in m.parameters()] for n, m in model.named_modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.PReLU))}
+    norm_layers = {name: copy.deepcopy(m) for name, m in modules.items() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.PReLU))}
     zero_filters(model, plan)
-    filter_cuts = [cut for cut in plan.cuts if cut.dim == "out" and isinstance(dict(model.named_modules())[cut.module], nn.modules.conv._ConvNd)]
-    seen = {}
-    hooks = [dict(model.named_modules())[cut.module].register_forward_hook(lambda _, __, out, cut=cut: seen.update({cut.module: out[:, list(cut.removed)]}))
-             for cut in filter_cuts]
+    filter_cuts = [cut for cut in plan.cuts if cut.dim == "out" and isinstance(modules[cut.module], nn.modules.conv._ConvNd)]
+    masked_outputs = {}
+
+    def record(cut):
+        return lambda layer, inputs, output: masked_outputs.update({cut.module: output[:, list(cut.removed)]})
+
+    hooks = [modules[cut.module].register_forward_hook(record(cut)) for cut in filter_cuts]
     outputs(model, torch.randn(x.shape))
     for hook in hooks:
         hook.remove()
-    assert filter_cuts and all(torch.count_nonzero(seen[cut.module]) == 0 for cut in filter_cuts)
-    assert all(torch.equal(a, b) for n, m in model.named_modules() if n in norms for a, b in zip(norms[n], m.parameters()))
+    assert filter_cuts and all(torch.count_nonzero(masked_outputs[cut.module]) == 0 for cut in filter_cuts)
+    for name, before in norm_layers.items():
+        assert all(torch.equal(a, b) for a, b in zip(before.parameters(), modules[name].parameters()))
 
 
 def test_dynamic_refuses_bad_settings() -> None:
