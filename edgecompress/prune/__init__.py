@@ -16,6 +16,7 @@ from .criteria import (
     get_criterion,
     register_criterion,
 )
+from .criteria_attention import AttentionImportance
 from .criteria_data import ActivationImportance, observe_inputs
 from .criteria_kmeans import KMeansImportance
 from .latency_budget import LatencyPrediction
@@ -34,6 +35,7 @@ from .strategies import (
     register_strategy,
     summarize_passes,
 )
+from .strategies_dynamic import DynamicStrategy, MaskPass
 from .strategies_greedy import GreedyStrategy
 from .strategies_iterative import IterativeStrategy
 from .strategies_layer import LayerByLayerStrategy
@@ -66,6 +68,7 @@ __all__ = [
     "RandomImportance",
     "KMeansImportance",
     "ActivationImportance",
+    "AttentionImportance",
     "observe_inputs",
     "CRITERIA",
     "register_criterion",
@@ -79,6 +82,8 @@ __all__ = [
     "SimilarityStrategy",
     "Budget",
     "prune_in_passes",
+    "DynamicStrategy",
+    "MaskPass",
     "PruneJob",
     "STRATEGIES",
     "register_strategy",

@@ -64,7 +64,7 @@ def test_criteria_say_what_they_need() -> None:
     assert isinstance(get_criterion("bn-gamma"), BnGammaImportance) and get_criterion("bn-gamma").needs_sparse_bn
     taylor = TaylorImportance()
     assert get_criterion(taylor) is taylor
-    with pytest.raises(EdgeCompressError, match=r"unknown pruning criterion 'entropy'; choose one of activation, bn-gamma, fpgm, kmeans, l1, l2, random"):
+    with pytest.raises(EdgeCompressError, match=r"unknown pruning criterion 'entropy'; choose one of activation, attention, bn-gamma, fpgm, kmeans, l1, l2, random"):
         get_criterion("entropy")
     with pytest.raises(EdgeCompressError, match="register a named Criterion instance"):
         register_criterion(lambda group, modules: torch.ones(group.size))
