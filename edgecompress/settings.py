@@ -8,6 +8,7 @@ validates every value once, before any stage runs.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -200,16 +201,15 @@ def _gigabytes(count: float) -> str:
 
 def _check_gpus(gpus: int, device: Any) -> None:
     """``--gpus N`` needs N GPUs here, or agrees with the torchrun that started this process."""
-    import os
-
     import torch
 
     from .train.distributed import launched_by_torchrun
 
     if launched_by_torchrun():
-        started = int(os.environ["WORLD_SIZE"])
+        started = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
         if started != gpus:
-            raise EdgeCompressError(f"--gpus {gpus}, but torchrun started {started} processes; drop --gpus under torchrun, or make the two agree")
+            raise EdgeCompressError(f"--gpus {gpus}, but torchrun started {started} processes on this machine; drop --gpus under torchrun, "
+                                    "or make the two agree")
         return
     found = torch.cuda.device_count() if device.type == "cuda" else 0
     if found < gpus:

@@ -22,11 +22,17 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from typer.testing import CliRunner
 
+from edgecompress.cli import app
 from edgecompress.errors import EdgeCompressError
-from edgecompress.train import distributed
+from edgecompress.pipeline import BuildConfig, build
+from edgecompress.train import distributed, resolve_device
 from edgecompress.train.loop import TrainConfig, fit
-from tests.reliability.conftest import ENV, build_args, tiny_project  # noqa: F401  (tiny_project: a fixture used here)
+from tests.reliability import conftest as reliability
+from tests.reliability.conftest import ENV, build_args
+
+tiny_project = reliability.tiny_project  # the fixture: a tiny classifier and an ImageFolder of real digits
 
 REPO = Path(__file__).resolve().parents[2]
 GLOBAL_BATCH = 16
@@ -140,7 +146,7 @@ def test_two_processes_take_the_step_one_process_takes_on_the_whole_batch(traine
 def test_a_run_killed_between_epochs_resumes_on_every_process_to_the_same_weights(trained, tmp_path):
     with pytest.raises(mp.ProcessExitedException, match="SIGKILL"):
         _start("killed", tmp_path)
-    assert torch.load(tmp_path / "killed.ckpt")["epoch_losses"].__len__() == 1
+    assert len(torch.load(tmp_path / "killed.ckpt")["epoch_losses"]) == 1  # killed after epoch 1, before epoch 2 ended
     _start("resumed", tmp_path)
     assert [(tmp_path / f"resumed-from-{rank}.txt").read_text() for rank in range(2)] == ["1", "1"]
     assert _same_weights(torch.load(trained / "uninterrupted.pt"), torch.load(tmp_path / "resumed.pt"))
@@ -152,6 +158,31 @@ def test_one_process_is_left_as_it_is():
     assert distributed.from_main_process(lambda: 7) == 7 and distributed.gather_objects(3) == [3]
     assert distributed.torchrun_command(4, ["build", "--gpus", "4"])[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4",
                                                                            "-m", "edgecompress", "build", "--gpus", "4"]
+
+
+def test_gpus_needs_as_many_gpus_and_agrees_with_torchrun(tmp_path, monkeypatch):
+    result = CliRunner().invoke(app, ["build", "--gpus", "2", "--device", "cpu", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "--gpus 2 needs 2 GPUs" in result.output and "torchrun --nproc_per_node 2" in result.output
+    with pytest.raises(EdgeCompressError, match="torchrun --nproc_per_node 2"):  # from Python: start the script under torchrun
+        build(BuildConfig(gpus=2, runs_dir=str(tmp_path)))
+    for name, value in {"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4", "LOCAL_RANK": "0"}.items():  # torchrun's, on one of two machines
+        monkeypatch.setenv(name, value)
+    with pytest.raises(EdgeCompressError, match="torchrun started 4 processes on this machine"):
+        BuildConfig(gpus=2, device="cpu").check()
+    assert not any(tmp_path.iterdir())
+
+
+def test_each_torchrun_process_takes_the_gpu_of_its_local_rank(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with two GPUs, as torch reports it
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("auto") == resolve_device("cuda") == resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(EdgeCompressError, match="pass --device cuda"):
+        resolve_device("cuda:0")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(EdgeCompressError, match="LOCAL_RANK 2 has no GPU of its own"):
+        resolve_device("cuda")
 
 
 # Every process of a build records what it writes, deletes or renames under the runs folder, with its torchrun RANK
