@@ -123,7 +123,7 @@ def shard_loader(loader: Iterable) -> Iterable:
     hands this process every world-th sample of one shuffle all processes share, in batches of
     ``batch_size / world_size``, so the processes' batches together are one batch of ``batch_size``.
 
-    The shuffle's seed is the loader's generator's (the pipeline seeds it per stage); :func:`set_epoch` reshuffles it.
+    The shuffle's seed is rank 0's loader generator's (the pipeline seeds it per stage); :func:`set_epoch` reshuffles it.
     Returns ``loader`` unchanged with one process.
     """
     world = world_size()
@@ -143,6 +143,7 @@ def shard_loader(loader: Iterable) -> Iterable:
                                 "use shuffle=True or a plain DataLoader")
     if loader.batch_size % world:
         raise EdgeCompressError(f"batch size {loader.batch_size} does not split evenly over {world} processes; pass a --batch-size that is a multiple of {world}")
+    seed = from_main_process(lambda: seed)  # one shuffle for all, whatever seeded each process's generator
     sampler = DistributedSampler(loader.dataset, num_replicas=world, rank=rank(), shuffle=shuffle, seed=seed)
     return DataLoader(loader.dataset, loader.batch_size // world, sampler=sampler, num_workers=loader.num_workers, collate_fn=loader.collate_fn,
                       pin_memory=loader.pin_memory, drop_last=loader.drop_last, timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
