@@ -80,7 +80,7 @@ def process_group(device: torch.device, timeout: timedelta = DEFAULT_TIMEOUT) ->
         raise EdgeCompressError(f"torch {torch.__version__} was built without torch.distributed; run one process, or install a build with it")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout, device_id=device if device.type == "cuda" else None)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     try:
         yield
     finally:
@@ -96,7 +96,11 @@ def leave_process_group() -> None:
 
 def barrier() -> None:
     """Wait until every process gets here."""
-    if world_size() > 1:
+    if world_size() == 1:
+        return
+    if dist.get_backend() == "nccl":
+        dist.barrier(device_ids=[torch.cuda.current_device()])
+    else:
         dist.barrier()
 
 
