@@ -8,6 +8,7 @@ declared once and checked once, by the config itself.
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 import typing
 from dataclasses import MISSING, fields
@@ -26,6 +27,7 @@ from .progress import console
 from .quantize_job import QuantizeJob, run_quantize_job
 from .settings import BuildConfig, flag_of
 from .stages import STAGE_NAMES
+from .train.distributed import is_main_process, launched_by_torchrun, torchrun_command
 
 app = typer.Typer(help="Prune, quantize and deploy CNNs to edge hardware.", no_args_is_help=True, add_completion=False)
 
@@ -95,7 +97,14 @@ def command_from(config_type: type, name: str, action: Callable[[Any], None], do
 
 
 def _build(config: BuildConfig) -> None:
+    if config.gpus is not None and config.gpus > 1 and not launched_by_torchrun():
+        config.check()  # bad settings are refused here, not by each of N processes
+        command = torchrun_command(config.gpus, sys.argv[1:])
+        console.print(f"[dim]starting {config.gpus} processes: {escape(' '.join(command))}[/]", highlight=False, soft_wrap=True)
+        os.execv(command[0], command)  # torchrun takes this process's place: its exit status and signals are the build's
     run_dir = run_build(config)
+    if not is_main_process():
+        return  # rank 0 prints the report
     console.print(f"\n[bold green]done:[/] {run_dir}/report.md", soft_wrap=True)  # a path to copy: never wrapped
     # The report is the output: stdout, as written (logs and progress stay on stderr), so `| cat` keeps it whole.
     sys.stdout.write((run_dir / "report.md").read_text())

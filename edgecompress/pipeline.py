@@ -7,6 +7,11 @@ stage works in ``runs/<name>/.partial/<stage>/`` and is renamed into place only 
 an interrupted build leaves no half-written stage, and training resumes from its last epoch. The run
 folder is locked while a build uses it and cleaned only inside (see :mod:`edgecompress.run_folder`);
 ``config.json`` is written when the build finishes, so it always describes what is on disk.
+
+Under torchrun (``torchrun --nproc_per_node N -m edgecompress build ...``, or ``build --gpus N``) every process
+runs the stages that train, under DistributedDataParallel; rank 0 alone checks the inputs, holds the lock,
+writes every file and runs the other stages (export, engine, report), and hands its decisions (reuse a stage
+or run it, the manifests) to the others. The run folder must be on a filesystem every process sees.
 """
 
 from __future__ import annotations
@@ -15,17 +20,20 @@ import hashlib
 import json
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from .artifacts import read_marker, recover_dir, replace_dir, write_json, write_marker
 from .errors import EdgeCompressError
-from .progress import console
+from .progress import console, silenced
 from .run import Run
-from .run_folder import PARTIAL, check_run_name, claim, discard_unresumable, locked, run_name_from
+from .run_folder import MARKER, PARTIAL, check_run_name, claim, discard_unresumable, locked, run_name_from
 from .settings import BuildConfig
 from .stages import STAGE_NAMES, STAGES, Stage
+from .train.device import resolve_device
+from .train.distributed import barrier, from_main_process, is_main_process, launched_by_torchrun, leave_process_group, process_group, rank
 
 __all__ = ["BuildConfig", "Run", "build", "run_stage"]
 
@@ -47,14 +55,30 @@ def _reusable(manifest_path: Path, fingerprint: str) -> dict[str, Any] | None:
 def run_stage(run: Run, stage: Stage, fingerprint: str, force: bool) -> dict[str, Any]:
     """Reuse the stage if its manifest matches, else run it in a partial folder and move it into place.
 
-    Either way the stage's typed outcome is recorded in ``run.outcomes`` and its manifest returned.
+    Either way the stage's typed outcome is recorded in ``run.outcomes`` and its manifest returned. In a
+    distributed build rank 0 decides and writes; the other processes run a stage that trains alongside it,
+    writing nothing, and take rank 0's manifest.
     """
     final = run.dir / stage.name
-    if not force and (manifest := _reusable(final / "manifest.json", fingerprint)):
+    manifest = from_main_process(lambda: None if force else _reusable(final / "manifest.json", fingerprint))
+    if manifest:
         console.print(f"[green]✓[/] {stage.name}: reused (fingerprint {fingerprint})")
         run.outcomes[stage.name] = stage.outcome.from_manifest(manifest)
         return manifest
-    partial = run.dir / PARTIAL / stage.name
+    if is_main_process():
+        manifest = _run_and_record(run, stage, fingerprint, force)
+    elif stage.trains:
+        run.reseed()
+        stage.run(run, run.dir / PARTIAL / stage.name)  # under DDP with rank 0; only rank 0 writes
+    manifest = from_main_process(lambda: manifest)
+    if not is_main_process():
+        run.outcomes[stage.name] = stage.outcome.from_manifest(manifest)
+    return manifest
+
+
+def _run_and_record(run: Run, stage: Stage, fingerprint: str, force: bool) -> dict[str, Any]:
+    """Run the stage in its partial folder, write its manifest and move the folder into place."""
+    final, partial = run.dir / stage.name, run.dir / PARTIAL / stage.name
     marker = partial / ".fingerprint"
     if partial.exists() and (force or read_marker(marker) != fingerprint):
         shutil.rmtree(partial)
@@ -92,14 +116,24 @@ def build(config: BuildConfig | None = None, **overrides: Any) -> Path:
     config = replace(config, name=check_run_name(config.name) if named else run_name_from(config.name))
     if config.from_stage is not None and config.from_stage not in STAGE_NAMES:
         raise EdgeCompressError(f"unknown stage {config.from_stage!r} for --from; choose one of {', '.join(STAGE_NAMES)}")
+    if config.gpus is not None and config.gpus > 1 and not launched_by_torchrun():
+        raise EdgeCompressError(f"gpus={config.gpus} starts torchrun from the command line (edgecompress build --gpus {config.gpus}); "
+                                f"from Python, run your script under torchrun --nproc_per_node {config.gpus}")
     config.check()
     run = Run(config)
-    run.preflight()  # every input checked before the first training step; a refusal leaves no run folder
-    claim(run.dir)
-    with locked(run.dir):
-        for name in STAGE_NAMES:
-            recover_dir(run.dir / name)  # a stage move a killed build left half done
-        _run_stages(run)
+    with process_group(resolve_device(config.device)), silenced(not is_main_process()):
+        if is_main_process():
+            run.preflight()  # every input checked before the first training step; a refusal leaves no run folder
+            claim(run.dir)
+        barrier()
+        if not (run.dir / MARKER).is_file():
+            raise EdgeCompressError(f"process {rank()} does not see the run folder {run.dir} that rank 0 made; a build on several machines "
+                                    "needs a --runs-dir on a filesystem every machine shares")
+        with locked(run.dir) if is_main_process() else nullcontext():
+            if is_main_process():
+                for name in STAGE_NAMES:
+                    recover_dir(run.dir / name)  # a stage move a killed build left half done
+            _run_stages(run)
     return run.dir
 
 
@@ -107,13 +141,20 @@ def _run_stages(run: Run) -> None:
     config = run.config
     previous = ""
     force_from = STAGE_NAMES.index(config.from_stage) if config.from_stage else len(STAGE_NAMES)
+    last_training = max(index for index, stage in enumerate(STAGES) if stage.trains)
     try:
         for index, stage in enumerate(STAGES):
+            if index == last_training + 1:
+                leave_process_group()  # the stages left run on rank 0 alone
+                if not is_main_process():
+                    return
             fingerprint = _fingerprint(stage, config, previous)
             run.manifests[stage.name] = run_stage(run, stage, fingerprint, force=index >= force_from)
             previous = fingerprint
     except BaseException:
-        discard_unresumable(run.dir, STAGE_NAMES)
+        if is_main_process():
+            discard_unresumable(run.dir, STAGE_NAMES)
         raise
-    shutil.rmtree(run.dir / PARTIAL, ignore_errors=True)
-    write_json(run.dir / "config.json", asdict(config))
+    if is_main_process():
+        shutil.rmtree(run.dir / PARTIAL, ignore_errors=True)
+        write_json(run.dir / "config.json", asdict(config))

@@ -63,3 +63,15 @@ def status(description: str) -> Iterator[None]:
         return
     with console.status(f"[bold blue]{description}"):
         yield
+
+
+@contextmanager
+def silenced(enabled: bool = True) -> Iterator[None]:
+    """With ``enabled``, hide every log line and progress display of this process for the block (the other processes
+    of a distributed build: rank 0 speaks for them). Errors are printed after the block, as usual."""
+    before = console.quiet
+    console.quiet = before or enabled
+    try:
+        yield
+    finally:
+        console.quiet = before

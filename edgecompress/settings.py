@@ -8,6 +8,7 @@ validates every value once, before any stage runs.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -131,6 +132,9 @@ class BuildConfig:
                                   "or cuda:N. Export and the report's timings always run on the CPU.")
     amp: bool = setting(False, "Mixed precision for the float training stages on a GPU (bf16 where supported, else fp16 with a gradient "
                                "scaler); never for QAT. No effect on the CPU: autocast is not applied there.")
+    gpus: int | None = setting(None, "Train on this many GPUs of this machine with DistributedDataParallel: reruns this command under "
+                                     "`torchrun --standalone --nproc_per_node N`. For several machines, or processes on the CPU (gloo), "
+                                     "start `torchrun ... -m edgecompress build` yourself.", minimum=1)
     seed: int = setting(0, "Seed of every random choice (weights, shuffles, example inputs).")
     quick: bool = setting(False, "Tiny data and one epoch per stage: a smoke run of a few minutes.")
     from_stage: str | None = setting(None, "Rerun from this stage on, even if finished (the pipeline checks the name).", flag="--from")
@@ -155,7 +159,9 @@ class BuildConfig:
         from .train import resolve_device
 
         check_settings(replace(self, target=get_target(self.target).name))  # a target alias is fine here too
-        resolve_device(self.device)  # a GPU asked for on a machine without one
+        device = resolve_device(self.device)  # a GPU asked for on a machine without one
+        if self.gpus is not None:
+            _check_gpus(self.gpus, device)
         check_arguments(self.prune_ratio, self.criterion, self.min_channels, self.round_to)
         if self.target_macs is not None and not 0 < self.target_macs < 1:
             raise EdgeCompressError(f"--target-macs must be in (0, 1), got {self.target_macs}; 0.5 removes half the MACs")
@@ -203,6 +209,26 @@ def check_training_memory(image_size: int, batch_size: int, needed: float, *, es
 
 def _gigabytes(count: float) -> str:
     return f"{count / 2**30:,.1f} GiB"
+
+
+def _check_gpus(gpus: int, device: Any) -> None:
+    """``--gpus N`` needs N GPUs here, or agrees with the torchrun that started this process."""
+    import torch
+
+    from .train.distributed import launched_by_torchrun
+
+    if launched_by_torchrun():
+        started = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+        if started != gpus:
+            raise EdgeCompressError(f"--gpus {gpus}, but torchrun started {started} processes on this machine; drop --gpus under torchrun, "
+                                    "or make the two agree")
+        return
+    found = torch.cuda.device_count() if device.type == "cuda" else 0
+    if found < gpus:
+        seen = f"torch sees {found}" if found else "--device is the CPU" if torch.cuda.is_available() else f"torch {torch.__version__} sees none"
+        fix = f"pass --gpus {found} or fewer" if found else "drop --gpus"
+        raise EdgeCompressError(f"--gpus {gpus} needs {gpus} GPUs, but {seen}; {fix}, or for processes on the CPU (gloo) run "
+                                f"`torchrun --nproc_per_node {gpus} -m edgecompress build ...`")
 
 
 def _check_zoo_task(model: str, task: str) -> None:

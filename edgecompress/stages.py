@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import itertools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -19,8 +18,9 @@ from .progress import console, status, track
 from .run import Run
 from .stats import model_stats
 from .tasks import onnx_predict, torch_predict
-from .train.device import pin_memory, resolve_device, to_device
-from .train.loop import TrainConfig, fit
+from .train.device import pin_memory, resolve_device
+from .train.distributed import from_main_process, is_main_process
+from .train.loop import TrainConfig, accumulate_gradients, fit
 
 if TYPE_CHECKING:
     from .profile import LatencyTables
@@ -51,8 +51,16 @@ def _train(run: Run, model: nn.Module, folder: Path, config: TrainConfig, descri
     """Train ``model`` on the build's device (where it stays), resuming from the stage's checkpoint; the epoch losses."""
     history = fit(model, run.data.train, run.task.loss(model), config, sparse_batchnorms=sparse, checkpoint=folder / "checkpoint.pt",
                   description=description, device=_device(run), amp=amp)
-    (folder / "checkpoint.pt").unlink(missing_ok=True)
+    if is_main_process():
+        (folder / "checkpoint.pt").unlink(missing_ok=True)
     return [round(loss, 5) for loss in history.epoch_losses]
+
+
+def _save(model: nn.Module, path: Path) -> None:
+    """Move the model to the CPU and save it there, from rank 0 only: in a distributed build the others read rank 0's file."""
+    model.cpu()
+    if is_main_process():
+        save_model(model, path)
 
 
 def baseline(run: Run, folder: Path) -> ModelOutcome:
@@ -69,7 +77,7 @@ def baseline(run: Run, folder: Path) -> ModelOutcome:
         run.task.prepare(model, run.data)
         losses = _train(run, model, folder, TrainConfig(config.epochs, lr=config.lr), "baseline", amp=config.amp)
     scores = _evaluate(run, model.to(_device(run)))
-    save_model(model.cpu(), folder / "model.pt")
+    _save(model, folder / "model.pt")
     return ModelOutcome(outputs={"model": "model.pt"}, scores=scores, **_size(run, model), train_loss=losses)
 
 
@@ -89,11 +97,12 @@ def sparse(run: Run, folder: Path) -> SparseOutcome:
     losses = _train(run, model, folder, TrainConfig(config.sparse_epochs, lr=config.lr, sparsity_lambda=config.sparsity_lambda), "sparse", sparse=batchnorms,
                     amp=config.amp)
     after = _gammas(batchnorms)
-    plot_gamma_distribution(before, after, folder / "gamma_histogram.png")
+    if is_main_process():
+        plot_gamma_distribution(before, after, folder / "gamma_histogram.png")
     hist_before, hist_after = GammaHistogram.of(before), GammaHistogram.of(after)
     console.print(f"  BN gammas below 0.01: {hist_before.fraction_below_001:.1%} -> {hist_after.fraction_below_001:.1%} of {after.size} channels")
     scores = _evaluate(run, model)
-    save_model(model.cpu(), folder / "model.pt")
+    _save(model, folder / "model.pt")
     return SparseOutcome(outputs={"model": "model.pt", "gamma_plot": "gamma_histogram.png"}, scores=scores,
                          gamma_before=hist_before, gamma_after=hist_after, train_loss=losses)
 
@@ -101,13 +110,7 @@ def sparse(run: Run, folder: Path) -> SparseOutcome:
 def _accumulate_gradients(run: Run, model: nn.Module, batches: int = 8) -> None:
     """Sum the task loss's gradients over a few training batches, on the build's device, for criteria that need
     gradients; the model (gradients included) comes back to the CPU, where pruning is planned."""
-    device = _device(run)
-    loss_fn = run.task.loss(model)
-    model.to(device).train()
-    model.zero_grad(set_to_none=True)
-    for batch in track(itertools.islice(run.data.train, batches), "gradients for the criterion", total=min(batches, len(run.data.train))):
-        images, targets = to_device(batch, device)
-        loss_fn(model(images), targets).backward()
+    accumulate_gradients(model, run.data.train, run.task.loss(model), batches=batches, device=_device(run), description="gradients for the criterion")
     model.cpu()
 
 
@@ -148,9 +151,10 @@ def prune_stage(run: Run, folder: Path) -> PruneOutcome:
     with status(f"pruning ({strategy.name} strategy, {criterion.name} criterion)"):
         plans = strategy.prune(model, job)
     model.zero_grad(set_to_none=True)
-    latency = _predicted_and_measured(run, dense, model, plans[-1].latency) if dense is not None and plans[-1].latency else None
+    measure = dense is not None and plans[-1].latency and is_main_process()  # only rank 0's outcome is written
+    latency = _predicted_and_measured(run, dense, model, plans[-1].latency) if measure else None
     scores = _evaluate(run, model.to(_device(run)))
-    save_model(model.cpu(), folder / "model.pt")
+    _save(model, folder / "model.pt")
     return PruneOutcome(outputs={"model": "model.pt"}, scores=scores, **_size(run, model), plan=summarize_passes(plans, job),
                         removed_blocks=removed_blocks, latency=latency)
 
@@ -160,12 +164,13 @@ LATENCY_CHECK_RUNS, LATENCY_CHECK_ROUNDS = 20, 2
 
 
 def _latency_tables(run: Run, model: nn.Module) -> LatencyTables:
-    """The model's per-layer latency tables in ``--latency-runtime``, on a grid of ``--round-to`` (cached per machine)."""
+    """The model's per-layer latency tables in ``--latency-runtime``, on a grid of ``--round-to`` (cached per machine);
+    measured by rank 0 alone under torchrun, so every process plans the same cuts."""
     from .profile import measure_latency_tables
 
     config = run.config
-    tables = measure_latency_tables(model, run.example_input(), ignore=config.ignore, runtime=config.latency_runtime,
-                                    step=config.round_to if config.round_to > 1 else 8)
+    tables = from_main_process(lambda: measure_latency_tables(model, run.example_input(), ignore=config.ignore, runtime=config.latency_runtime,
+                                                              step=config.round_to if config.round_to > 1 else 8))
     console.print(f"  latency tables ({tables.describe()}): {tables.measured_points} points measured, {tables.cached_points} from the cache")
     return tables
 
@@ -195,7 +200,7 @@ def finetune(run: Run, folder: Path) -> ModelOutcome:
     model = run.load_stage_model("prune")
     losses = _train(run, model, folder, TrainConfig(config.finetune_epochs, lr=config.lr), "finetune", amp=config.amp)
     scores = _evaluate(run, model)
-    save_model(model.cpu(), folder / "model.pt")
+    _save(model, folder / "model.pt")
     return ModelOutcome(outputs={"model": "model.pt"}, scores=scores, **_size(run, model), train_loss=losses)
 
 
@@ -229,14 +234,15 @@ def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
             max_drop=config.max_drop, method=config.calib_method, skip=config.ignore, float_layers=float_layers, backend=backend,
             example_input=run.example_input(), metric_name=metric,
         )
-        write_text(folder / "sensitivity.md", sensitivity.to_markdown())
-        write_json(folder / "sensitivity.json", sensitivity.to_dict())
+        if is_main_process():
+            write_text(folder / "sensitivity.md", sensitivity.to_markdown())
+            write_json(folder / "sensitivity.json", sensitivity.to_dict())
         outputs.update(sensitivity="sensitivity.md", sensitivity_json="sensitivity.json")
         kept_float = sensitivity.skip
     ptq = _evaluate(run, model.to(_device(run)))
     losses = _train(run, model, folder, TrainConfig(config.qat_epochs, lr=config.lr / 100, warmup_steps=0), "qat")
     scores = _evaluate(run, model)
-    save_model(model.cpu(), folder / "model.pt")
+    _save(model, folder / "model.pt")
     return QuantOutcome(outputs=outputs, scores=scores, ptq=ptq, backend=backend, calibration_images=int(images.shape[0]),
                         calibration_source=run.calibration_source(), activation_ranges=ranges, kept_float=kept_float, float_by_default=list(float_layers), train_loss=losses)
 
@@ -306,25 +312,31 @@ def report(run: Run, folder: Path) -> ReportOutcome:
 
 @dataclass(frozen=True)
 class Stage:
-    """A build stage: its function, the record it returns and the settings whose change invalidates it."""
+    """A build stage: its function, the record it returns and the settings whose change invalidates it.
+
+    ``trains``: it trains (or takes gradients), so in a distributed build every process runs it, under DDP, and
+    rank 0 writes its outputs; any other stage runs on rank 0 alone (prune trains: its gradient pass and the
+    training between pruning passes; every process then plans the same pruning from the same averaged gradients).
+    """
 
     name: str
     run: Callable[[Run, Path], StageOutcome]
     outcome: type[StageOutcome]
     settings: tuple[str, ...]
+    trains: bool = False
 
 
 # amp changes the float training stages' numerics; fingerprints chain, so naming it here covers sparse and finetune too.
 BASELINE_SETTINGS = ("task", "data", "image_size", "train_images", "val_images", "seed", "batch_size", "lr", "amp")
 
 STAGES: tuple[Stage, ...] = (
-    Stage("baseline", baseline, ModelOutcome, BASELINE_SETTINGS + ("model", "weights", "epochs")),
-    Stage("sparse", sparse, SparseOutcome, ("sparse_epochs", "sparsity_lambda", "ignore")),
+    Stage("baseline", baseline, ModelOutcome, BASELINE_SETTINGS + ("model", "weights", "epochs"), trains=True),
+    Stage("sparse", sparse, SparseOutcome, ("sparse_epochs", "sparsity_lambda", "ignore"), trains=True),
     # calib and calib_images: the images a data-measuring criterion (activation) scores channels on
     Stage("prune", prune_stage, PruneOutcome, ("prune_ratio", "target_macs", "prune_layers", "criterion", "strategy", "min_channels",
-                                               "round_to", "ignore", "calib", "calib_images", "target_latency", "latency_runtime")),
-    Stage("finetune", finetune, ModelOutcome, ("finetune_epochs",)),
-    Stage("qat", quantize_stage, QuantOutcome, ("target", "calib", "calib_method", "calib_images", "max_drop", "qat_epochs")),
+                                               "round_to", "ignore", "calib", "calib_images", "target_latency", "latency_runtime"), trains=True),
+    Stage("finetune", finetune, ModelOutcome, ("finetune_epochs",), trains=True),
+    Stage("qat", quantize_stage, QuantOutcome, ("target", "calib", "calib_method", "calib_images", "max_drop", "qat_epochs"), trains=True),
     Stage("export", export, ExportOutcome, ()),
     Stage("engine", engine, EngineOutcome, ("target",)),
     Stage("report", report, ReportOutcome, ("profile_runs", "profile_rounds", "profile_runtimes", "profile_batch")),

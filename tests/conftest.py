@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 # after, instead of one worker finishing a long file alone at the end.
 SLOW_FILES_FIRST = ("tests/test_pipeline.py", "tests/test_pipeline_classify.py", "tests/tasks/test_anchor_free.py",
                     "tests/reliability/test_kill_and_resume.py", "tests/reliability/test_run_folders.py",
-                    "tests/deploy/test_cpp_core.py")
+                    "tests/deploy/test_cpp_core.py", "tests/train/test_distributed.py")
 
 
 def pytest_collection_modifyitems(config, items):

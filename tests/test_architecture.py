@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "edgecompress"
 CORE = {"errors", "helpers", "artifacts", "progress", "stats", "graph", "prune", "quant", "export", "eval", "models", "data",
         "train", "profile", "engine"}
 POLICY = {"targets", "tasks"}
-APP = {"", "settings", "outcomes", "run", "run_folder", "stages", "pipeline", "quantize_job", "report", "comparison", "cli"}
+APP = {"", "__main__", "settings", "outcomes", "run", "run_folder", "stages", "pipeline", "quantize_job", "report", "comparison", "cli"}
 LAYER = {**dict.fromkeys(CORE, 0), **dict.fromkeys(POLICY, 1), **dict.fromkeys(APP, 2)}
 LAYER_NAMES = ("core", "policy", "app")
 

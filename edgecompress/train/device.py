@@ -1,11 +1,13 @@
 """Where training and evaluation run: a ``--device`` name resolved once, batches moved there, and mixed precision's dtype.
 
 Every training stage and evaluation takes the device from :func:`resolve_device`, so ``auto`` means the
-same everywhere and a GPU asked for on a machine without one is refused before any work.
+same everywhere and a GPU asked for on a machine without one is refused before any work. Under torchrun
+each process takes the GPU of its ``LOCAL_RANK``.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Iterable
 
 import torch
@@ -13,16 +15,20 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ..errors import EdgeCompressError
+from .distributed import launched_by_torchrun, local_rank
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
-    """``auto`` (a GPU when torch sees one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; a one-line EdgeCompressError otherwise."""
+    """``auto`` (a GPU when torch sees one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; a one-line EdgeCompressError otherwise.
+
+    Under torchrun with several processes, ``auto`` and ``cuda`` are the GPU of the process's ``LOCAL_RANK``.
+    """
     if isinstance(name, torch.device):
         name = str(name)
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return resolve_device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
@@ -36,9 +42,23 @@ def resolve_device(name: str | torch.device) -> torch.device:
         raise EdgeCompressError(f"--device {name} needs a CUDA GPU, but torch {torch.__version__} is {build}; "
                                 "pass --device cpu (or auto), or install a CUDA build of torch on a machine with a GPU")
     count = torch.cuda.device_count()
+    if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
+        return _process_gpu(name, device, count)
     if device.index is not None and device.index >= count:
         raise EdgeCompressError(f"--device {name}: torch sees {count} GPU(s), cuda:0 to cuda:{count - 1}; pass one of those")
     return device
+
+
+def _process_gpu(name: str, device: torch.device, count: int) -> torch.device:
+    """The GPU of this torchrun process: the one of its LOCAL_RANK."""
+    if device.index not in (None, local_rank()):
+        raise EdgeCompressError(f"--device {name} would put every torchrun process on one GPU; pass --device cuda (or auto): "
+                                "each process takes the GPU of its LOCAL_RANK")
+    index = local_rank()
+    if index >= count:
+        raise EdgeCompressError(f"torchrun process LOCAL_RANK {index} has no GPU of its own: torch sees {count}; start at most {count} "
+                                "processes per machine (--nproc_per_node, --gpus), or pass --device cpu")
+    return torch.device("cuda", index)
 
 
 def map_tensors(data: Any, fn: Callable[[Tensor], Tensor]) -> Any:

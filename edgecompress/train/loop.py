@@ -17,6 +17,13 @@ under ``torch.autocast`` on a GPU (bf16 where supported, else fp16 with a gradie
 in float32. On the CPU ``amp`` changes nothing. Callers never pass ``amp`` for QAT: fake quantization
 must compute exactly what the deployed int8 model will.
 
+Under torchrun (see :mod:`edgecompress.train.distributed`) the same call trains with DistributedDataParallel:
+each process reads its share of every batch, gradients are averaged over the processes, and with the sparsity
+penalty on every BatchNorm is synchronised, so the step is the one a single process takes on the whole batch
+(every process adds the same penalty, whose averaged gradient is its own). Only rank 0 reads and writes the
+checkpoint; it hands what it read to the other processes, so every process resumes from the same state, each
+with its own random states.
+
 The penalty is the patent's: loss += lambda * sum|gamma| over the BNs of prunable channels. Under
 Adam, lambda weighs the L1 subgradient against the task gradient of each gamma (Adam normalises
 their sum), so gammas whose task gradient is weaker than lambda collapse to about zero.
@@ -24,6 +31,7 @@ their sum), so gammas whose task gradient is weaker than lambda collapse to abou
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -36,7 +44,8 @@ from torch import Tensor, nn
 from ..artifacts import UnsafeFileError, atomic_path, read_plain
 from ..errors import EdgeCompressError
 from ..helpers import model_device
-from ..progress import progress_bar
+from ..progress import progress_bar, track
+from . import distributed
 from .device import autocast_dtype, map_tensors, resolve_device, to_device
 
 LossFn = Callable[[object, Tensor], Tensor]
@@ -99,24 +108,36 @@ def _random_states(loader: Iterable) -> dict[str, Tensor]:
     return {"torch": torch.get_rng_state(), **({"loader": generator.get_state()} if generator is not None else {})}
 
 
-def _restore_random_states(loader: Iterable, states: dict[str, Tensor]) -> None:
-    torch.set_rng_state(states["torch"])
+def _restore_random_states(loader: Iterable, states: dict[str, Tensor] | list[dict[str, Tensor]]) -> None:
+    """This process's entry of the random states a checkpoint holds, one per process that wrote it (one dict in older ones)."""
+    states = [states] if isinstance(states, dict) else states
+    if len(states) != distributed.world_size():
+        warnings.warn(f"the checkpoint was written by {len(states)} training process(es), this run has {distributed.world_size()}: "
+                      "shuffles and augmentations from here differ from an uninterrupted run", stacklevel=4)
+        return
+    own = states[distributed.rank()]
+    torch.set_rng_state(own["torch"])
     generator = getattr(loader, "generator", None)
-    if generator is not None and "loader" in states:
-        generator.set_state(states["loader"])
+    if generator is not None and "loader" in own:
+        generator.set_state(own["loader"])
 
 
-def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, checkpoint: Path, loader: Iterable) -> TrainHistory | None:
-    """Load ``checkpoint`` into the model and optimizer; None, with a warning and both untouched, when it cannot be used."""
-    fresh = "ignoring it: training starts from epoch 1 and replaces it"
+_FRESH = "ignoring it: training starts from epoch 1 and replaces it"
+
+
+def _read_checkpoint(checkpoint: Path) -> dict[str, Any] | None:
+    """The state in ``checkpoint``; None, with a warning, when it cannot be read."""
     try:
-        state = read_plain(checkpoint, what="resume checkpoint", fix=fresh)
+        return read_plain(checkpoint, what="resume checkpoint", fix=_FRESH)
     except UnsafeFileError as error:  # fit() never writes one that needs code
-        warnings.warn(f"{error}; {fresh}", stacklevel=3)
-        return None
+        warnings.warn(f"{error}; {_FRESH}", stacklevel=4)
     except EdgeCompressError as error:
-        warnings.warn(str(error), stacklevel=3)
-        return None
+        warnings.warn(str(error), stacklevel=4)
+    return None
+
+
+def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], checkpoint: Path, loader: Iterable) -> TrainHistory | None:
+    """Load a checkpoint's ``state`` into the model and optimizer; None, with a warning and both untouched, when it does not fit."""
     before = {key: value.clone() for key, value in model.state_dict().items()}
     try:
         losses = [float(loss) for loss in state["epoch_losses"]]
@@ -126,7 +147,7 @@ def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, checkpoint: Path
             _restore_random_states(loader, state["random"])
     except Exception as exc:  # a checkpoint of another model or layout: keys, shapes or groups differ
         model.load_state_dict(before)
-        warnings.warn(f"resume checkpoint {checkpoint} does not fit this training ({type(exc).__name__}); {fresh}", stacklevel=3)
+        warnings.warn(f"resume checkpoint {checkpoint} does not fit this training ({type(exc).__name__}); {_FRESH}", stacklevel=3)
         return None
     return TrainHistory(losses, resumed_from_epoch=len(losses))
 
@@ -161,45 +182,72 @@ def fit(
     optimizer = _optimizer(model, config, param_groups)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     history = TrainHistory()
-    if checkpoint is not None and Path(checkpoint).exists():
-        history = _resume(model, optimizer, Path(checkpoint), loader) or history
-    steps_per_epoch = len(loader)
-    total_steps = config.epochs * steps_per_epoch
-    model.train()
-    with progress_bar() as progress:
-        task = progress.add_task(description, total=total_steps, completed=history.resumed_from_epoch * steps_per_epoch, loss=float("nan"))
-        for epoch in range(history.resumed_from_epoch, config.epochs):
-            running = 0.0
-            for i, (images, targets) in enumerate(loader):
-                images, targets = to_device((images, targets), device)
-                step = epoch * steps_per_epoch + i
-                factor = _lr_factor(step, total_steps, config)
-                for group, base_lr in zip(optimizer.param_groups, base_lrs):
-                    group["lr"] = base_lr * factor
-                if precision is None:
-                    loss = loss_fn(model(images), targets)
-                else:
-                    with torch.autocast(device.type, dtype=precision):
-                        outputs = model(images)
-                    loss = loss_fn(map_tensors(outputs, _float32), targets)
-                if config.sparsity_lambda and sparse_batchnorms:
-                    loss = loss + config.sparsity_lambda * bn_l1(sparse_batchnorms)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)  # clip the true gradients
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                running += loss.item()
-                progress.update(task, advance=1, loss=running / (i + 1), description=f"{description} {epoch + 1}/{config.epochs}")
-            history.epoch_losses.append(running / max(steps_per_epoch, 1))
-            if checkpoint is not None:
-                with atomic_path(checkpoint) as tmp:
-                    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch_losses": history.epoch_losses,
-                             "random": _random_states(loader)}
-                    torch.save(to_device(state, torch.device("cpu")), tmp)
+    penalty = bool(config.sparsity_lambda and sparse_batchnorms)
+    with distributed.data_parallel(model, loader, device, sync_batchnorm=penalty) as (trained, loader):
+        if checkpoint is not None:
+            state = distributed.from_main_process(lambda: _read_checkpoint(Path(checkpoint)) if Path(checkpoint).exists() else None)
+            if state is not None:
+                history = _resume(model, optimizer, state, Path(checkpoint), loader) or history
+        steps_per_epoch = len(loader)
+        total_steps = config.epochs * steps_per_epoch
+        model.train()
+        with progress_bar() as progress:
+            task = progress.add_task(description, total=total_steps, completed=history.resumed_from_epoch * steps_per_epoch, loss=float("nan"))
+            for epoch in range(history.resumed_from_epoch, config.epochs):
+                distributed.set_epoch(loader, epoch)
+                running = 0.0
+                for i, (images, targets) in enumerate(loader):
+                    images, targets = to_device((images, targets), device)
+                    step = epoch * steps_per_epoch + i
+                    factor = _lr_factor(step, total_steps, config)
+                    for group, base_lr in zip(optimizer.param_groups, base_lrs):
+                        group["lr"] = base_lr * factor
+                    if precision is None:
+                        loss = loss_fn(trained(images), targets)
+                    else:
+                        with torch.autocast(device.type, dtype=precision):
+                            outputs = trained(images)
+                        loss = loss_fn(map_tensors(outputs, _float32), targets)
+                    if penalty:
+                        loss = loss + config.sparsity_lambda * bn_l1(sparse_batchnorms)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)  # clip the true gradients
+                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    running += loss.item()
+                    progress.update(task, advance=1, loss=running / (i + 1), description=f"{description} {epoch + 1}/{config.epochs}")
+                history.epoch_losses.append(running / max(steps_per_epoch, 1))
+                if checkpoint is not None:
+                    _save_checkpoint(Path(checkpoint), model, optimizer, history, distributed.gather_objects(_random_states(loader)))
     model.eval()
     return history
+
+
+def _save_checkpoint(checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer, history: TrainHistory, random: list[dict[str, Tensor]]) -> None:
+    """Write the training state (from CPU copies, so it loads on a machine without a GPU), on rank 0 only."""
+    if not distributed.is_main_process():
+        return
+    with atomic_path(checkpoint) as tmp:
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch_losses": history.epoch_losses, "random": random}
+        torch.save(to_device(state, torch.device("cpu")), tmp)
+
+
+def accumulate_gradients(model: nn.Module, loader: Iterable, loss_fn: LossFn, *, batches: int, device: str | torch.device | None = None,
+                         description: str = "gradients") -> None:
+    """Sum the gradients of ``loss_fn`` over the first ``batches`` batches of ``loader`` into ``model``'s ``.grad``, in
+    training mode on ``device``, for criteria that score channels from gradients. Under torchrun every process reads
+    its share of each batch and the sum is averaged over the processes once, at the last batch."""
+    device = model_device(model) if device is None else resolve_device(device)
+    model.to(device).train()
+    model.zero_grad(set_to_none=True)
+    with distributed.data_parallel(model, loader, device) as (module, loader):
+        count = min(batches, len(loader))
+        for i, batch in enumerate(track(itertools.islice(loader, count), description, total=count)):
+            images, targets = to_device(batch, device)
+            with distributed.gradient_sync(module, enabled=i == count - 1):
+                loss_fn(module(images), targets).backward()
 
 
 def _float32(tensor: Tensor) -> Tensor:
