@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import itertools
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -19,7 +20,8 @@ from .run import Run
 from .stats import model_stats
 from .tasks import onnx_predict, torch_predict
 from .train.device import pin_memory, resolve_device, to_device
-from .train.loop import TrainConfig, fit
+from .train.distill import distilling
+from .train.loop import LossFn, TrainConfig, fit
 
 
 def _device(run: Run) -> torch.device:
@@ -42,9 +44,11 @@ def _size(run: Run, model: nn.Module) -> dict[str, int]:
     return {"params": stats.params, "macs": stats.macs}
 
 
-def _train(run: Run, model: nn.Module, folder: Path, config: TrainConfig, description: str, sparse=(), amp: bool = False) -> list[float]:
-    """Train ``model`` on the build's device (where it stays), resuming from the stage's checkpoint; the epoch losses."""
-    history = fit(model, run.data.train, run.task.loss(model), config, sparse_batchnorms=sparse, checkpoint=folder / "checkpoint.pt",
+def _train(run: Run, model: nn.Module, folder: Path, config: TrainConfig, description: str, sparse=(), amp: bool = False,
+           loss_fn: LossFn | None = None) -> list[float]:
+    """Train ``model`` on the build's device (where it stays), resuming from the stage's checkpoint, with ``loss_fn`` (default:
+    the task's loss); the epoch losses."""
+    history = fit(model, run.data.train, loss_fn or run.task.loss(model), config, sparse_batchnorms=sparse, checkpoint=folder / "checkpoint.pt",
                   description=description, device=_device(run), amp=amp)
     (folder / "checkpoint.pt").unlink(missing_ok=True)
     return [round(loss, 5) for loss in history.epoch_losses]
@@ -146,11 +150,27 @@ def prune_stage(run: Run, folder: Path) -> PruneOutcome:
                         removed_blocks=removed_blocks)
 
 
+@contextmanager
+def _distillation(run: Run, student: nn.Module, teacher_stage: str) -> Iterator[LossFn | None]:
+    """With ``--distill``: the training loss of ``student`` with the distillation term, ``teacher_stage``'s model teaching it
+    on the same batches (on the build's device; under autocast when the stage trains with it). Without: None, the task's loss."""
+    config = run.config
+    if not config.distill:
+        yield None
+        return
+    teacher = run.load_stage_model(teacher_stage).to(_device(run))
+    console.print(f"  distilling from the {teacher_stage} model (weight {config.distill_weight:g})")
+    with distilling(student, teacher, run.task.loss(student), run.task.distillation_loss(student), weight=config.distill_weight) as loss_fn:
+        yield loss_fn
+
+
 def finetune(run: Run, folder: Path) -> ModelOutcome:
-    """Fine-tune the pruned model to recover accuracy."""
+    """Fine-tune the pruned model to recover accuracy; with ``--distill`` the model it was pruned from (the sparse-trained
+    one: the student is a channel subset of it, so it can match it) teaches it."""
     config = run.config
     model = run.load_stage_model("prune")
-    losses = _train(run, model, folder, TrainConfig(config.finetune_epochs, lr=config.lr), "finetune", amp=config.amp)
+    with _distillation(run, model, "sparse") as loss_fn:
+        losses = _train(run, model, folder, TrainConfig(config.finetune_epochs, lr=config.lr), "finetune", amp=config.amp, loss_fn=loss_fn)
     scores = _evaluate(run, model)
     save_model(model.cpu(), folder / "model.pt")
     return ModelOutcome(outputs={"model": "model.pt"}, scores=scores, **_size(run, model), train_loss=losses)
@@ -162,7 +182,8 @@ def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
     With ``max_drop`` set, a sensitivity analysis first keeps the layers whose int8 version costs
     most accuracy in float until the calibrated model is within ``max_drop`` of the float one.
     Layers are swapped on the CPU (BN folding is checked there); calibration and QAT run on the build's
-    device, QAT without mixed precision, so fake quantization computes what the int8 engine will.
+    device, QAT without mixed precision, so fake quantization computes what the int8 engine will. With
+    ``--distill`` the float fine-tuned model teaches its int8 twin during QAT.
     """
     from .data.calib import calib_batches
     from .quant import calibrate, default_float_layers, quantize_model
@@ -191,7 +212,8 @@ def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
         outputs.update(sensitivity="sensitivity.md", sensitivity_json="sensitivity.json")
         kept_float = sensitivity.skip
     ptq = _evaluate(run, model.to(_device(run)))
-    losses = _train(run, model, folder, TrainConfig(config.qat_epochs, lr=config.lr / 100, warmup_steps=0), "qat")
+    with _distillation(run, model, "finetune") as loss_fn:
+        losses = _train(run, model, folder, TrainConfig(config.qat_epochs, lr=config.lr / 100, warmup_steps=0), "qat", loss_fn=loss_fn)
     scores = _evaluate(run, model)
     save_model(model.cpu(), folder / "model.pt")
     return QuantOutcome(outputs=outputs, scores=scores, ptq=ptq, backend=backend, calibration_images=int(images.shape[0]),
@@ -280,8 +302,9 @@ STAGES: tuple[Stage, ...] = (
     # calib and calib_images: the images a data-measuring criterion (activation) scores channels on
     Stage("prune", prune_stage, PruneOutcome, ("prune_ratio", "target_macs", "prune_layers", "criterion", "strategy", "min_channels",
                                                "round_to", "ignore", "calib", "calib_images")),
-    Stage("finetune", finetune, ModelOutcome, ("finetune_epochs",)),
-    Stage("qat", quantize_stage, QuantOutcome, ("target", "calib", "calib_method", "calib_images", "max_drop", "qat_epochs")),
+    Stage("finetune", finetune, ModelOutcome, ("finetune_epochs", "distill", "distill_weight")),
+    Stage("qat", quantize_stage, QuantOutcome, ("target", "calib", "calib_method", "calib_images", "max_drop", "qat_epochs", "distill",
+                                                "distill_weight")),
     Stage("export", export, ExportOutcome, ()),
     Stage("engine", engine, EngineOutcome, ("target",)),
     Stage("report", report, ReportOutcome, ("profile_runs", "profile_rounds", "profile_runtimes", "profile_batch")),
