@@ -68,8 +68,9 @@ def weighted_total(weights: LossWeights, box: Tensor, obj: Tensor, cls: Tensor, 
     3 / levels, objectness by (image size / 640)^2, classes by classes / 80, and the sum by the batch size."""
     levels, batch = len(outputs), outputs[0].shape[0]
     image_scale = (outputs[0].shape[-1] * strides[0] / 640) ** 2
-    total = weights.box * box + weights.obj * image_scale * obj + weights.cls * num_classes / 80 * cls
-    return total * 3 / levels * batch
+    total = (weights.box * 3 / levels * box + weights.obj * image_scale * 3 / levels * obj
+             + weights.cls * num_classes / 80 * 3 / levels * cls)
+    return total * batch
 
 
 class DetectionLoss(nn.Module):

@@ -21,7 +21,7 @@ from edgecompress.tasks import Task, get_task
 from edgecompress.train import TrainConfig, distilling, fit
 from edgecompress.train.distill import binary_kl, softmax_kl
 
-from ..reliability.conftest import one_line_error, refusal, tiny_project  # noqa: F401  (the fixture, used by name)
+from ..reliability.conftest import one_line_error, refusal, write_tiny_project
 
 
 def _classifier(seed: int = 0, classes: int = 10) -> nn.Module:
@@ -167,10 +167,11 @@ def _stages_up_to_qat(config: BuildConfig) -> Run:
     return run
 
 
-def test_the_build_stages_distil_finetune_and_qat_and_keep_the_saved_keys(tiny_project, tmp_path):  # noqa: F811
+def test_the_build_stages_distil_finetune_and_qat_and_keep_the_saved_keys(tmp_path):
+    tiny_project = write_tiny_project(tmp_path)
     config = BuildConfig(target="cpu", task="classify", model=f"{tiny_project / 'tiny.py'}:tiny", data=str(tiny_project / "data"),
-                         calib=str(tiny_project / "data" / "train"), image_size=16, batch_size=16, epochs=2, sparse_epochs=1, finetune_epochs=1,
-                         qat_epochs=1, calib_images=32, runs_dir=str(tmp_path), name="d")
+                         calib=str(tiny_project / "data" / "train"), image_size=16, batch_size=16, epochs=2, sparse_epochs=1,
+                         finetune_epochs=1, qat_epochs=1, calib_images=32, runs_dir=str(tmp_path), name="d")
     plain = _stages_up_to_qat(config)
     keys = {stage: list(plain.load_stage_model(stage).state_dict()) for stage in ("prune", "finetune", "qat")}
     assert keys["finetune"] == keys["prune"]
