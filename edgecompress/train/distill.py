@@ -52,6 +52,7 @@ class TeacherOutputs:
         self._outputs: Any = None
 
     def hook(self, student: nn.Module, args: tuple) -> None:
+        """Forward pre-hook of the student: run the teacher on the student's input (on its device), in eval mode, without gradients."""
         if not student.training:  # evaluation of the student needs no teacher
             return
         inputs = args[0]
@@ -71,11 +72,11 @@ class TeacherOutputs:
 class DistillationLoss:
     """``task_loss(outputs, targets) + weight * distillation(outputs, teacher's outputs on the same batch)``."""
 
-    def __init__(self, task_loss: LossFn, distillation: DistillationFn, teacher: TeacherOutputs, weight: float):
-        self.task_loss, self.distillation, self.teacher, self.weight = task_loss, distillation, teacher, weight
+    def __init__(self, task_loss: LossFn, distillation: DistillationFn, teacher_outputs: TeacherOutputs, weight: float):
+        self.task_loss, self.distillation, self.teacher_outputs, self.weight = task_loss, distillation, teacher_outputs, weight
 
     def __call__(self, outputs: Any, targets: Any) -> Tensor:
-        return self.task_loss(outputs, targets) + self.weight * self.distillation(outputs, self.teacher.take())
+        return self.task_loss(outputs, targets) + self.weight * self.distillation(outputs, self.teacher_outputs.take())
 
 
 @contextmanager
