@@ -101,13 +101,16 @@ class Run:
         rather than after minutes of training; a problem is a one-line EdgeCompressError.
 
         Checked: the dataset (its yaml, folders and every label file: the loaders read them all), the
-        model (built with ``--weights`` and run on one input of ``--image-size``), the memory one training
-        batch needs, that ``--target-macs`` is reachable, and that every training, validation and
-        calibration image decodes (cached under the runs folder by each file's size and time).
+        model (built with ``--weights`` and run on one input of ``--image-size``; with ``--distill``, that its
+        task can distil it), the memory one training batch needs, that ``--target-macs`` is reachable, and
+        that every training, validation and calibration image decodes (cached under the runs folder by each
+        file's size and time).
         """
         started, config = time.time(), self.config
         data = self.data
         model = self._preflight_model(data.num_classes)
+        if config.distill:
+            self.task.distillation_loss(model)  # a task or detector family without a distillation term refuses --distill here
         if config.target_macs is not None and not config.prune_layers:  # dropped blocks would change what is reachable
             self._check_target_macs(model)
         images = (image_paths(data.train.dataset) or []) + (image_paths(data.val.dataset) or [])

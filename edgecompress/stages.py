@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -19,8 +20,9 @@ from .run import Run
 from .stats import model_stats
 from .tasks import onnx_predict, torch_predict
 from .train.device import pin_memory, resolve_device
+from .train.distill import distilling
 from .train.distributed import from_main_process, is_main_process
-from .train.loop import TrainConfig, accumulate_gradients, fit
+from .train.loop import LossFn, TrainConfig, accumulate_gradients, fit
 
 if TYPE_CHECKING:
     from .profile import LatencyTables
@@ -47,9 +49,11 @@ def _size(run: Run, model: nn.Module) -> dict[str, int]:
     return {"params": stats.params, "macs": stats.macs}
 
 
-def _train(run: Run, model: nn.Module, folder: Path, config: TrainConfig, description: str, sparse=(), amp: bool = False) -> list[float]:
-    """Train ``model`` on the build's device (where it stays), resuming from the stage's checkpoint; the epoch losses."""
-    history = fit(model, run.data.train, run.task.loss(model), config, sparse_batchnorms=sparse, checkpoint=folder / "checkpoint.pt",
+def _train(run: Run, model: nn.Module, folder: Path, config: TrainConfig, description: str, sparse=(), amp: bool = False,
+           loss_fn: LossFn | None = None) -> list[float]:
+    """Train ``model`` on the build's device (where it stays), resuming from the stage's checkpoint, with ``loss_fn`` (default:
+    the task's loss); the epoch losses."""
+    history = fit(model, run.data.train, loss_fn or run.task.loss(model), config, sparse_batchnorms=sparse, checkpoint=folder / "checkpoint.pt",
                   description=description, device=_device(run), amp=amp)
     if is_main_process():
         (folder / "checkpoint.pt").unlink(missing_ok=True)
@@ -194,11 +198,27 @@ def _predicted_and_measured(run: Run, dense: nn.Module, pruned: nn.Module, predi
     return {**predicted, "runtime": runtime, "dense_measured_ms": dense_ms, "measured_ms": pruned_ms, "measured_fraction": pruned_ms / dense_ms}
 
 
+@contextmanager
+def _distillation(run: Run, student: nn.Module, teacher_stage: str) -> Iterator[LossFn | None]:
+    """With ``--distill``: the training loss of ``student`` with the distillation term, ``teacher_stage``'s model teaching it
+    on the same batches (on the build's device; under autocast when the stage trains with it). Without: None, the task's loss."""
+    config = run.config
+    if not config.distill:
+        yield None
+        return
+    teacher = run.load_stage_model(teacher_stage).to(_device(run))
+    console.print(f"  distilling from the {teacher_stage} model (weight {config.distill_weight:g})")
+    with distilling(student, teacher, run.task.loss(student), run.task.distillation_loss(student), weight=config.distill_weight) as loss_fn:
+        yield loss_fn
+
+
 def finetune(run: Run, folder: Path) -> ModelOutcome:
-    """Fine-tune the pruned model to recover accuracy."""
+    """Fine-tune the pruned model to recover accuracy; with ``--distill`` the model it was pruned from (the sparse-trained
+    one: the student is a channel subset of it, so it can match it) teaches it."""
     config = run.config
     model = run.load_stage_model("prune")
-    losses = _train(run, model, folder, TrainConfig(config.finetune_epochs, lr=config.lr), "finetune", amp=config.amp)
+    with _distillation(run, model, "sparse") as loss_fn:
+        losses = _train(run, model, folder, TrainConfig(config.finetune_epochs, lr=config.lr), "finetune", amp=config.amp, loss_fn=loss_fn)
     scores = _evaluate(run, model)
     _save(model, folder / "model.pt")
     return ModelOutcome(outputs={"model": "model.pt"}, scores=scores, **_size(run, model), train_loss=losses)
@@ -210,7 +230,8 @@ def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
     With ``max_drop`` set, a sensitivity analysis first keeps the layers whose int8 version costs
     most accuracy in float until the calibrated model is within ``max_drop`` of the float one.
     Layers are swapped on the CPU (BN folding is checked there); calibration and QAT run on the build's
-    device, QAT without mixed precision, so fake quantization computes what the int8 engine will.
+    device, QAT without mixed precision, so fake quantization computes what the int8 engine will. With
+    ``--distill`` the float fine-tuned model teaches its int8 twin during QAT.
     """
     from .data.calib import calib_batches
     from .quant import calibrate, default_float_layers, quantize_model
@@ -240,7 +261,8 @@ def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
         outputs.update(sensitivity="sensitivity.md", sensitivity_json="sensitivity.json")
         kept_float = sensitivity.skip
     ptq = _evaluate(run, model.to(_device(run)))
-    losses = _train(run, model, folder, TrainConfig(config.qat_epochs, lr=config.lr / 100, warmup_steps=0), "qat")
+    with _distillation(run, model, "finetune") as loss_fn:
+        losses = _train(run, model, folder, TrainConfig(config.qat_epochs, lr=config.lr / 100, warmup_steps=0), "qat", loss_fn=loss_fn)
     scores = _evaluate(run, model)
     _save(model, folder / "model.pt")
     return QuantOutcome(outputs=outputs, scores=scores, ptq=ptq, backend=backend, calibration_images=int(images.shape[0]),
@@ -335,8 +357,9 @@ STAGES: tuple[Stage, ...] = (
     # calib and calib_images: the images a data-measuring criterion (activation) scores channels on
     Stage("prune", prune_stage, PruneOutcome, ("prune_ratio", "target_macs", "prune_layers", "criterion", "strategy", "min_channels",
                                                "round_to", "ignore", "calib", "calib_images", "target_latency", "latency_runtime"), trains=True),
-    Stage("finetune", finetune, ModelOutcome, ("finetune_epochs",), trains=True),
-    Stage("qat", quantize_stage, QuantOutcome, ("target", "calib", "calib_method", "calib_images", "max_drop", "qat_epochs"), trains=True),
+    Stage("finetune", finetune, ModelOutcome, ("finetune_epochs", "distill", "distill_weight"), trains=True),
+    Stage("qat", quantize_stage, QuantOutcome, ("target", "calib", "calib_method", "calib_images", "max_drop", "qat_epochs", "distill",
+                                                "distill_weight"), trains=True),
     Stage("export", export, ExportOutcome, ()),
     Stage("engine", engine, EngineOutcome, ("target",)),
     Stage("report", report, ReportOutcome, ("profile_runs", "profile_rounds", "profile_runtimes", "profile_batch")),

@@ -3,7 +3,7 @@
 A model of this family has ``num_classes``, ``reg_max`` and ``strides`` and returns one raw map per
 stride, [B, 4 * reg_max + num_classes, H/s, W/s]: each cell's box as four distributions over
 ``reg_max`` bins (left, top, right, bottom distances from the cell centre, in strides), then the class
-logits. The loss is in :mod:`.anchor_free_loss`, the box geometry in :mod:`.anchor_free_boxes`.
+logits. The loss and the distillation term are in :mod:`.anchor_free_loss`, the box geometry in :mod:`.anchor_free_boxes`.
 
 Deployed, the model keeps the Ultralytics export layout: one output [B, 4 + num_classes, anchors]
 of decoded boxes (cx, cy, w, h in pixels) and class probabilities, which :class:`DecodedOutput`
@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from ..errors import EdgeCompressError
 from .anchor_free_boxes import anchor_points, dfl_expectation, distances_to_boxes, xyxy_to_cxcywh
-from .anchor_free_loss import AnchorFreeLoss
-from .base import Loss
+from .anchor_free_loss import AnchorFreeDistillation, AnchorFreeLoss
+from .base import Distillation, Loss
 from .detect import DetectionHead
 
 
@@ -79,6 +79,9 @@ class AnchorFreeHead(DetectionHead):
 
     def loss(self, model: nn.Module) -> Loss:
         return AnchorFreeLoss(model)
+
+    def distillation_loss(self, model: nn.Module) -> Distillation:
+        return AnchorFreeDistillation(model)
 
     def decode(self, outputs: list[Tensor] | Tensor, model: nn.Module) -> Tensor:
         """Raw maps, or the deployed layout [B, 4 + C, N], -> [B, N, 5 + C] rows with objectness 1."""

@@ -1,8 +1,10 @@
-"""Training an anchor-free detector: the task-aligned assigner (TOOD) and the loss (BCE classes, CIoU + DFL boxes).
+"""Training an anchor-free detector: the task-aligned assigner (TOOD), the loss (BCE classes, CIoU + DFL boxes) and
+the distillation term (a teacher's class scores and box distributions).
 
 Written from the papers: TOOD (Feng et al. 2021) for the assignment, GFL (Li et al. 2020) for the
-distribution focal loss, DIoU/CIoU (Zheng et al. 2020) for the box loss. Every term is normalised by
-the sum of the soft class targets, so the loss does not grow with the number of objects.
+distribution focal loss, DIoU/CIoU (Zheng et al. 2020) for the box loss, localization distillation (LD,
+Zheng et al. 2022) for distilling the box distributions. Every term is normalised by the sum of the soft
+class targets (the teacher's scores, when distilling), so the loss does not grow with the number of objects.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..train.distill import binary_kl, softmax_kl
 from .anchor_free_boxes import anchor_points, box_ciou, box_iou, boxes_to_distances, cxcywh_to_xyxy, dfl_expectation, distances_to_boxes, \
     distribution_focal_loss
 
@@ -132,4 +135,32 @@ class AnchorFreeLoss(nn.Module):
         return {"box": box, "cls": cls, "dfl": (dfl * weight).sum() / score_sum}
 
 
-__all__ = ["AnchorFreeLoss", "AnchorFreeLossWeights", "Assignment", "TaskAlignedAssigner", "padded_targets"]
+class AnchorFreeDistillation(nn.Module):
+    """Distillation between two anchor-free detectors' raw maps, level by level, in the task loss's units.
+
+    Class scores: binary KL of the teacher's probabilities, every cell and class (a sigmoid classifier's classes are
+    independent binary problems, so each is distilled as one). Box: each side's distribution over the ``reg_max``
+    bins, KL(teacher || student) (LD), averaged over the four sides and weighted by the teacher's best class
+    probability at the cell, so background cells, whose boxes mean nothing, hardly count. Both are divided by the
+    sum of those weights (the teacher's soft count of objects), as the loss divides by the sum of its soft class
+    targets, and take the loss's class and DFL gains, so a weight of 1 weighs the teacher as much as the labels.
+    """
+
+    def __init__(self, model: nn.Module, weights: AnchorFreeLossWeights = AnchorFreeLossWeights()):
+        super().__init__()
+        self.reg_max, self.weights = model.reg_max, weights
+
+    def forward(self, student: list[Tensor], teacher: list[Tensor]) -> Tensor:
+        r = self.reg_max
+        cls, box, total_weight = (torch.zeros((), device=student[0].device) for _ in range(3))
+        for raw_student, raw_teacher in zip(student, teacher):
+            s, t = raw_student.flatten(2).float(), raw_teacher.flatten(2).float()  # [B, 4R + C, H*W]
+            weight = t[:, 4 * r:].sigmoid().amax(dim=1)  # [B, H*W]
+            cls = cls + binary_kl(s[:, 4 * r:], t[:, 4 * r:]).sum()
+            sides = softmax_kl(s[:, : 4 * r].unflatten(1, (4, r)), t[:, : 4 * r].unflatten(1, (4, r)), dim=2)  # [B, 4, H*W]
+            box = box + (sides.mean(dim=1) * weight).sum()
+            total_weight = total_weight + weight.sum()
+        return (self.weights.cls * cls + self.weights.dfl * box) / total_weight.clamp(min=1)
+
+
+__all__ = ["AnchorFreeDistillation", "AnchorFreeLoss", "AnchorFreeLossWeights", "Assignment", "TaskAlignedAssigner", "padded_targets"]

@@ -1,4 +1,4 @@
-"""What every task provides: loaders of its data, its model contract, loss, metric and bundled dataset."""
+"""What every task provides: loaders of its data, its model contract, loss, distillation term, metric and bundled dataset."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ..errors import EdgeCompressError
 from ..eval.predict import Predict
 
 Loss = Callable[[object, Tensor], Tensor]
+Distillation = Callable[[object, object], Tensor]
 
 
 @dataclass
@@ -60,6 +61,12 @@ class Task(ABC):
     @abstractmethod
     def loss(self, model: nn.Module) -> Loss:
         """The loss the training engine minimises: ``loss(outputs, targets) -> scalar``."""
+
+    def distillation_loss(self, model: nn.Module) -> Distillation:
+        """The term that pulls ``model``'s outputs towards a teacher's on the same batch (``--distill``):
+        ``distillation(student_outputs, teacher_outputs) -> scalar``, exactly zero when the two are equal, in the units
+        of :meth:`loss`, so a weight of 1 weighs the teacher as much as the labels. A task without one refuses ``--distill``."""
+        raise EdgeCompressError(f"task {self.name} has no distillation loss; build without --distill")
 
     def prepare(self, model: nn.Module, data: TaskData) -> None:
         """Fit what the model needs from the data before training from scratch; nothing by default."""

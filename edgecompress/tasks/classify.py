@@ -13,7 +13,12 @@ from ..errors import EdgeCompressError
 from ..eval import classification_accuracy
 from ..eval.predict import Predict
 from ..progress import track
-from .base import Loss, Task, TaskData, limit_dataset
+from ..train.distill import softmax_kl
+from .base import Distillation, Loss, Task, TaskData, limit_dataset
+
+
+def _logits(output) -> torch.Tensor:
+    return torch.as_tensor(output[0] if isinstance(output, (list, tuple)) else output)
 
 
 class ClassificationTask(Task):
@@ -21,6 +26,8 @@ class ClassificationTask(Task):
 
     name = "classify"
     primary_metric = "top1"
+    distillation_temperature = 4.0
+    """Softens both distributions so the teacher's ranking of the wrong classes is learnt too (Hinton et al. 2015)."""
 
     def load(self, data: Path, image_size: int, batch_size: int, limit: int | None = None) -> TaskData:
         from ..data.imagefolder import ImageFolderDataset
@@ -43,11 +50,16 @@ class ClassificationTask(Task):
     def loss(self, model: nn.Module) -> Loss:
         return lambda logits, labels: F.cross_entropy(torch.as_tensor(logits), labels)
 
+    def distillation_loss(self, model: nn.Module) -> Distillation:
+        """Hinton et al.'s knowledge distillation: T^2 KL(softmax(teacher / T) || softmax(student / T)), averaged over the
+        batch, T = ``distillation_temperature``; the T^2 keeps its gradients on the cross-entropy's scale."""
+        temperature = self.distillation_temperature
+        return lambda student, teacher: softmax_kl(_logits(student), _logits(teacher), temperature=temperature).mean()
+
     @torch.no_grad()
     def evaluate(self, predict: Predict, model: nn.Module, loader: DataLoader) -> dict[str, float]:
         logits, labels = [], []
         for images, batch_labels in track(loader, "evaluating"):
-            output = predict(images)
-            logits.append(torch.as_tensor(output[0] if isinstance(output, (list, tuple)) else output))
+            logits.append(_logits(predict(images)))
             labels.append(batch_labels.to(logits[-1].device))  # the metric on the model's device
         return {"top1": classification_accuracy(torch.cat(logits), torch.cat(labels))}

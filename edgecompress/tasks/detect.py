@@ -20,7 +20,7 @@ from ..errors import EdgeCompressError
 from ..eval import batched_nms, evaluate_detections, targets_to_pixel_xyxy
 from ..eval.predict import Predict
 from ..progress import track
-from .base import Loss, Task, TaskData, limit_dataset
+from .base import Distillation, Loss, Task, TaskData, limit_dataset
 
 
 class DetectionHead(ABC):
@@ -55,6 +55,11 @@ class DetectionHead(ABC):
     @abstractmethod
     def loss(self, model: nn.Module) -> Loss:
         """Training loss ``loss(outputs, targets)``; targets rows are (batch index, class, cx, cy, w, h), normalised."""
+
+    def distillation_loss(self, model: nn.Module) -> Distillation:
+        """The distillation term between a student's and a teacher's raw outputs (see :meth:`Task.distillation_loss`);
+        a family without one refuses ``--distill``."""
+        raise EdgeCompressError(f"the {self.name} detection head has no distillation loss; build without --distill")
 
     def prepare(self, model: nn.Module, box_sizes: np.ndarray) -> None:
         """Fit priors (anchors) to the training boxes' [N, 2] (w, h) in pixels before training from scratch; nothing by default."""
@@ -141,6 +146,9 @@ class DetectionTask(Task):
 
     def loss(self, model: nn.Module) -> Loss:
         return detection_head_for(model).loss(model)
+
+    def distillation_loss(self, model: nn.Module) -> Distillation:
+        return detection_head_for(model).distillation_loss(model)
 
     def export_module(self, model: nn.Module) -> nn.Module:
         return detection_head_for(model).export_module(model)

@@ -1,4 +1,4 @@
-"""The anchor-based YOLO detection head (YOLOv3/v5 style): anchor fitting, target assignment and loss, decoding.
+"""The anchor-based YOLO detection head (YOLOv3/v5 style): anchor fitting, target assignment and loss, distillation, decoding.
 
 A model of this family has ``anchors`` [levels, anchors per level, 2] (pixels), ``strides`` (one per
 level) and ``num_classes``, and returns one raw map [B, anchors * (5 + classes), H/s, W/s] per level.
@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import EdgeCompressError
-from .base import Loss
+from ..train.distill import binary_kl
+from .base import Distillation, Loss
 from .detect import DetectionHead
 
 
@@ -61,6 +62,17 @@ class LossWeights:
     anchor_ratio: float = 4.0
 
 
+def weighted_total(weights: LossWeights, box: Tensor, obj: Tensor, cls: Tensor, outputs: list[Tensor], strides: tuple[int, ...],
+                   num_classes: int) -> Tensor:
+    """The box, objectness and class terms (summed over levels) combined with their gains as YOLOv5 does: scaled by
+    3 / levels, objectness by (image size / 640)^2, classes by classes / 80, and the sum by the batch size."""
+    levels, batch = len(outputs), outputs[0].shape[0]
+    image_scale = (outputs[0].shape[-1] * strides[0] / 640) ** 2
+    total = (weights.box * 3 / levels * box + weights.obj * image_scale * 3 / levels * obj
+             + weights.cls * num_classes / 80 * 3 / levels * cls)
+    return total * batch
+
+
 class DetectionLoss(nn.Module):
     """YOLO loss for a model with ``anchors`` [L, A, 2] (pixels), ``strides`` and ``num_classes`` attributes."""
 
@@ -75,7 +87,6 @@ class DetectionLoss(nn.Module):
         """``targets`` rows are (batch index, class, cx, cy, w, h), normalised to the image."""
         device = outputs[0].device
         loss_box, loss_obj, loss_cls = (torch.zeros((), device=device) for _ in range(3))
-        batch = outputs[0].shape[0]
         for level, raw in enumerate(outputs):
             preds = split_maps(raw, self.anchors.shape[1])
             _, _, h, w, _ = preds.shape
@@ -94,17 +105,7 @@ class DetectionLoss(nn.Module):
                     cls_target = F.one_hot(tcls, self.num_classes).to(p.dtype)
                     loss_cls = loss_cls + F.binary_cross_entropy_with_logits(p[:, 5:], cls_target)
             loss_obj = loss_obj + self.weights.level_balance[level] * F.binary_cross_entropy_with_logits(preds[..., 4], obj_target)
-        levels = len(outputs)
-        image_scale = (self._image_size(outputs) / 640) ** 2
-        total = (
-            self.weights.box * 3 / levels * loss_box
-            + self.weights.obj * image_scale * 3 / levels * loss_obj
-            + self.weights.cls * self.num_classes / 80 * 3 / levels * loss_cls
-        )
-        return total * batch
-
-    def _image_size(self, outputs: list[Tensor]) -> int:
-        return outputs[0].shape[-1] * self.strides[0]
+        return weighted_total(self.weights, loss_box, loss_obj, loss_cls, outputs, self.strides, self.num_classes)
 
     def _assign(self, targets: Tensor, anchors: Tensor, w: int, h: int):
         """Match targets to (anchor, cell) pairs; returns indices, boxes relative to their cell and classes."""
@@ -133,6 +134,36 @@ class DetectionLoss(nn.Module):
         gx, gy = cells[:, 0].clamp(0, w - 1), cells[:, 1].clamp(0, h - 1)
         tbox = torch.cat([t[:, 2:4] - torch.stack([gx, gy], dim=1), t[:, 4:6]], dim=1)
         return t[:, 0].long(), anchor_idx, gy, gx, tbox, t[:, 1].long()
+
+
+class AnchorDistillation(nn.Module):
+    """Distillation between two anchor-based detectors' raw maps, level by level, in the task loss's units.
+
+    Objectness: binary KL of the teacher's probability, at every anchor and cell, with the loss's level balance.
+    Classes (binary KL per class) and the box (squared difference of its 2 sigmoid(t) parameters: the centre's
+    offset in cells and the square root of the size in anchors) are weighted by the teacher's objectness
+    probability, as objectness-scaled distillation does (Mehta and Ozturk 2018): where the teacher sees
+    background, its boxes and classes carry nothing to learn. Each term takes the gain of the loss term it
+    mirrors (:func:`weighted_total`), so a weight of 1 weighs the teacher as much as the labels.
+    """
+
+    def __init__(self, model: nn.Module, weights: LossWeights = LossWeights()):
+        super().__init__()
+        self.num_anchors, self.strides, self.num_classes = model.anchors.shape[1], tuple(model.strides), model.num_classes
+        self.weights = weights
+
+    def forward(self, student: list[Tensor], teacher: list[Tensor]) -> Tensor:
+        box, obj, cls = (torch.zeros((), device=student[0].device) for _ in range(3))
+        for level, (raw_student, raw_teacher) in enumerate(zip(student, teacher)):
+            s, t = split_maps(raw_student.float(), self.num_anchors), split_maps(raw_teacher.float(), self.num_anchors)
+            obj = obj + self.weights.level_balance[level] * binary_kl(s[..., 4], t[..., 4]).mean()
+            weight = t[..., 4].sigmoid()
+            total_weight = weight.sum().clamp(min=1e-9)
+            box_error = (2 * s[..., :4].sigmoid() - 2 * t[..., :4].sigmoid()).pow(2).mean(dim=-1)
+            box = box + (box_error * weight).sum() / total_weight
+            if self.num_classes > 1:
+                cls = cls + (binary_kl(s[..., 5:], t[..., 5:]).mean(dim=-1) * weight).sum() / total_weight
+        return weighted_total(self.weights, box, obj, cls, student, self.strides, self.num_classes)
 
 
 def decode(outputs: list[Tensor], anchors: Tensor, strides: tuple[int, ...]) -> Tensor:
@@ -167,6 +198,9 @@ class YoloAnchorHead(DetectionHead):
     def loss(self, model: nn.Module) -> Loss:
         return DetectionLoss(model)
 
+    def distillation_loss(self, model: nn.Module) -> Distillation:
+        return AnchorDistillation(model)
+
     def prepare(self, model: nn.Module, box_sizes: np.ndarray) -> None:
         """Replace the anchors by k-means anchors of the training boxes, when there are enough boxes."""
         if len(box_sizes) >= model.anchors.numel() // 2:
@@ -176,4 +210,4 @@ class YoloAnchorHead(DetectionHead):
         return decode(outputs, model.anchors, tuple(model.strides))
 
 
-__all__ = ["DetectionLoss", "LossWeights", "YoloAnchorHead", "box_giou", "decode", "fit_anchors", "split_maps"]
+__all__ = ["AnchorDistillation", "DetectionLoss", "LossWeights", "YoloAnchorHead", "box_giou", "decode", "fit_anchors", "split_maps"]

@@ -26,9 +26,13 @@ ENV = {**os.environ, "EDGECOMPRESS_QUIET": "1", "OMP_NUM_THREADS": "1"}
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory) -> Path:
     """A model file and an ImageFolder (sklearn's real 8x8 digits, upscaled to 16 px) in a temporary folder."""
+    return write_tiny_project(tmp_path_factory.mktemp("tiny"))
+
+
+def write_tiny_project(root: Path) -> Path:
+    """Write the tiny classifier's file and its ImageFolder into ``root``; returns ``root``."""
     from sklearn.datasets import load_digits
 
-    root = tmp_path_factory.mktemp("tiny")
     (root / "tiny.py").write_text(TINY_MODEL)
     digits = load_digits()
     for split, indices in {"train": range(0, 120), "val": range(1500, 1540)}.items():
