@@ -38,7 +38,7 @@ class QuantizeJob:
     calib_images: int = setting(256, "Calibration images used (spread over the folder).", minimum=1)
     limit: int | None = setting(None, "Use at most this many training images (validation: fewer); for quick runs.", minimum=1)
     method: str = setting("mse", "Activation calibrator (entropy is KL, and clips ReLU6 detectors hard).", choices=calibrator_names)
-    backend: str = setting("tensorrt", "Q/DQ layout: tensorrt (int8 symmetric) or onnxruntime (uint8 activations).", choices=_backends)
+    backend: str = setting("tensorrt", "Q/DQ layout: tensorrt (int8 symmetric), onnxruntime or openvino (uint8 activations).", choices=_backends)
     sensitivity: bool = setting(False, "Measure each layer's accuracy drop and keep the worst layers in float.")
     max_drop: float = setting(0.01, "With --sensitivity: largest allowed metric drop of the int8 model (absolute, e.g. 0.01 mAP).", minimum=0)
     qat_epochs: int = setting(0, "Quantization-aware training epochs after calibration.", minimum=0)

@@ -92,6 +92,11 @@ def ort_optimized_int8_ops(onnx_path: str | os.PathLike) -> dict[str, int]:
 
     Non-empty means ORT fused Q -> DQ -> op -> Q chains into int8 kernels such as QLinearConv.
     """
+    return {op: count for op, count in ort_optimized_ops(onnx_path).items() if op.startswith(INT8_OP_PREFIXES) or op in INT8_OPS}
+
+
+def ort_optimized_ops(onnx_path: str | os.PathLike) -> dict[str, int]:
+    """Op counts of the graph ONNX Runtime (CPU, all optimisations) actually runs, integer kernels and float ops alike."""
     if not Path(onnx_path).is_file():
         raise EdgeCompressError(f"ONNX file not found: {onnx_path}; export the model first")
     with tempfile.TemporaryDirectory(prefix="edgecompress-ort-") as folder:
@@ -100,8 +105,7 @@ def ort_optimized_int8_ops(onnx_path: str | os.PathLike) -> dict[str, int]:
         options.optimized_model_filepath = str(Path(folder) / "optimized.onnx")
         ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         optimized = onnx.load(options.optimized_model_filepath)
-    ops = Counter(node.op_type for node in optimized.graph.node)
-    return {op: count for op, count in sorted(ops.items()) if op.startswith(INT8_OP_PREFIXES) or op in INT8_OPS}
+    return dict(sorted(Counter(node.op_type for node in optimized.graph.node).items()))
 
 
 def openvino_conv_precisions(onnx_path: str | os.PathLike) -> dict[str, int]:

@@ -25,12 +25,22 @@ scales, which TensorRT removes).
 
 ``onnxruntime``: what its CPU QDQ fusions need to run QLinearConv/QLinearAdd/QLinearConcat/
 QLinearAveragePool/int8 Resize. Every input of an add, concat, pooling or upsampling layer is quantized too, so each conv
-output reaches a QuantizeLinear and DQ -> Conv -> Q fuses into QLinearConv. All activations are
+output reaches a QuantizeLinear and DQ -> Conv -> Q fuses into QLinearConv. A SiLU (``nn.SiLU``, ``F.silu``)
+after a quantized layer quantizes its input, the layer's output (onnxruntime has no fused conv + SiLU: without that Q the conv runs in
+float), and is computed as ``x * sigmoid(x)`` with the sigmoid's output quantized on [0, 1] (scale 1/255, a fixed
+range: nothing to calibrate) when every reader of its output reads it quantized, so the SiLU runs as QLinearSigmoid
+(a lookup table) and QLinearMul, as in onnxruntime's own ``quantize_static`` layout. A split whose parts are all
+read quantized (a C2f block's halves) has its input quantized with its parts' scale, so it runs on uint8. All activations are
 uint8 (onnxruntime fuses only when a node's quantized inputs and output share one type, and its x86
 kernels are uint8 x int8): zero point 0 for tensors calibration saw non-negative (after ReLU/ReLU6,
 images in [0, 1]), which makes the ReLU/Clip before the Q redundant so onnxruntime removes it, and an
 asymmetric range (zero point from the calibrated min and max, as onnxruntime's quantize_static sets
 it) for tensors that go negative. Weights stay int8 per channel.
+
+``openvino``: the onnxruntime layout without its SiLU and split rules. OpenVINO's CPU plugin fuses a
+SiLU into the int8 conv before it (with the output quantization as a post-op); QuantizeLinear nodes
+between them, which onnxruntime needs, make it run the SiLU in float between requantizations instead
+(bench/int8_layout_bench.py: a SiLU yolov8n 1.5x slower in OpenVINO in the onnxruntime layout).
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ from __future__ import annotations
 import operator
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Collection
 
 import torch
 import torch.nn.functional as F
@@ -65,12 +75,18 @@ class Backend:
     quantize_residual_only: bool  # add: quantize only the input no conv computed (TensorRT fuses the conv one)
     quantize_resampling: bool
     uint8_activations: bool  # uint8 activations (zero point 0, or asymmetric when signed), for x86 U8S8 kernels
-    one_scale_through_split_concat: bool  # a split's input and a concat's output share their parts' scale (else QLinearConcat requantizes)
+    one_scale_through_split: bool  # a split whose parts are all read quantized has its input quantized with their scale
+    one_scale_through_concat: bool  # a concat's output shares its inputs' scale (else QLinearConcat requantizes)
+    quantize_silu: bool  # a SiLU after a quantized layer quantizes its input, and its sigmoid when its output is read quantized
 
 
 BACKENDS: dict[str, Backend] = {
-    "tensorrt": Backend(quantize_residual_only=True, quantize_resampling=False, uint8_activations=False, one_scale_through_split_concat=True),
-    "onnxruntime": Backend(quantize_residual_only=False, quantize_resampling=True, uint8_activations=True, one_scale_through_split_concat=False),
+    "tensorrt": Backend(quantize_residual_only=True, quantize_resampling=False, uint8_activations=False, one_scale_through_split=True,
+                        one_scale_through_concat=True, quantize_silu=False),
+    "onnxruntime": Backend(quantize_residual_only=False, quantize_resampling=True, uint8_activations=True, one_scale_through_split=True,
+                           one_scale_through_concat=False, quantize_silu=True),
+    "openvino": Backend(quantize_residual_only=False, quantize_resampling=True, uint8_activations=True, one_scale_through_split=False,
+                        one_scale_through_concat=False, quantize_silu=False),
 }
 
 
@@ -88,10 +104,12 @@ class _QuantTracer(PiecesTracer):
         return isinstance(m, TensorQuantizer) or is_quant_module(m) or super().is_leaf_module(m, module_qualified_name)
 
 
-def place_activation_quantizers(model: nn.Module, backend_name: str) -> nn.Module:
+def place_activation_quantizers(model: nn.Module, backend_name: str, float_layers: Collection[str] = ()) -> nn.Module:
     """``model`` with one input quantizer per quantized tensor and the extra quantizers ``backend_name`` needs.
 
     Changes ``model`` in place (:func:`~edgecompress.quant.quantize_model` passes it a copy).
+    ``float_layers`` names quantized layers the caller will put back in float: a SiLU read only by them keeps
+    its sigmoid float (its output reaches no QuantizeLinear, so its Mul could not run as QLinearMul).
     Returns ``model`` itself when no node had to be inserted, else a ``torch.fx.GraphModule`` that
     keeps the model's buffers and plain attributes (a detector's ``anchors``, ``strides``,
     ``num_classes``) through deepcopy and save/load. A model fx cannot trace keeps only its conv/linear input
@@ -108,11 +126,14 @@ def place_activation_quantizers(model: nn.Module, backend_name: str) -> nn.Modul
         warnings.warn(f"{error}; its adds and concats stay float", stacklevel=3)
         return model
     edges = _without_float_concats(_quantized_edges(graph, modules, backend))
-    if backend.one_scale_through_split_concat:
+    if backend.one_scale_through_split:
         edges += _split_inputs(graph, edges)
-    groups = _group_tensors(edges, backend.one_scale_through_split_concat)
+    silus = _silus_read_quantized(graph, edges, modules, float_layers)
+    groups = _group_tensors(edges, backend)
     inserted = _assign_quantizers(model, graph, groups, edges, modules, backend)
-    if not inserted:
+    for silu in silus:
+        _quantize_sigmoid(model, graph, silu)
+    if not inserted and not silus:
         return model
     graph.lint()
     module = fx.GraphModule(model, graph)
@@ -189,8 +210,26 @@ def _resample_input(node: fx.Node, modules: dict[str, nn.Module], backend: Backe
     return []
 
 
+def _silu_input(node: fx.Node, modules: dict[str, nn.Module], backend: Backend) -> list[Edge]:
+    if backend.quantize_silu and _is_silu(node, modules) and _is_quant_layer(_through_identities(node.args[0], modules), modules):
+        return [(node, (0,), node.args[0])]
+    return []
+
+
+def _through_identities(node: object, modules: dict[str, nn.Module]) -> object:
+    """The node computing ``node``'s value, past ``nn.Identity`` layers (a BatchNorm folded into its conv)."""
+    while isinstance(node, fx.Node) and node.op == "call_module" and isinstance(modules[node.target], nn.Identity):
+        node = node.args[0]
+    return node
+
+
+def _is_silu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    is_module = node.op == "call_module" and isinstance(modules[node.target], nn.SiLU)
+    return is_module or (node.op == "call_function" and node.target is F.silu)
+
+
 _EDGE_RULES: tuple[Callable[[fx.Node, dict[str, nn.Module], Backend], list[Edge]], ...] = (
-    _conv_input, _add_inputs, _concat_inputs, _resample_input,
+    _conv_input, _add_inputs, _concat_inputs, _resample_input, _silu_input,
 )
 
 
@@ -222,6 +261,33 @@ def _split_inputs(graph: fx.Graph, edges: list[Edge]) -> list[Edge]:
     return found
 
 
+def _silus_read_quantized(
+    graph: fx.Graph, edges: list[Edge], modules: dict[str, nn.Module], float_layers: Collection[str]
+) -> list[fx.Node]:
+    """The SiLUs, in graph order, whose input is quantized and whose output every reader reads quantized (``float_layers`` read float)."""
+    quantized_reads: dict[fx.Node, set[fx.Node]] = {}
+    for consumer, _, producer in edges:
+        if not (_is_quant_layer(consumer, modules) and consumer.target in float_layers):
+            quantized_reads.setdefault(producer, set()).add(consumer)
+    quantized_inputs = {consumer for consumer, _, _ in edges if _is_silu(consumer, modules)}
+    return [node for node in graph.nodes
+            if node in quantized_inputs and node.users and set(node.users) <= quantized_reads.get(node, set())]
+
+
+def _quantize_sigmoid(model: nn.Module, graph: fx.Graph, silu: fx.Node) -> None:
+    """Replace ``silu`` by ``x * q(sigmoid(x))``, ``q`` a uint8 quantizer with the sigmoid's fixed range [0, 1]."""
+    name = f"{silu.name}_sigmoid_quantizer"
+    if hasattr(model, name):
+        raise EdgeCompressError(f"the model already has an attribute {name!r}; rename it so a quantizer can be placed there")
+    model.add_module(name, TensorQuantizer(uint8=True, fixed_amax=1.0))
+    x = silu.args[0]
+    with graph.inserting_before(silu):
+        sigmoid = graph.call_module(name, (graph.call_function(torch.sigmoid, (x,)),))
+        product = graph.call_function(operator.mul, (x, sigmoid))
+    silu.replace_all_uses_with(product)
+    graph.erase_node(silu)
+
+
 def _split_parts(node: fx.Node) -> list[fx.Node]:
     """The indexing nodes reading a chunk/split node's parts, or [] when ``node`` is not a split or is read whole."""
     is_split = (node.op == "call_method" and node.target in SPLIT_METHODS) or (node.op == "call_function" and node.target in SPLIT_FUNCTIONS)
@@ -231,11 +297,11 @@ def _split_parts(node: fx.Node) -> list[fx.Node]:
     return parts if all(part.op == "call_function" and part.target is operator.getitem for part in parts) else []
 
 
-def _group_tensors(edges: list[Edge], through_split_concat: bool) -> dict[fx.Node, fx.Node]:
+def _group_tensors(edges: list[Edge], backend: Backend) -> dict[fx.Node, fx.Node]:
     """Union-find over producers: the inputs of one concat share a group (and so a scale); maps producer -> root.
 
-    ``through_split_concat`` also ties a concat's output to its inputs, and a split's input (quantized
-    by :func:`_split_inputs`) to its parts.
+    The backend may also tie a concat's output to its inputs, and a split's input (quantized by
+    :func:`_split_inputs`) to its parts.
     """
     parent: dict[fx.Node, fx.Node] = {producer: producer for _, _, producer in edges}
 
@@ -250,8 +316,9 @@ def _group_tensors(edges: list[Edge], through_split_concat: bool) -> dict[fx.Nod
         if _is_concat_input(edge):
             by_concat.setdefault(edge[0], []).append(edge[2])
     tied = list(by_concat.values())
-    if through_split_concat:
+    if backend.one_scale_through_concat:
         tied += [[concat, *producers] for concat, producers in by_concat.items() if concat in parent]
+    if backend.one_scale_through_split:
         tied += [[producer, *(part for part in _split_parts(consumer) if part in parent)]
                  for consumer, _, producer in edges if _split_parts(consumer)]
     for producers in tied:

@@ -31,7 +31,7 @@ def quantize_model(
 ) -> nn.Module:
     """A copy of ``model`` with BN folded, every layer with a registered twin (Conv2d, Linear, see
     :func:`~edgecompress.quant.modules.quant_module_for`) quantized and activation quantizers placed
-    for ``backend`` ("tensorrt" or "onnxruntime"; see :mod:`.placement`).
+    for ``backend`` ("tensorrt", "onnxruntime" or "openvino"; see :mod:`.placement`).
 
     ``skip`` names layers (or whole submodules) to keep in float, and may also name quantizers placed
     on add/concat inputs (``add_1_quantizer``), as a sensitivity report lists them. Quantizers are
@@ -44,7 +44,7 @@ def quantize_model(
 
     A model whose forward has adds, concats (or, for onnxruntime, pooling) to quantize comes back as a
     ``torch.fx.GraphModule`` that keeps the model's buffers and attributes. ``learn_scales=True``
-    makes every activation range a Parameter that QAT trains (LSQ). The quantizers start disabled;
+    makes every calibrated activation range a Parameter that QAT trains (LSQ). The quantizers start disabled;
     :func:`calibrate` sets their ranges and turns them on.
     """
     get_backend(backend)
@@ -52,11 +52,11 @@ def quantize_model(
     quantized = fold_batchnorm(model, example_input) if fold else copy.deepcopy(model)
     replaced = _swap_in_twins(quantized)
     _warn_unmatched_subclasses(quantized, kept_float)
-    quantized = place_activation_quantizers(quantized, backend)
+    quantized = place_activation_quantizers(quantized, backend, float_layers=[name for name in replaced if _is_under(name, kept_float)])
     _keep_float(quantized, kept_float, dict(model.named_modules()), replaced)
     if learn_scales:
         for quantizer in quantizers(quantized).values():
-            if quantizer.axis is None:
+            if quantizer.axis is None and quantizer.fixed_amax is None:
                 quantizer.learn_amax()
     return quantized
 
@@ -150,7 +150,8 @@ def calibrate(
     if not every:
         raise EdgeCompressError("the model has no quantizers; call quantize_model(model, example_input) before calibrate")
     forward_loop = as_forward_loop(data)
-    found = {name: quantizer for name, quantizer in every.items() if not quantizer.kept_float}
+    found = {name: quantizer for name, quantizer in every.items() if not quantizer.kept_float and quantizer.fixed_amax is None}
+    fixed = {name: quantizer for name, quantizer in every.items() if not quantizer.kept_float and quantizer.fixed_amax is not None}
     for quantizer in found.values():
         quantizer.begin_calibration(make_calibrator(method, percentile=percentile) if quantizer.axis is None else MaxCalibrator(quantizer.axis))
     try:
@@ -166,6 +167,9 @@ def calibrate(
         amax = quantizer.end_calibration()
         if quantizer.axis is None:
             ranges[name.removesuffix(".input_quantizer")] = float(amax.detach())
+    for name, quantizer in fixed.items():
+        quantizer.set_amax(torch.tensor(quantizer.fixed_amax))
+        ranges[name] = quantizer.fixed_amax
     return ranges
 
 

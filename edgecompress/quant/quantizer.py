@@ -18,6 +18,10 @@ QLinearConv. A tensor that went negative is asymmetric, as onnxruntime's own qua
 range is the observed [min, max], each end clipped to the calibrated magnitude ``amax``, and the
 zero point is where 0 falls on the 256 levels.
 
+A quantizer built with ``fixed_amax`` quantizes a tensor whose range is known in advance (a sigmoid's
+output, in [0, 1]): :func:`~edgecompress.quant.calibrate` sets that range without measuring, and QAT does
+not learn it.
+
 :meth:`TensorQuantizer.learn_amax` turns a per-tensor ``amax`` into a Parameter trained with the
 LSQ gradient (Esser et al., 2020; gradient scaled by 1 / sqrt(numel * qmax)) during QAT.
 """
@@ -53,16 +57,19 @@ class TensorQuantizer(nn.Module):
     uint8 = False
     zero_point = 0
     kept_float = False  # set by keep_float(): calibration leaves it disabled
+    fixed_amax: float | None = None  # a range known in advance: calibration sets it without measuring
 
-    def __init__(self, axis: int | None = None, channels: int = 1, *, narrow_range: bool = False, uint8: bool = False):
+    def __init__(self, axis: int | None = None, channels: int = 1, *, narrow_range: bool = False, uint8: bool = False,
+                 fixed_amax: float | None = None):
         super().__init__()
         if axis is not None and channels < 1:
             raise EdgeCompressError(f"a per-channel quantizer needs channels >= 1, got {channels}")
-        if axis is not None and uint8:
-            raise EdgeCompressError("uint8 is for per-tensor activation quantizers; quantize weights per channel in int8")
+        if axis is not None and (uint8 or fixed_amax is not None):
+            raise EdgeCompressError("uint8 and fixed_amax are for per-tensor activation quantizers; quantize weights per channel in int8")
         self.axis = axis
         self.narrow_range = narrow_range
         self.uint8 = uint8
+        self.fixed_amax = fixed_amax
         self.zero_point = 0  # of a uint8 quantizer, chosen by calibration
         self.observed_min, self.observed_max = float("inf"), float("-inf")
         self.mode = QuantMode.DISABLED
@@ -72,7 +79,8 @@ class TensorQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         granularity = "per-tensor" if self.axis is None else f"per-channel axis={self.axis}"
-        return f"{'uint8' if self.uint8 else 'int8'} {granularity}, mode={self.mode.value}"
+        fixed = "" if self.fixed_amax is None else f", fixed amax={self.fixed_amax:g}"
+        return f"{'uint8' if self.uint8 else 'int8'} {granularity}{fixed}, mode={self.mode.value}"
 
     def keep_float(self) -> None:
         """Disable this quantizer for good: :func:`~edgecompress.quant.calibrate` no longer turns it on."""
@@ -117,8 +125,8 @@ class TensorQuantizer(nn.Module):
 
     def learn_amax(self) -> None:
         """Make ``amax`` a trainable Parameter (same state-dict key); only for per-tensor quantizers."""
-        if self.axis is not None:
-            raise EdgeCompressError("learnable amax is for per-tensor activation quantizers; weights keep their per-channel max")
+        if self.axis is not None or self.fixed_amax is not None:
+            raise EdgeCompressError("learnable amax is for calibrated activation quantizers; weights and fixed ranges keep theirs")
         if not isinstance(self.amax, nn.Parameter):
             amax = self._buffers.pop("amax")
             self.amax = nn.Parameter(amax.clone())
