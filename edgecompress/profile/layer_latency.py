@@ -39,7 +39,7 @@ from torch import nn
 from ..errors import EdgeCompressError
 from ..graph import ChannelGraph, analyze
 from ..progress import track
-from .layer_shapes import PRECISIONS, LayerShape, layer_shapes, one_layer_onnx
+from .layer_shapes import PRECISIONS, LayerShape, layer_shapes
 from .machine import machine_info
 from .runtimes import get_runtime, load_runner
 
@@ -245,6 +245,8 @@ def _table(shape: LayerShape, wanted: list[Point], cache: TableCache, settings: 
     known = cache.load(shape)
     missing = [point for point in wanted if point not in known]
     if missing:
+        from .layer_onnx import one_layer_onnx  # onnx loads only when something is measured
+
         precision = cache.key["precision"]
         with tempfile.TemporaryDirectory(prefix="edgecompress-layer-") as folder:
             paths, inputs = [], []

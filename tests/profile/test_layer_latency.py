@@ -16,7 +16,7 @@ from edgecompress.errors import EdgeCompressError
 from edgecompress.export.qdq import ort_optimized_int8_ops
 from edgecompress.profile import LayerShape, LayerTable, layer_shapes, measure_latency_tables, measure_layer_table
 from edgecompress.profile.layer_latency import CACHE_ENV, cache_folder, grid
-from edgecompress.profile.layer_shapes import one_layer_onnx
+from edgecompress.profile.layer_onnx import one_layer_onnx
 
 LAYERS = {
     "strided": (nn.Conv2d(6, 10, 3, stride=2, padding=1), (1, 6, 9, 11)),
