@@ -22,14 +22,14 @@ class ClassificationTask(Task):
     name = "classify"
     primary_metric = "top1"
 
-    def load(self, data: Path, image_size: int, batch_size: int, limit: int | None = None) -> TaskData:
+    def load(self, data: Path, image_size: int, batch_size: int, limit: int | None = None, *, augment: str = "light", seed: int = 0) -> TaskData:
         from ..data.imagefolder import ImageFolderDataset
 
         root = Path(data)
         train_dir, val_dir = root / "train", root / "val"
         if not train_dir.is_dir() or not val_dir.is_dir():
             raise EdgeCompressError(f"{root} needs train/ and val/ folders of class sub-folders (ImageFolder layout)")
-        train = ImageFolderDataset(train_dir, image_size, augment=True)
+        train = ImageFolderDataset(train_dir, image_size, augment=augment, seed=seed)
         val = ImageFolderDataset(val_dir, image_size)
         generator = torch.Generator().manual_seed(0)
         return TaskData(
