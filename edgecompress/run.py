@@ -18,6 +18,7 @@ from .progress import console
 from .settings import BuildConfig, check_training_memory
 from .targets import get_target
 from .tasks import get_task
+from .train.distributed import set_epoch
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CALIB = PACKAGE_ROOT / "calib_data"
@@ -45,14 +46,18 @@ class Run:
         """
         if self._data is None:
             limit = self.config.train_images if self.config.quick and self.config.data else None
-            self._data = self.task.load(self.data_path(), self.config.image_size, self.config.batch_size, limit=limit)
+            self._data = self.task.load(self.data_path(), self.config.image_size, self.config.batch_size, limit=limit,
+                                        augment=self.config.augment, seed=self.config.seed)
         return self._data
 
     def reseed(self) -> None:
-        """Seed torch and the training shuffle, so a stage gives the same result whether or not earlier stages were reused."""
+        """Seed torch and the training shuffle and start the augmentations at epoch 0, so a stage gives the same result whether
+        or not earlier stages were reused."""
         torch.manual_seed(self.config.seed)
-        if self._data is not None and self._data.train.generator is not None:
-            self._data.train.generator.manual_seed(self.config.seed)
+        if self._data is not None:
+            set_epoch(self._data.train, 0)
+            if self._data.train.generator is not None:
+                self._data.train.generator.manual_seed(self.config.seed)
 
     def data_path(self) -> Path:
         """``--data``, or the task's bundled dataset, generated on first use under the runs folder."""

@@ -76,6 +76,12 @@ def calibrator_names() -> list[str]:
     return list(CALIBRATORS)
 
 
+def augmentation_names() -> list[str]:
+    from .data.augment import AUGMENTATIONS
+
+    return list(AUGMENTATIONS)
+
+
 def runtime_names() -> list[str]:
     from .profile.runtimes import RUNTIMES
 
@@ -99,6 +105,10 @@ class BuildConfig:
     image_size: int = setting(128, "Square input size in pixels.", minimum=1)
     batch_size: int = setting(32, "Training and evaluation batch size.", minimum=1)
     lr: float = setting(1e-2, "Peak Adam learning rate (cosine-annealed); QAT uses lr/100.")
+    augment: str = setting("light", "Augmentation of the training images (every training stage; validation and calibration images never): none; "
+                                    "light (random zoom, shift, brightness, contrast); full (light plus the patent's random crop, perspective warp, "
+                                    "horizontal flip and mixup; detection only; no flip for a data.yaml with 'flip: false', as the bundled digits').",
+                           choices=augmentation_names)
     epochs: int = setting(20, "Baseline training epochs (ignored with --weights; 0 only with --weights).", minimum=0)
     sparse_epochs: int = setting(8, "Sparse-training epochs.", minimum=0)
     sparsity_lambda: float = setting(1e-3, "L1 weight on BN gammas during sparse training.", minimum=0)
@@ -139,7 +149,7 @@ class BuildConfig:
     gpus: int | None = setting(None, "Train on this many GPUs of this machine with DistributedDataParallel: reruns this command under "
                                      "`torchrun --standalone --nproc_per_node N`. For several machines, or processes on the CPU (gloo), "
                                      "start `torchrun ... -m edgecompress build` yourself.", minimum=1)
-    seed: int = setting(0, "Seed of every random choice (weights, shuffles, example inputs).")
+    seed: int = setting(0, "Seed of every random choice (weights, shuffles, augmentations, example inputs).", minimum=0)
     quick: bool = setting(False, "Tiny data and one epoch per stage: a smoke run of a few minutes.")
     from_stage: str | None = setting(None, "Rerun from this stage on, even if finished (the pipeline checks the name).", flag="--from")
 

@@ -348,8 +348,8 @@ class Stage:
     trains: bool = False
 
 
-# amp changes the float training stages' numerics; fingerprints chain, so naming it here covers sparse and finetune too.
-BASELINE_SETTINGS = ("task", "data", "image_size", "train_images", "val_images", "seed", "batch_size", "lr", "amp")
+# amp and augment change the float training stages' results; fingerprints chain, so naming them here covers sparse and finetune too.
+BASELINE_SETTINGS = ("task", "data", "image_size", "train_images", "val_images", "seed", "batch_size", "lr", "amp", "augment")
 
 STAGES: tuple[Stage, ...] = (
     Stage("baseline", baseline, ModelOutcome, BASELINE_SETTINGS + ("model", "weights", "epochs"), trains=True),

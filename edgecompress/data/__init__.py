@@ -1,7 +1,8 @@
-"""Data in: YOLO-layout detection sets, image-folder classification sets, calibration images, the
-checks every image passes before training, the bundled digits detection set built from
+"""Data in: YOLO-layout detection sets and their training augmentations, image-folder classification sets,
+calibration images, the checks every image passes before training, the bundled digits detection set built from
 scikit-learn's handwritten digits, and IDX files (Debian's Fashion-MNIST) written as an image-folder set."""
 
+from .augment import AUGMENTATIONS, Augmentation, augment_detection, get_augmentation
 from .calib import calib_batches, calibration_paths, load_calibration_images, load_images, spread
 from .checks import check_images, image_paths
 from .digits import make_calibration_images, make_digits_detection
@@ -11,16 +12,20 @@ from .preprocess import IMAGE_SUFFIXES, Letterbox, letterbox, list_images, load_
 from .yolo import DataConfig, YoloDetectionDataset, collate_detection, label_path, load_data_yaml, read_labels
 
 __all__ = [
+    "AUGMENTATIONS",
+    "Augmentation",
     "FASHION_MNIST_CLASSES",
     "IMAGE_SUFFIXES",
     "DataConfig",
     "ImageFolderDataset",
     "Letterbox",
     "YoloDetectionDataset",
+    "augment_detection",
     "calib_batches",
     "calibration_paths",
     "check_images",
     "collate_detection",
+    "get_augmentation",
     "image_paths",
     "label_path",
     "letterbox",

@@ -2,7 +2,8 @@
 
 Each canvas holds 1-4 of the 1797 scanned 8x8 digits, upscaled and blended onto a textured, tinted
 background; a box is the tight box of the digit's ink. Train, val and calibration canvases draw on
-disjoint source digits, so val measures generalisation to unseen handwriting.
+disjoint source digits, so val measures generalisation to unseen handwriting. Its ``data.yaml`` says
+``flip: false``: a mirrored digit is another digit or none, so training never flips it.
 Regenerate the committed calibration images with ``python -m edgecompress.data --calib calib_data``.
 """
 
@@ -162,7 +163,7 @@ def make_digits_detection(
     _check_canvas_size(image_size)
     root = Path(root).resolve()
     params = {"generator": "sklearn-digits-detection", "version": GENERATOR_VERSION, "root": str(root),
-              "n_train": n_train, "n_val": n_val, "image_size": image_size, "seed": seed}
+              "n_train": n_train, "n_val": n_val, "image_size": image_size, "seed": seed, "flip": False}  # a set without it gets the key
     if (root / "data.yaml").is_file() and _is_current(root, params):
         return root / "data.yaml"
     pools = split_source_digits()
@@ -171,7 +172,7 @@ def make_digits_detection(
         _write_split(tmp, "train", n_train, image_size, seed, pools["train"], labels=True)
         _write_split(tmp, "val", n_val, image_size, seed, pools["val"], labels=True)
         config = {"path": str(root), "train": "images/train", "val": "images/val", "nc": 10,
-                  "names": [str(d) for d in range(10)]}
+                  "names": [str(d) for d in range(10)], "flip": False}
         write_text(tmp / "data.yaml", yaml.safe_dump(config, sort_keys=False))
 
     _build_atomically(root, params, build)

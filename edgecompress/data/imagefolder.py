@@ -5,22 +5,27 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..errors import EdgeCompressError
-from .preprocess import jitter_photometric, letterbox, list_images, load_image, random_placement
+from .augment import Augmentation, EpochSeeded, get_augmentation, jitter_photometric, random_placement
+from .preprocess import letterbox, list_images, load_image
 
 
-class ImageFolderDataset(Dataset):
+class ImageFolderDataset(EpochSeeded, Dataset):
     """Images letterboxed to ``image_size``; items are ``(image [3,S,S] float32 in [0,1], class index)``.
 
-    Classes are the sub-folder names in sorted order (``classes``). ``augment`` adds
-    brightness/contrast and a small random zoom/shift, the same jitter as the detection loader.
+    Classes are the sub-folder names in sorted order (``classes``). ``augment``: ``none`` or ``light`` (a small
+    random zoom/shift and brightness/contrast, as the detection loader's), drawn per sample from ``seed`` and the
+    epoch (:class:`EpochSeeded`); crops, warps, flips and mixup are for detection.
     """
 
-    def __init__(self, root: str | os.PathLike, image_size: int, *, augment: bool = False):
+    def __init__(self, root: str | os.PathLike, image_size: int, *, augment: str | Augmentation = "none", seed: int = 0):
+        augmentation = get_augmentation(augment)
+        if augmentation.moves_labels:
+            raise EdgeCompressError(f"augmentation {augmentation.name!r} crops, warps, flips or mixes images, which only detection "
+                                    "supports; pass --augment light or none for classification")
         self.root = Path(root)
         if not self.root.is_dir():
             raise EdgeCompressError(f"dataset folder not found: {self.root}; pass a folder laid out as ROOT/<class_name>/*.jpg")
@@ -31,7 +36,8 @@ class ImageFolderDataset(Dataset):
         if not self.samples:
             raise EdgeCompressError(f"the class folders of {self.root} hold no images (.jpg/.jpeg/.png/.bmp); add images")
         self.image_size = image_size
-        self.augment = augment
+        self.augmentation = augmentation
+        self.seed = seed
 
     @property
     def image_paths(self) -> list[Path]:
@@ -44,9 +50,9 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
         image = load_image(path)
-        if not self.augment:
+        if not self.augmentation.active:
             return letterbox(image, self.image_size)[0], label
-        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
-        zoom, shift = random_placement(self.image_size, rng)
+        rng = self.sample_rng(index)
+        zoom, shift = random_placement(self.image_size, rng) if self.augmentation.placement else (1.0, (0.0, 0.0))
         tensor, _ = letterbox(image, self.image_size, zoom=zoom, shift=shift)
-        return jitter_photometric(tensor, rng), label
+        return (jitter_photometric(tensor, rng) if self.augmentation.photometric else tensor), label

@@ -92,18 +92,3 @@ def letterbox(
         array = np.asarray(canvas, dtype=np.float32) / 255.0
     tensor = torch.from_numpy(array.transpose(2, 0, 1).copy())
     return tensor, Letterbox(new_w / width, new_h / height, float(pad_x), float(pad_y))
-
-
-def jitter_photometric(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Random contrast (x0.7..1.3 about the mean) and brightness (+-0.1), clipped to [0,1]."""
-    contrast = float(rng.uniform(0.7, 1.3))
-    brightness = float(rng.uniform(-0.1, 0.1))
-    mean = image.mean()
-    return ((image - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
-
-
-def random_placement(size: int, rng: np.random.Generator) -> tuple[float, tuple[float, float]]:
-    """A small random zoom (0.8..1.2) and shift (+-10% of the side) for :func:`letterbox`."""
-    zoom = float(rng.uniform(0.8, 1.2))
-    shift = (float(rng.uniform(-0.1, 0.1) * size), float(rng.uniform(-0.1, 0.1) * size))
-    return zoom, shift

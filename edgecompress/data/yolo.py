@@ -2,6 +2,9 @@
 
 Label files hold one object per line, ``cls cx cy w h`` normalised to [0,1]. All labels are read and
 checked when the dataset is built, so a bad line is reported before any training starts.
+
+Besides Ultralytics' keys, ``data.yaml`` may say ``flip: false``: training never mirrors its images (digits,
+text, signs whose mirror image means something else). Without the key, flipping is allowed.
 """
 
 from __future__ import annotations
@@ -17,20 +20,22 @@ import yaml
 from torch.utils.data import Dataset
 
 from ..errors import EdgeCompressError
-from .preprocess import jitter_photometric, letterbox, list_images, load_image, random_placement
-
-MIN_BOX_SIDE = 2.0  # output pixels; boxes that augmentation cuts thinner than this are dropped
+from .augment import Augmentation, EpochSeeded, augment_detection, get_augmentation, mixup
+from .calib import spread
+from .preprocess import list_images, load_image
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """What a ``data.yaml`` says: dataset root, the two image folders, class count and names."""
+    """What a ``data.yaml`` says: dataset root, the two image folders, class count and names, and whether
+    training may mirror its images (``flip``)."""
 
     root: Path
     train_images: Path
     val_images: Path
     nc: int
     names: tuple[str, ...]
+    flip: bool = True
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -75,7 +80,10 @@ def load_data_yaml(path: str | os.PathLike) -> DataConfig:
         if not folder.is_dir():
             raise EdgeCompressError(f"{path}: {key} image folder {folder} does not exist; fix '{key}' or 'path'")
         folders[key] = folder
-    return DataConfig(root, folders["train"], folders["val"], nc, names)
+    flip = data.get("flip", True)
+    if not isinstance(flip, bool):
+        raise EdgeCompressError(f"{path}: 'flip' must be true or false, got {flip!r}; false keeps training from mirroring the images")
+    return DataConfig(root, folders["train"], folders["val"], nc, names, flip)
 
 
 def label_path(image: Path) -> Path:
@@ -128,32 +136,42 @@ def _xyxy_to_xywhn(boxes: np.ndarray, size: int) -> np.ndarray:
     return np.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], 1) / size
 
 
-class YoloDetectionDataset(Dataset):
+class YoloDetectionDataset(EpochSeeded, Dataset):
     """Images and YOLO labels of one split, letterboxed to ``image_size``.
 
     Items are ``(image [3,S,S] float32 in [0,1], targets [N,5] float32 (cls, cx, cy, w, h))`` with
-    boxes normalised to the output image. ``augment`` adds brightness/contrast and a small random
-    zoom/shift (no flips: they change the meaning of digits and text).
+    boxes normalised to the output image. ``augment``: a level of :data:`~edgecompress.data.augment.AUGMENTATIONS`
+    (``none``, ``light``, ``full``) or an :class:`Augmentation`, drawn per sample from ``seed`` and the epoch
+    (:class:`EpochSeeded`). ``limit``: keep at most that many images, evenly spread (every label is still checked).
     """
 
-    def __init__(self, images_dir: str | os.PathLike, image_size: int, *, augment: bool = False, num_classes: int | None = None):
+    def __init__(self, images_dir: str | os.PathLike, image_size: int, *, augment: str | Augmentation = "none",
+                 num_classes: int | None = None, seed: int = 0, limit: int | None = None):
         self.images_dir = Path(images_dir)
         if not self.images_dir.is_dir():
             raise EdgeCompressError(f"image folder not found: {self.images_dir}; check 'path' and 'train'/'val' in data.yaml")
-        self.images = list_images(self.images_dir)
-        if not self.images:
+        images = list_images(self.images_dir)
+        if not images:
             raise EdgeCompressError(
                 f"image folder {self.images_dir} has no images (.jpg/.jpeg/.png/.bmp); add images or fix data.yaml"
             )
-        self.labels = [read_labels(label_path(image), num_classes) for image in self.images]
+        labels = [read_labels(label_path(image), num_classes) for image in images]
+        kept = spread(range(len(images)), limit)
+        self.images = [images[i] for i in kept]
+        self.labels = [labels[i] for i in kept]
         self.image_size = image_size
-        self.augment = augment
+        self.augmentation = get_augmentation(augment)
+        self.seed = seed
 
     @classmethod
-    def from_config(cls, config: DataConfig, split: str, image_size: int, *, augment: bool = False) -> YoloDetectionDataset:
-        """The ``train`` or ``val`` split of a :class:`DataConfig`, with class ids checked against ``nc``."""
+    def from_config(cls, config: DataConfig, split: str, image_size: int, *, augment: str | Augmentation = "none",
+                    seed: int = 0, limit: int | None = None) -> YoloDetectionDataset:
+        """The ``train`` or ``val`` split of a :class:`DataConfig`, with class ids checked against ``nc``; never
+        flipped when the yaml says ``flip: false``."""
         folder = {"train": config.train_images, "val": config.val_images}[split]
-        return cls(folder, image_size, augment=augment, num_classes=config.nc)
+        augmentation = get_augmentation(augment)
+        augmentation = augmentation if config.flip else augmentation.without_flip()
+        return cls(folder, image_size, augment=augmentation, num_classes=config.nc, seed=seed, limit=limit)
 
     @property
     def image_paths(self) -> list[Path]:
@@ -164,19 +182,22 @@ class YoloDetectionDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = self.sample_rng(index) if self.augmentation.active else None
+        image, boxes, classes = self._sample(index, rng)
+        if rng is not None and rng.random() < self.augmentation.mixup and len(self) > 1:
+            partner = (index + 1 + int(rng.integers(len(self) - 1))) % len(self)  # any other sample
+            other, other_boxes, other_classes = self._sample(partner, rng)
+            image = mixup(image, other, rng)
+            boxes, classes = np.concatenate([boxes, other_boxes]), np.concatenate([classes, other_classes])
+        targets = np.concatenate([classes[:, None], _xyxy_to_xywhn(boxes, self.image_size)], axis=1)
+        return image, torch.from_numpy(targets.astype(np.float32))
+
+    def _sample(self, index: int, rng: np.random.Generator | None) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """Image ``index`` letterboxed and augmented: ``[3,S,S]``, its kept boxes in output pixels and their classes."""
         image = load_image(self.images[index])
         labels = self.labels[index]
-        size = self.image_size
-        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item())) if self.augment else None
-        zoom, shift = random_placement(size, rng) if rng is not None else (1.0, (0.0, 0.0))
-        tensor, box_map = letterbox(image, size, zoom=zoom, shift=shift)
-        if rng is not None:
-            tensor = jitter_photometric(tensor, rng)
-        boxes = box_map.map_xyxy(_xywhn_to_xyxy(labels, *image.size)).clip(0, size)
-        min_side = MIN_BOX_SIDE if rng is not None else 0.0
-        keep = ((boxes[:, 2] - boxes[:, 0]) > min_side) & ((boxes[:, 3] - boxes[:, 1]) > min_side)
-        targets = np.concatenate([labels[keep, :1], _xyxy_to_xywhn(boxes[keep], size)], axis=1)
-        return tensor, torch.from_numpy(targets.astype(np.float32))
+        tensor, boxes, keep = augment_detection(image, _xywhn_to_xyxy(labels, *image.size), self.image_size, self.augmentation, rng)
+        return tensor, boxes[keep], labels[keep, 0]
 
 
 def collate_detection(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:

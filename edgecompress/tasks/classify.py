@@ -29,14 +29,14 @@ class ClassificationTask(Task):
     distillation_temperature = 4.0
     """Softens both distributions so the teacher's ranking of the wrong classes is learnt too (Hinton et al. 2015)."""
 
-    def load(self, data: Path, image_size: int, batch_size: int, limit: int | None = None) -> TaskData:
+    def load(self, data: Path, image_size: int, batch_size: int, limit: int | None = None, *, augment: str = "light", seed: int = 0) -> TaskData:
         from ..data.imagefolder import ImageFolderDataset
 
         root = Path(data)
         train_dir, val_dir = root / "train", root / "val"
         if not train_dir.is_dir() or not val_dir.is_dir():
             raise EdgeCompressError(f"{root} needs train/ and val/ folders of class sub-folders (ImageFolder layout)")
-        train = ImageFolderDataset(train_dir, image_size, augment=True)
+        train = ImageFolderDataset(train_dir, image_size, augment=augment, seed=seed)
         val = ImageFolderDataset(val_dir, image_size)
         generator = torch.Generator().manual_seed(0)
         return TaskData(

@@ -20,7 +20,7 @@ from ..errors import EdgeCompressError
 from ..eval import batched_nms, evaluate_detections, targets_to_pixel_xyxy
 from ..eval.predict import Predict
 from ..progress import track
-from .base import Distillation, Loss, Task, TaskData, limit_dataset
+from .base import Distillation, Loss, Task, TaskData
 
 
 class DetectionHead(ABC):
@@ -120,12 +120,12 @@ class DetectionTask(Task):
     name = "detect"
     primary_metric = "map50"
 
-    def load(self, data: Path, image_size: int, batch_size: int, limit: int | None = None) -> TaskData:
+    def load(self, data: Path, image_size: int, batch_size: int, limit: int | None = None, *, augment: str = "light", seed: int = 0) -> TaskData:
         from ..data.yolo import YoloDetectionDataset, collate_detection, load_data_yaml
 
         config = load_data_yaml(data)
-        train = limit_dataset(YoloDetectionDataset.from_config(config, "train", image_size, augment=True), limit)
-        val = limit_dataset(YoloDetectionDataset.from_config(config, "val", image_size), limit and max(limit // 4, 8))
+        train = YoloDetectionDataset.from_config(config, "train", image_size, augment=augment, seed=seed, limit=limit)
+        val = YoloDetectionDataset.from_config(config, "val", image_size, limit=limit and max(limit // 4, 8))
         generator = torch.Generator().manual_seed(0)
         return TaskData(
             train=DataLoader(train, batch_size, shuffle=True, collate_fn=collate_detection, generator=generator, drop_last=len(train) > batch_size),

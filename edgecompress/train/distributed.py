@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler, Subset
 
 from ..errors import EdgeCompressError
 
@@ -155,10 +155,16 @@ def shard_loader(loader: Iterable) -> Iterable:
 
 
 def set_epoch(loader: Iterable, epoch: int) -> None:
-    """Reshuffle a DistributedSampler's order for ``epoch`` (the same order on every process, another each epoch)."""
+    """Start ``epoch`` of ``loader``: reshuffle a DistributedSampler's order (the same order on every process, another each
+    epoch), and tell a dataset (or the dataset under a Subset) with its own ``set_epoch`` (augmentations drawn per epoch)."""
     sampler = getattr(loader, "sampler", None)
     if isinstance(sampler, DistributedSampler):
         sampler.set_epoch(epoch)
+    dataset = getattr(loader, "dataset", None)
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    if callable(getattr(dataset, "set_epoch", None)):
+        dataset.set_epoch(epoch)
 
 
 class _SumOverProcesses(torch.autograd.Function):

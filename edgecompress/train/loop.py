@@ -103,7 +103,7 @@ def _lr_factor(step: int, total: int, config: TrainConfig) -> float:
 
 
 def _random_states(loader: Iterable) -> dict[str, Tensor]:
-    """torch's global random state (augmentation draws from it) and the loader's shuffle generator's, if it has one."""
+    """torch's global random state and the loader's shuffle generator's, if it has one (augmentations are drawn per epoch and sample)."""
     generator = getattr(loader, "generator", None)
     return {"torch": torch.get_rng_state(), **({"loader": generator.get_state()} if generator is not None else {})}
 

@@ -34,9 +34,12 @@ def test_image_folder_classes_and_items(tmp_path):
     assert [label for _, label in dataset.samples] == [0, 0, 1]
     image, label = dataset[2]
     assert image.shape == (3, 32, 32) and label == 1
-    torch.manual_seed(0)
-    augmented, _ = ImageFolderDataset(tmp_path, 32, augment=True)[2]
+    light = ImageFolderDataset(tmp_path, 32, augment="light")
+    augmented, _ = light[2]
     assert augmented.shape == (3, 32, 32) and not torch.equal(augmented, image)
+    assert torch.equal(light[2][0], augmented)  # drawn from (seed, epoch, index)
+    light.set_epoch(1)
+    assert not torch.equal(light[2][0], augmented)
 
 
 def test_image_folder_errors(tmp_path):

@@ -35,7 +35,7 @@ class CountPixels(Task):
     name = "count-pixels"
     primary_metric = "error"
 
-    def load(self, data, image_size, batch_size, limit=None) -> TaskData:
+    def load(self, data, image_size, batch_size, limit=None, *, augment="light", seed=0) -> TaskData:
         raise NotImplementedError
 
     def loss(self, model):
