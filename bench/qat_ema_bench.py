@@ -116,14 +116,18 @@ def qat_study(run: Run, epochs: int) -> dict:
     return results
 
 
-def ema_study(run: Run, epochs: int) -> dict:
+def ema_study(run: Run, epochs: int, every: int) -> dict:
     model = load_model(run.dir / "prune" / "model.pt")
     run.reseed()
     averages = {name: weight_ema(model, decay, ramp) for name, (decay, ramp) in EMA_VARIANTS.items()}
     hook = register_optimizer_step_post_hook(lambda *_: [average.update_parameters(model) for average in averages.values()])
     results: dict = {"pruned": _metrics(run, model)}
 
+    calls = iter(range(10**6))
+
     def validate(module: nn.Module) -> dict[str, float]:
+        if next(calls) % every:  # the start (call 0) is the pruned model, measured above; then every ``every`` epochs
+            return {}
         measured = {"raw": module, **{name: average.module for name, average in averages.items()}}
         return {f"{name}: {metric}": value for name, candidate in measured.items() for metric, value in _metrics(run, candidate).items()}
 
@@ -133,7 +137,8 @@ def ema_study(run: Run, epochs: int) -> dict:
         hook.remove()
     results["epochs"] = [record.metrics for record in history.epochs]
     for record in history.epochs:
-        print(record.epoch, json.dumps(record.metrics), flush=True)
+        if record.metrics:
+            print(record.epoch, json.dumps(record.metrics), flush=True)
     return results
 
 
@@ -142,6 +147,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="a finished default build's run folder")
     parser.add_argument("--part", choices=("qat", "ema"), required=True)
     parser.add_argument("--epochs", type=int, help="default: the build's qat_epochs or finetune_epochs")
+    parser.add_argument("--every", type=int, default=2, help="--part ema: measure every this many epochs")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -150,7 +156,7 @@ def main() -> None:
     if args.part == "qat":
         results = qat_study(run, args.epochs or config.qat_epochs)
     else:
-        results = ema_study(run, args.epochs or config.finetune_epochs)
+        results = ema_study(run, args.epochs or config.finetune_epochs, args.every)
     results["config"] = {key: getattr(config, key) for key in ("lr", "batch_size", "train_images", "val_images", "seed")}
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))

@@ -152,8 +152,8 @@ def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, ema: AveragedMod
     ema_before = _cpu_copy(ema.state_dict()) if ema is not None else None
     try:
         records = [EpochRecord.from_dict(record) for record in state["epochs"]]
-        history = TrainHistory(records, resumed_from_epoch=len(records), start_metrics=dict(state["start_metrics"]), kept_epoch=state["kept_epoch"])
-        kept = state["kept_model"] if keep_best else None
+        kept, kept_epoch = (state["kept_model"], int(state["kept_epoch"])) if keep_best else (None, None)
+        history = TrainHistory(records, resumed_from_epoch=len(records), start_metrics=dict(state["start_metrics"]), kept_epoch=kept_epoch)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:
