@@ -78,6 +78,7 @@ def plot_training(run: Run, path: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     metric = run.task.primary_metric
     figure, (loss_axis, metric_axis) = plt.subplots(2, 1, sharex=True, figsize=(8, 5.5), dpi=110)
@@ -85,7 +86,7 @@ def plot_training(run: Run, path: Path) -> Path | None:
     for name, outcome in trained:
         rows = outcome.epochs
         epochs = [start + row["epoch"] for row in rows]
-        line, = loss_axis.plot(epochs, [row["loss"] for row in rows], marker=".", label=name)
+        line, = loss_axis.plot(epochs, [row["loss"] for row in rows], marker=".", label=f"{name} (with the L1 penalty)" if name == "sparse" else name)
         if name == "finetune" and "prune" in run.outcomes:
             metric_axis.plot(start, run.outcomes["prune"].scores[metric], "x", color=line.get_color(), label="pruned, before fine-tuning")
         if name == "qat" and outcome.kept_epoch is not None:
@@ -100,6 +101,7 @@ def plot_training(run: Run, path: Path) -> Path | None:
         start += len(rows)
     loss_axis.set(yscale="log", ylabel="training loss (epoch mean)", title="Training, stage after stage")
     metric_axis.set(xlabel="epoch (all training stages in order)", ylabel=f"{metric} (validation)")
+    metric_axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     loss_axis.legend(fontsize="small")
     metric_axis.legend(fontsize="small")
     figure.tight_layout()
