@@ -130,7 +130,7 @@ class QuantOutcome(StageOutcome):
         """Which weights QAT kept, by ``metric``: "kept epoch 2 of 3 (...)" or "kept the PTQ model: QAT lowered ..."; empty without QAT epochs."""
         if not self.epochs or self.kept_epoch is None:
             return ""
-        last = self.epochs[-1].get(metric)
+        last = self.epochs[-1][metric]
         if self.kept_epoch == 0:
             ptq = self.ptq[metric]
             if last < ptq:
