@@ -73,8 +73,9 @@ def _parameter(item, annotation: Any) -> inspect.Parameter:
         info = typer.Option(..., flag_of(item), help=help_text, metavar=item.name.upper())
     else:
         shown = not (default is None or default is False or default == [])
-        metavar = "" if default is False else item.name.removesuffix("s" if isinstance(item.default, tuple) else "").upper()
-        info = typer.Option(default, flag_of(item), help=help_text, show_default=shown, metavar=metavar)
+        metavar = "" if isinstance(default, bool) else item.name.removesuffix("s" if isinstance(item.default, tuple) else "").upper()
+        flag = f"{flag_of(item)}/--no-{flag_of(item)[2:]}" if default is True else flag_of(item)  # a setting on by default can be turned off
+        info = typer.Option(default, flag, help=help_text, show_default=shown, metavar=metavar)
     return inspect.Parameter(item.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=cli_type)
 
 

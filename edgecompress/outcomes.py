@@ -2,7 +2,9 @@
 
 A stage's record is stored as its manifest's ``outputs``, ``reason`` and ``metrics`` and read back with
 :meth:`StageOutcome.from_manifest`. ``scores`` (the task's metrics, e.g. ``map50``) sit at the top level
-of ``metrics``, beside the record's other fields, so a manifest reads as a flat table.
+of ``metrics``, beside the record's other fields, so a manifest reads as a flat table. A training stage's
+``epochs`` are its per-epoch rows (epoch, loss, lr, seconds and validation metrics where measured), as in its
+``train.csv``.
 """
 
 from __future__ import annotations
@@ -44,12 +46,12 @@ class StageOutcome:
 
 @dataclass
 class ModelOutcome(StageOutcome):
-    """A trained (or loaded) model: its task scores, size and training losses per epoch."""
+    """A trained (or loaded) model: its task scores, size and training epochs."""
 
     scores: dict[str, float] = field(default_factory=dict)
     params: int = 0
     macs: int = 0
-    train_loss: list[float] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -86,7 +88,7 @@ class SparseOutcome(StageOutcome):
     scores: dict[str, float] = field(default_factory=dict)
     gamma_before: GammaHistogram | None = None
     gamma_after: GammaHistogram | None = None
-    train_loss: list[float] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
 
     def metrics(self) -> dict[str, Any]:
         return {**super().metrics(), "gamma_before": self.gamma_before.to_dict(), "gamma_after": self.gamma_after.to_dict()}
@@ -110,7 +112,8 @@ class PruneOutcome(StageOutcome):
 
 @dataclass
 class QuantOutcome(StageOutcome):
-    """The int8 model after QAT: scores after calibration (``ptq``) and after training, and how it was quantized."""
+    """The int8 model: scores after calibration (``ptq``) and of the weights kept, how it was quantized, and QAT's epochs,
+    each measured; ``kept_epoch`` is the one whose weights were kept (0: the calibrated model, when no epoch beat it)."""
 
     scores: dict[str, float] = field(default_factory=dict)
     ptq: dict[str, float] = field(default_factory=dict)
@@ -120,7 +123,25 @@ class QuantOutcome(StageOutcome):
     activation_ranges: dict[str, float] | None = None
     kept_float: list[str] | None = None  # set when a sensitivity analysis chose the layers kept in float
     float_by_default: list[str] = field(default_factory=list)  # the model's prediction layers, float unless --quantize-prediction-layers
-    train_loss: list[float] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    kept_epoch: int | None = None
+
+    def kept_note(self, metric: str) -> str:
+        """Which weights QAT kept, by ``metric``: "kept epoch 2 of 3 (...)" or "kept the PTQ model: QAT lowered ..."; empty without QAT epochs."""
+        if not self.epochs or self.kept_epoch is None:
+            return ""
+        last = self.epochs[-1][metric]
+        if self.kept_epoch == 0:
+            ptq = self.ptq[metric]
+            if last < ptq:
+                return f"kept the PTQ model: QAT lowered {metric} {ptq:.4f} -> {last:.4f} ({_epochs(len(self.epochs))})"
+            return f"kept the PTQ model: no QAT epoch beat its {metric} {ptq:.4f}"
+        kept = self.epochs[self.kept_epoch - 1][metric]
+        return f"kept epoch {self.kept_epoch} of {len(self.epochs)}: {metric} {kept:.4f} (PTQ {self.ptq[metric]:.4f}, last epoch {last:.4f})"
+
+
+def _epochs(count: int) -> str:
+    return "1 epoch" if count == 1 else f"{count} epochs"
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .artifacts import atomic_path, write_json, write_text
-from .outcomes import ExportOutcome, ModelOutcome, QuantOutcome, SparseOutcome
+from .outcomes import ExportOutcome, ModelOutcome, QuantOutcome, SparseOutcome, StageOutcome
 from .run import Run
 from .settings import BuildConfig, flag_of
 
@@ -57,6 +57,60 @@ def plot_gamma_distribution(before: np.ndarray, after: np.ndarray, path: Path) -
     return path
 
 
+# The stages that train, in pipeline order, and the report's plot of their epochs.
+TRAINING_STAGES = ("baseline", "sparse", "finetune", "qat")
+TRAINING_PLOT = "training.png"
+
+
+def _trained(run: Run) -> list[tuple[str, StageOutcome]]:
+    """The training stages that ran (not skipped), with their outcomes."""
+    return [(name, run.outcomes[name]) for name in TRAINING_STAGES if name in run.outcomes and not run.outcomes[name].skipped]
+
+
+def plot_training(run: Run, path: Path) -> Path | None:
+    """Training loss per epoch of every training stage, one after the other, above the task's metric along the pipeline
+    (each stage's end, the pruned model before fine-tuning, and QAT's epochs from the PTQ model on, the kept one starred),
+    as a PNG; None when no stage trained."""
+    trained = _trained(run)
+    if not any(outcome.epochs for _, outcome in trained):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    metric = run.task.primary_metric
+    figure, (loss_axis, metric_axis) = plt.subplots(2, 1, sharex=True, figsize=(8, 5.5), dpi=110)
+    start = 0
+    for name, outcome in trained:
+        rows = outcome.epochs
+        epochs = [start + row["epoch"] for row in rows]
+        line, = loss_axis.plot(epochs, [row["loss"] for row in rows], marker=".", label=f"{name} (with the L1 penalty)" if name == "sparse" else name)
+        if name == "finetune" and "prune" in run.outcomes:
+            metric_axis.plot(start, run.outcomes["prune"].scores[metric], "x", color=line.get_color(), label="pruned, before fine-tuning")
+        if name == "qat" and outcome.kept_epoch is not None:
+            metric_axis.plot([start, *epochs], [outcome.ptq[metric], *(row[metric] for row in rows)], marker="o", color=line.get_color(),
+                             label="int8: PTQ, then each QAT epoch")
+            metric_axis.plot(start + outcome.kept_epoch, outcome.scores[metric], "*", markersize=14, color=line.get_color(), label="int8 kept")
+        else:
+            metric_axis.plot(start + len(rows), outcome.scores[metric], "o", color=line.get_color(), label=f"{name} (end)")
+        if start:  # a thin line where each stage after the first begins
+            for axis in (loss_axis, metric_axis):
+                axis.axvline(start + 0.5, color="grey", linewidth=0.5)
+        start += len(rows)
+    loss_axis.set(yscale="log", ylabel="training loss (epoch mean)", title="Training, stage after stage")
+    metric_axis.set(xlabel="epoch (all training stages in order)", ylabel=f"{metric} (validation)")
+    metric_axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    loss_axis.legend(fontsize="small")
+    metric_axis.legend(fontsize="small")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
+    return path
+
+
 def _fmt(value: Any, spec: str = ".4f") -> str:
     return "–" if value is None else format(value, spec)
 
@@ -96,8 +150,8 @@ def _row(run: Run, label: str, latency: dict[str, dict[str, dict]]) -> dict[str,
     }
 
 
-def _markdown(run: Run, rows: list[dict[str, Any]], latency: dict[str, dict[str, dict]], folder: Path) -> str:
-    """report.md as read from ``folder`` (its links are relative to it)."""
+def _markdown(run: Run, rows: list[dict[str, Any]], latency: dict[str, dict[str, dict]], folder: Path, training_plot: Path | None) -> str:
+    """report.md as read from ``folder`` (its links are relative to it); ``training_plot`` is where the plot ends up, if drawn."""
     metric = run.task.primary_metric
     base = rows[0]
     config = run.config
@@ -135,6 +189,7 @@ def _markdown(run: Run, rows: list[dict[str, Any]], latency: dict[str, dict[str,
     lines += ["", "## Stages", "", "| stage | status | wall time | notes |", "|---|---|---|---|"]
     for name, manifest in run.manifests.items():
         lines.append(f"| {name} | {manifest['status']} | {manifest['wall_s']:.1f} s | {_stage_note(run, name)} |")
+    lines += _training_section(run, folder, training_plot)
     lines += _gamma_section(run, folder)
     engine = run.outcomes["engine"]
     lines += ["", "## Deployment", "", f"Result: **{engine.kind}** at {engine.precision}.", ""]
@@ -182,6 +237,21 @@ def _fp16_note(run: Run, timed_in_onnxruntime: bool) -> str:
     return note
 
 
+def _relative(path: Path, folder: Path) -> str:
+    """``path`` as a link from a file in ``folder``."""
+    return Path(os.path.relpath(path, folder)).as_posix()
+
+
+def _training_section(run: Run, folder: Path, plot: Path | None) -> list[str]:
+    """The training ``plot`` (where the report stage leaves it) and each training stage's ``train.csv``, linked relative to ``folder``."""
+    logs = [(name, run.dir / name / outcome.outputs["train_log"]) for name, outcome in _trained(run) if "train_log" in outcome.outputs]
+    if not logs:
+        return []
+    image = [f"![training loss and {run.task.primary_metric} per epoch]({_relative(plot, folder)})", ""] if plot else []
+    return ["", "## Training", "", *image, "Per-epoch rows (epoch, loss, lr, seconds, validation metrics where measured): "
+            + ", ".join(f"[{name}]({_relative(path, folder)})" for name, path in logs) + "."]
+
+
 def _gamma_section(run: Run, folder: Path) -> list[str]:
     """Histogram of |gamma| of the prunable BNs before and after sparse training; the plot linked relative to ``folder``."""
     sparse: SparseOutcome = run.outcomes["sparse"]
@@ -191,7 +261,7 @@ def _gamma_section(run: Run, folder: Path) -> list[str]:
     edges = before.edges
     bins = [f"{lo}–{hi}" for lo, hi in zip(edges, edges[1:])]
     plot = sparse.outputs.get("gamma_plot")
-    image = [f"![BN gamma distribution]({Path(os.path.relpath(run.dir / 'sparse' / plot, folder)).as_posix()})", ""] if plot else []
+    image = [f"![BN gamma distribution]({_relative(run.dir / 'sparse' / plot, folder)})", ""] if plot else []
     return [
         "", "## BN gammas (sparse training)", "", *image,
         "| abs(gamma) | " + " | ".join(bins) + " |",
@@ -228,7 +298,8 @@ def _stage_note(run: Run, name: str) -> str:
         if outcome.kept_float is not None:
             note += f"sensitivity analysis kept {_count(len(outcome.kept_float), 'layer')} in float ({', '.join(outcome.kept_float) or 'none'}); "
         source = f"calibrated on {outcome.calibration_source}" if outcome.calibration_source else _count(outcome.calibration_images, "calibration image")
-        return note + "after calibration (PTQ): " + _scores(outcome.ptq) + f"; {source}"
+        kept = outcome.kept_note(run.task.primary_metric)
+        return note + "after calibration (PTQ): " + _scores(outcome.ptq) + f"; {source}" + (f"; {kept}" if kept else "")
     if name == "engine":
         return f"{outcome.kind} at {outcome.precision}"
     if name == "export":
@@ -238,8 +309,10 @@ def _stage_note(run: Run, name: str) -> str:
 
 
 def write_report(run: Run, folder: Path, latency: dict[str, dict[str, dict]]) -> dict[str, str]:
-    """Write report.md and report.json into ``folder`` and the run folder; ``latency`` is by runtime, then model."""
+    """Write report.md, report.json and the training plot into ``folder``, and the report into the run folder; ``latency``
+    is by runtime, then model."""
     rows = [_row(run, label, latency) for label in MODEL_ROWS if label in run.outcomes["export"].outputs]
+    plot = plot_training(run, folder / TRAINING_PLOT)
     data = {
         "name": run.config.name,
         "target": asdict(run.target),
@@ -251,5 +324,5 @@ def write_report(run: Run, folder: Path, latency: dict[str, dict[str, dict]]) ->
     # (a stage writes into a partial folder that the pipeline then moves there).
     for where, final in ((folder, run.dir / folder.name), (run.dir, run.dir)):
         write_json(where / "report.json", data)
-        write_text(where / "report.md", _markdown(run, rows, latency, final))
-    return {"report_md": "report.md", "report_json": "report.json"}
+        write_text(where / "report.md", _markdown(run, rows, latency, final, run.dir / folder.name / TRAINING_PLOT if plot else None))
+    return {"report_md": "report.md", "report_json": "report.json", **({"training_plot": TRAINING_PLOT} if plot else {})}

@@ -146,6 +146,9 @@ class BuildConfig:
                                   "or cuda:N. Export and the report's timings always run on the CPU.")
     amp: bool = setting(False, "Mixed precision for the float training stages on a GPU (bf16 where supported, else fp16 with a gradient "
                                "scaler); never for QAT. No effect on the CPU: autocast is not applied there.")
+    ema: bool = setting(True, "Keep an exponential moving average of the weights while training the baseline and fine-tuning, as YOLO "
+                              "trainers do, and evaluate and save it: decay 0.9999 ramped in over about 2000 steps (README). Not for sparse "
+                              "training, whose raw BN gammas the pruner reads, nor QAT, which keeps its best epoch instead.")
     gpus: int | None = setting(None, "Train on this many GPUs of this machine with DistributedDataParallel: reruns this command under "
                                      "`torchrun --standalone --nproc_per_node N`. For several machines, or processes on the CPU (gloo), "
                                      "start `torchrun ... -m edgecompress build` yourself.", minimum=1)

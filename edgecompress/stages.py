@@ -22,7 +22,8 @@ from .tasks import onnx_predict, torch_predict
 from .train.device import pin_memory, resolve_device
 from .train.distill import distilling
 from .train.distributed import from_main_process, is_main_process
-from .train.loop import LossFn, TrainConfig, accumulate_gradients, fit
+from .train.history import TrainHistory, write_train_csv
+from .train.loop import LossFn, TrainConfig, Validate, accumulate_gradients, fit
 
 if TYPE_CHECKING:
     from .profile import LatencyTables
@@ -49,15 +50,25 @@ def _size(run: Run, model: nn.Module) -> dict[str, int]:
     return {"params": stats.params, "macs": stats.macs}
 
 
+TRAIN_LOG = "train.csv"
+
+
 def _train(run: Run, model: nn.Module, folder: Path, config: TrainConfig, description: str, sparse=(), amp: bool = False,
-           loss_fn: LossFn | None = None) -> list[float]:
+           loss_fn: LossFn | None = None, validate: Validate | None = None, keep_best: str | None = None) -> TrainHistory:
     """Train ``model`` on the build's device (where it stays), resuming from the stage's checkpoint, with ``loss_fn`` (default:
-    the task's loss); the epoch losses."""
+    the task's loss); the history, whose epochs are also written to the stage's ``train.csv`` (see :func:`_train_log`)."""
     history = fit(model, run.data.train, loss_fn or run.task.loss(model), config, sparse_batchnorms=sparse, checkpoint=folder / "checkpoint.pt",
-                  description=description, device=_device(run), amp=amp)
+                  description=description, device=_device(run), amp=amp, validate=validate, keep_best=keep_best)
     if is_main_process():
         (folder / "checkpoint.pt").unlink(missing_ok=True)
-    return [round(loss, 5) for loss in history.epoch_losses]
+        if history.epochs:
+            write_train_csv(history.rows(), folder / TRAIN_LOG)
+    return history
+
+
+def _train_log(history: TrainHistory) -> dict[str, str]:
+    """The stage output naming its ``train.csv`` (one row per epoch: epoch, loss, lr, seconds, validation metrics), if it trained."""
+    return {"train_log": TRAIN_LOG} if history.epochs else {}
 
 
 def _save(model: nn.Module, path: Path) -> None:
@@ -76,13 +87,13 @@ def baseline(run: Run, folder: Path) -> ModelOutcome:
     model = resolve_model(config.model, num_classes=run.data.num_classes, weights=config.weights, trust=config.trust_model)
     analyze(model, run.example_input(), ignore=config.ignore)  # a model the pruner cannot handle fails before training
     run.task.check_model(model)
-    losses: list[float] = []
+    history = TrainHistory()
     if config.weights is None and config.epochs > 0:
         run.task.prepare(model, run.data)
-        losses = _train(run, model, folder, TrainConfig(config.epochs, lr=config.lr), "baseline", amp=config.amp)
+        history = _train(run, model, folder, TrainConfig(config.epochs, lr=config.lr, ema=config.ema), "baseline", amp=config.amp)
     scores = _evaluate(run, model.to(_device(run)))
     _save(model, folder / "model.pt")
-    return ModelOutcome(outputs={"model": "model.pt"}, scores=scores, **_size(run, model), train_loss=losses)
+    return ModelOutcome(outputs={"model": "model.pt", **_train_log(history)}, scores=scores, **_size(run, model), epochs=history.rows())
 
 
 def _gammas(batchnorms: list[nn.BatchNorm2d]) -> np.ndarray:
@@ -98,8 +109,8 @@ def sparse(run: Run, folder: Path) -> SparseOutcome:
     model = run.load_stage_model("baseline")
     batchnorms = [bn for _, bn in prunable_batchnorms(model, run.example_input(), ignore=config.ignore)]
     before = _gammas(batchnorms)
-    losses = _train(run, model, folder, TrainConfig(config.sparse_epochs, lr=config.lr, sparsity_lambda=config.sparsity_lambda), "sparse", sparse=batchnorms,
-                    amp=config.amp)
+    history = _train(run, model, folder, TrainConfig(config.sparse_epochs, lr=config.lr, sparsity_lambda=config.sparsity_lambda), "sparse",
+                     sparse=batchnorms, amp=config.amp)
     after = _gammas(batchnorms)
     if is_main_process():
         plot_gamma_distribution(before, after, folder / "gamma_histogram.png")
@@ -107,8 +118,8 @@ def sparse(run: Run, folder: Path) -> SparseOutcome:
     console.print(f"  BN gammas below 0.01: {hist_before.fraction_below_001:.1%} -> {hist_after.fraction_below_001:.1%} of {after.size} channels")
     scores = _evaluate(run, model)
     _save(model, folder / "model.pt")
-    return SparseOutcome(outputs={"model": "model.pt", "gamma_plot": "gamma_histogram.png"}, scores=scores,
-                         gamma_before=hist_before, gamma_after=hist_after, train_loss=losses)
+    return SparseOutcome(outputs={"model": "model.pt", "gamma_plot": "gamma_histogram.png", **_train_log(history)}, scores=scores,
+                         gamma_before=hist_before, gamma_after=hist_after, epochs=history.rows())
 
 
 def _accumulate_gradients(run: Run, model: nn.Module, batches: int = 8) -> None:
@@ -218,10 +229,11 @@ def finetune(run: Run, folder: Path) -> ModelOutcome:
     config = run.config
     model = run.load_stage_model("prune")
     with _distillation(run, model, "sparse") as loss_fn:
-        losses = _train(run, model, folder, TrainConfig(config.finetune_epochs, lr=config.lr), "finetune", amp=config.amp, loss_fn=loss_fn)
+        history = _train(run, model, folder, TrainConfig(config.finetune_epochs, lr=config.lr, ema=config.ema), "finetune", amp=config.amp,
+                         loss_fn=loss_fn)
     scores = _evaluate(run, model)
     _save(model, folder / "model.pt")
-    return ModelOutcome(outputs={"model": "model.pt"}, scores=scores, **_size(run, model), train_loss=losses)
+    return ModelOutcome(outputs={"model": "model.pt", **_train_log(history)}, scores=scores, **_size(run, model), epochs=history.rows())
 
 
 def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
@@ -260,13 +272,17 @@ def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
             write_json(folder / "sensitivity.json", sensitivity.to_dict())
         outputs.update(sensitivity="sensitivity.md", sensitivity_json="sensitivity.json")
         kept_float = sensitivity.skip
-    ptq = _evaluate(run, model.to(_device(run)))
+    # every QAT epoch is measured, and the best weights are kept, the calibrated (PTQ) ones included: QAT never makes int8 worse
     with _distillation(run, model, "finetune") as loss_fn:
-        losses = _train(run, model, folder, TrainConfig(config.qat_epochs, lr=config.lr / 100, warmup_steps=0), "qat", loss_fn=loss_fn)
-    scores = _evaluate(run, model)
+        history = _train(run, model.to(_device(run)), folder, TrainConfig(config.qat_epochs, lr=config.lr / 100, warmup_steps=0), "qat",
+                         loss_fn=loss_fn, validate=lambda module: _evaluate(run, module), keep_best=run.task.primary_metric)
     _save(model, folder / "model.pt")
-    return QuantOutcome(outputs=outputs, scores=scores, ptq=ptq, backend=backend, calibration_images=int(images.shape[0]),
-                        calibration_source=run.calibration_source(), activation_ranges=ranges, kept_float=kept_float, float_by_default=list(float_layers), train_loss=losses)
+    outcome = QuantOutcome(outputs={**outputs, **_train_log(history)}, scores=history.kept_metrics(), ptq=history.start_metrics, backend=backend,
+                           calibration_images=int(images.shape[0]), calibration_source=run.calibration_source(), activation_ranges=ranges,
+                           kept_float=kept_float, float_by_default=list(float_layers), epochs=history.rows(), kept_epoch=history.kept_epoch)
+    if outcome.kept_note(run.task.primary_metric):
+        console.print(f"  {outcome.kept_note(run.task.primary_metric)}")
+    return outcome
 
 
 def _int8_ready(run: Run) -> bool:
@@ -348,8 +364,8 @@ class Stage:
     trains: bool = False
 
 
-# amp and augment change the float training stages' results; fingerprints chain, so naming them here covers sparse and finetune too.
-BASELINE_SETTINGS = ("task", "data", "image_size", "train_images", "val_images", "seed", "batch_size", "lr", "amp", "augment")
+# amp, augment and ema change the float training stages' results; fingerprints chain, so naming them here covers sparse and finetune too.
+BASELINE_SETTINGS = ("task", "data", "image_size", "train_images", "val_images", "seed", "batch_size", "lr", "amp", "augment", "ema")
 
 STAGES: tuple[Stage, ...] = (
     Stage("baseline", baseline, ModelOutcome, BASELINE_SETTINGS + ("model", "weights", "epochs"), trains=True),

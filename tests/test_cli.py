@@ -77,6 +77,17 @@ def test_bad_settings_fail_before_any_stage_runs(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_setting_on_by_default_can_be_turned_off(tmp_path, monkeypatch):
+    import edgecompress.cli as cli
+
+    built = []
+    monkeypatch.setattr(cli, "run_build", built.append)  # the settings _build receives, without building
+    for flags, ema in (([], True), (["--no-ema"], False), (["--ema"], True)):
+        runner.invoke(app, ["build", *flags, "--runs-dir", str(tmp_path)])
+        assert built.pop().ema is ema
+    assert "--no-ema" in runner.invoke(app, ["build", "--help"], env={"COLUMNS": "200"}).output
+
+
 def _int8_onnx(tmp_path, *, skip=()):
     import torch
     from torch import nn

@@ -20,14 +20,15 @@ def _gammas() -> np.ndarray:
     return np.abs(np.random.default_rng(0).normal(0, 0.3, 200))
 
 
+EPOCHS = [{"epoch": 1, "loss": 1.5, "lr": 0.01, "seconds": 3.2}, {"epoch": 2, "loss": 0.9, "lr": 0.0002, "seconds": 3.1}]
 OUTCOMES = [
-    ModelOutcome(outputs={"model": "model.pt"}, scores={"map50": 0.91, "map50_95": 0.52}, params=1200, macs=34000, train_loss=[1.5, 0.9]),
+    ModelOutcome(outputs={"model": "model.pt"}, scores={"map50": 0.91, "map50_95": 0.52}, params=1200, macs=34000, epochs=EPOCHS),
     SparseOutcome(outputs={"model": "model.pt", "gamma_plot": "g.png"}, scores={"top1": 0.8}, gamma_before=GammaHistogram.of(_gammas()),
-                  gamma_after=GammaHistogram.of(_gammas() * 0.01), train_loss=[0.7]),
+                  gamma_after=GammaHistogram.of(_gammas() * 0.01), epochs=EPOCHS[:1]),
     PruneOutcome(outputs={"model": "model.pt"}, scores={"top1": 0.5}, params=600, macs=17000,
                  plan={"channels_removed": 10, "channels_total": 40, "target_macs": None}, removed_blocks=["layer1.0"]),
     QuantOutcome(outputs={"model": "model.pt"}, scores={"top1": 0.79}, ptq={"top1": 0.78}, backend="tensorrt", calibration_images=32,
-                 activation_ranges={"conv": 2.5}, train_loss=[0.3]),
+                 activation_ranges={"conv": 2.5}, epochs=[{**EPOCHS[0], "top1": 0.77}], kept_epoch=0),
     QuantOutcome(outputs={"model": "model.pt"}, scores={"top1": 0.79}, ptq={"top1": 0.78}, backend="onnxruntime", calibration_images=32,
                  kept_float=["head.0", "add_1_quantizer"]),
     QuantOutcome(skipped="jetson-nano has no int8 support"),
@@ -45,7 +46,7 @@ def test_outcome_round_trips_through_its_manifest(outcome):
 
 def test_scores_sit_at_the_top_of_metrics_beside_the_fields():
     metrics = OUTCOMES[0].metrics()
-    assert metrics == {"map50": 0.91, "map50_95": 0.52, "params": 1200, "macs": 34000, "train_loss": [1.5, 0.9]}
+    assert metrics == {"map50": 0.91, "map50_95": 0.52, "params": 1200, "macs": 34000, "epochs": EPOCHS}
     sparse = OUTCOMES[1].metrics()
     assert sparse["gamma_after"]["fraction_below_0.01"] > sparse["gamma_before"]["fraction_below_0.01"]
     assert "kept_float" not in OUTCOMES[3].metrics() and "activation_ranges" not in OUTCOMES[4].metrics()

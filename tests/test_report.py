@@ -118,3 +118,44 @@ def test_fp16_note_says_what_the_nano_ships(tmp_path):
     write_report(run, run.dir / "report", _latency(labels, [4.0, 2.0, 3.0]))
     note = next(line for line in (run.dir / "report.md").read_text().splitlines() if line.startswith("The fp16 row"))
     assert "ships" not in note and "strongly typed (TensorRT 11)" in note
+
+
+def _epochs(losses: list[float], **metrics: list[float]) -> list[dict]:
+    """Per-epoch rows as a training stage's manifest holds them."""
+    return [{"epoch": i + 1, "loss": loss, "lr": 0.01, "seconds": 2.0, **{name: values[i] for name, values in metrics.items()}}
+            for i, loss in enumerate(losses)]
+
+
+def _with_training(run: Run, qat_map50: list[float], kept_epoch: int) -> Run:
+    log = {"train_log": "train.csv"}
+    for name, losses in (("baseline", [3.0, 2.0, 1.5]), ("sparse", [1.6, 1.4]), ("finetune", [1.2, 1.0])):
+        outcome = run.outcomes[name]
+        outcome.outputs, outcome.epochs = {**outcome.outputs, **log}, _epochs(losses)
+    kept = [0.427, *qat_map50][kept_epoch]
+    run.outcomes["qat"] = QuantOutcome(outputs={"model": "model.pt", **log}, scores={"map50": kept}, ptq={"map50": 0.427}, backend="onnxruntime",
+                                       calibration_images=64, epochs=_epochs([0.9, 0.8, 0.7][: len(qat_map50)], map50=qat_map50), kept_epoch=kept_epoch)
+    return run
+
+
+def test_report_plots_the_training_and_says_which_int8_weights_were_kept(tmp_path):
+    run = _with_training(_run(tmp_path), [0.420, 0.413], kept_epoch=0)
+    partial = run.dir / ".partial" / "report"
+    outputs = write_report(run, partial, _latency(["baseline", "pruned", "int8"], [4.0, 2.0, 1.0]))
+    assert outputs["training_plot"] == "training.png" and (partial / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (run.dir / "report.md").read_text()
+    assert "kept the PTQ model: QAT lowered map50 0.4270 -> 0.4130 (2 epochs)" in markdown
+    assert "![training loss and map50 per epoch](report/training.png)" in markdown
+    assert "[baseline](baseline/train.csv), [sparse](sparse/train.csv), [finetune](finetune/train.csv), [qat](qat/train.csv)" in markdown
+    assert "![training loss and map50 per epoch](training.png)" in (partial / "report.md").read_text()  # linked from run.dir/report
+
+    run = _with_training(_run(tmp_path / "better"), [0.430, 0.441, 0.436], kept_epoch=2)
+    write_report(run, run.dir / "report", _latency(["baseline", "pruned", "int8"], [4.0, 2.0, 1.0]))
+    assert "kept epoch 2 of 3: map50 0.4410 (PTQ 0.4270, last epoch 0.4360)" in (run.dir / "report.md").read_text()
+    assert run.outcomes["qat"].kept_note("map50") == "kept epoch 2 of 3: map50 0.4410 (PTQ 0.4270, last epoch 0.4360)"
+
+
+def test_no_training_no_plot(tmp_path):
+    run = _run(tmp_path)  # --weights given: nothing trained, no epochs recorded
+    outputs = write_report(run, run.dir / "report", _latency(["baseline", "pruned", "int8"], [4.0, 2.0, 1.0]))
+    assert "training_plot" not in outputs and not (run.dir / "report" / "training.png").exists()
+    assert "## Training" not in (run.dir / "report.md").read_text()

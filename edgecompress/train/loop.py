@@ -5,8 +5,9 @@ an optional L1 penalty on BatchNorm gammas (network slimming), parameter groups 
 settings (e.g. learned quantizer ranges at their own learning rate), and a checkpoint after every
 epoch so interrupted training resumes where it stopped.
 
-A checkpoint holds only tensors and plain data (state dicts, the epoch losses and the random states
-of torch and of the loader's shuffle, so a resumed run draws what an uninterrupted one would) and is read with
+A checkpoint holds only tensors and plain data (state dicts, the epochs' records, the moving average and the best
+weights so far where kept, and the random states of torch and of the loader's shuffle, so a resumed run draws and
+ends with what an uninterrupted one would) and is read with
 ``weights_only=True``, so nothing in it can run. One that cannot be used (truncated by a crash,
 corrupt, foreign, or not matching the model) is ignored with one warning: the stage trains from its
 first epoch and overwrites it after that epoch. Checkpoints are written from CPU copies of the state,
@@ -17,12 +18,19 @@ under ``torch.autocast`` on a GPU (bf16 where supported, else fp16 with a gradie
 in float32. On the CPU ``amp`` changes nothing. Callers never pass ``amp`` for QAT: fake quantization
 must compute exactly what the deployed int8 model will.
 
+With ``config.ema`` the loop keeps an exponential moving average of the weights (:mod:`.ema`); validation measures
+the average, and the model ends with it. With ``validate`` every epoch's weights (and the starting ones) are
+measured on the validation set; with ``keep_best`` the model ends with the best of them, the starting weights
+included, so training that only makes the model worse (as QAT can) leaves it as it was. Every epoch's loss,
+learning rate, seconds and validation metrics are in the returned :class:`~.history.TrainHistory`.
+
 Under torchrun (see :mod:`edgecompress.train.distributed`) the same call trains with DistributedDataParallel:
 each process reads its share of every batch, gradients are averaged over the processes, and with the sparsity
 penalty on every BatchNorm is synchronised, so the step is the one a single process takes on the whole batch
 (every process adds the same penalty, whose averaged gradient is its own). Only rank 0 reads and writes the
 checkpoint; it hands what it read to the other processes, so every process resumes from the same state, each
-with its own random states.
+with its own random states. Validation runs on rank 0, which hands the metrics to the others, so every process
+keeps the same weights.
 
 The penalty is the patent's: loss += lambda * sum|gamma| over the BNs of prunable channels. Under
 Adam, lambda weighs the L1 subgradient against the task gradient of each gamma (Adam normalises
@@ -33,22 +41,27 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
 
 from ..artifacts import UnsafeFileError, atomic_path, read_plain
 from ..errors import EdgeCompressError
-from ..helpers import model_device
+from ..helpers import evaluating, model_device
 from ..progress import progress_bar, track
 from . import distributed
 from .device import autocast_dtype, map_tensors, resolve_device, to_device
+from .ema import EMA_DECAY, EMA_RAMP_STEPS, weight_ema
+from .history import EpochRecord, TrainHistory
 
 LossFn = Callable[[object, Tensor], Tensor]
+Validate = Callable[[nn.Module], dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -61,14 +74,9 @@ class TrainConfig:
     warmup_steps: int = 50
     sparsity_lambda: float = 0.0
     grad_clip: float = 10.0
-
-
-@dataclass
-class TrainHistory:
-    """Mean training loss of every epoch, and the epoch training resumed from (0 for a fresh start)."""
-
-    epoch_losses: list[float] = field(default_factory=list)
-    resumed_from_epoch: int = 0
+    ema: bool = False  # validate and end with the moving average of the weights (see .ema)
+    ema_decay: float = EMA_DECAY
+    ema_ramp: float = EMA_RAMP_STEPS  # optimizer steps
 
 
 def bn_l1(batchnorms: Sequence[nn.BatchNorm2d]) -> Tensor:
@@ -136,20 +144,29 @@ def _read_checkpoint(checkpoint: Path) -> dict[str, Any] | None:
     return None
 
 
-def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], checkpoint: Path, loader: Iterable) -> TrainHistory | None:
-    """Load a checkpoint's ``state`` into the model and optimizer; None, with a warning and both untouched, when it does not fit."""
-    before = {key: value.clone() for key, value in model.state_dict().items()}
+def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, ema: AveragedModel | None, state: dict[str, Any], checkpoint: Path,
+            loader: Iterable, keep_best: bool) -> tuple[TrainHistory, dict[str, Tensor] | None] | None:
+    """Load a checkpoint's ``state`` into the model, optimizer and weight average; the history it recorded and, with
+    ``keep_best``, the best weights so far. None, with a warning and all three untouched, when it does not fit."""
+    before = _cpu_copy(model.state_dict())
+    ema_before = _cpu_copy(ema.state_dict()) if ema is not None else None
     try:
-        losses = [float(loss) for loss in state["epoch_losses"]]
+        records = [EpochRecord.from_dict(record) for record in state["epochs"]]
+        kept, kept_epoch = (state["kept_model"], int(state["kept_epoch"])) if keep_best else (None, None)
+        history = TrainHistory(records, resumed_from_epoch=len(records), start_metrics=dict(state["start_metrics"]), kept_epoch=kept_epoch)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         if "random" in state:
             _restore_random_states(loader, state["random"])
-    except Exception as exc:  # a checkpoint of another model or layout: keys, shapes or groups differ
+    except Exception as exc:  # a checkpoint of another model, layout or setting: keys, shapes or groups differ
         model.load_state_dict(before)
+        if ema is not None:
+            ema.load_state_dict(ema_before)
         warnings.warn(f"resume checkpoint {checkpoint} does not fit this training ({type(exc).__name__}); {_FRESH}", stacklevel=3)
         return None
-    return TrainHistory(losses, resumed_from_epoch=len(losses))
+    return history, kept
 
 
 def fit(
@@ -164,6 +181,8 @@ def fit(
     description: str = "train",
     device: str | torch.device | None = None,
     amp: bool = False,
+    validate: Validate | None = None,
+    keep_best: str | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place; with ``checkpoint`` set, resume from it and rewrite it after each epoch.
 
@@ -174,20 +193,34 @@ def fit(
 
     ``device`` (a name :func:`~edgecompress.train.device.resolve_device` reads, or None for the model's
     own) is where the model trains and stays; ``amp`` is mixed precision there, a no-op on the CPU.
+
+    ``validate(module) -> metrics`` measures a module (in eval mode, without gradients) on validation data: the
+    starting weights and every epoch's (the moving average's with ``config.ema``). With ``keep_best``, one of those
+    metrics (higher is better), the model ends with the best weights measured, the starting ones included; a tie
+    keeps the earlier.
     """
+    if keep_best is not None and validate is None:
+        raise EdgeCompressError(f"keep_best={keep_best!r} needs validate, the function that measures it")
     device = model_device(model) if device is None else resolve_device(device)
     model.to(device)
     precision = autocast_dtype(device) if amp else None
     scaler = torch.amp.GradScaler(device.type, enabled=precision == torch.float16)  # bf16 needs no scaling
     optimizer = _optimizer(model, config, param_groups)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
-    history = TrainHistory()
+    ema = weight_ema(model, config.ema_decay, config.ema_ramp) if config.ema else None
+    measured = model if ema is None else ema.module
+    history, kept = TrainHistory(), None
     penalty = bool(config.sparsity_lambda and sparse_batchnorms)
     with distributed.data_parallel(model, loader, device, sync_batchnorm=penalty) as (trained, loader):
         if checkpoint is not None:
             state = distributed.from_main_process(lambda: _read_checkpoint(Path(checkpoint)) if Path(checkpoint).exists() else None)
-            if state is not None:
-                history = _resume(model, optimizer, state, Path(checkpoint), loader) or history
+            resumed = _resume(model, optimizer, ema, state, Path(checkpoint), loader, keep_best is not None) if state is not None else None
+            if resumed is not None:
+                history, kept = resumed
+        if validate is not None and history.resumed_from_epoch == 0:
+            history.start_metrics = _validate(validate, measured, keep_best)
+            if keep_best is not None:
+                history.kept_epoch, kept = 0, _cpu_copy(measured.state_dict())
         steps_per_epoch = len(loader)
         total_steps = config.epochs * steps_per_epoch
         model.train()
@@ -195,7 +228,7 @@ def fit(
             task = progress.add_task(description, total=total_steps, completed=history.resumed_from_epoch * steps_per_epoch, loss=float("nan"))
             for epoch in range(history.resumed_from_epoch, config.epochs):
                 distributed.set_epoch(loader, epoch)
-                running = 0.0
+                started, running = time.perf_counter(), 0.0
                 for i, (images, targets) in enumerate(loader):
                     images, targets = to_device((images, targets), device)
                     step = epoch * steps_per_epoch + i
@@ -216,21 +249,56 @@ def fit(
                     nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                     scaler.step(optimizer)
                     scaler.update()
+                    if ema is not None:
+                        ema.update_parameters(model)
                     running += loss.item()
                     progress.update(task, advance=1, loss=running / (i + 1), description=f"{description} {epoch + 1}/{config.epochs}")
-                history.epoch_losses.append(running / max(steps_per_epoch, 1))
+                record = EpochRecord(epoch + 1, running / max(steps_per_epoch, 1), optimizer.param_groups[0]["lr"], time.perf_counter() - started)
+                if validate is not None:
+                    record.metrics = _validate(validate, measured, keep_best)
+                history.epochs.append(record)
+                if keep_best is not None and record.metrics[keep_best] > history.metrics_of(history.kept_epoch)[keep_best]:
+                    history.kept_epoch, kept = record.epoch, _cpu_copy(measured.state_dict())
                 if checkpoint is not None:
-                    _save_checkpoint(Path(checkpoint), model, optimizer, history, distributed.gather_objects(_random_states(loader)))
+                    _save_checkpoint(Path(checkpoint), model, optimizer, history, ema, kept, distributed.gather_objects(_random_states(loader)))
+    if ema is not None:
+        model.load_state_dict(ema.module.state_dict())
+    if kept is not None:
+        model.load_state_dict(kept)
     model.eval()
     return history
 
 
-def _save_checkpoint(checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer, history: TrainHistory, random: list[dict[str, Tensor]]) -> None:
+def _validate(validate: Validate, module: nn.Module, keep_best: str | None) -> dict[str, float]:
+    """``validate(module)`` in eval mode, measured on rank 0 and handed to every process; ``keep_best`` must be among the metrics."""
+
+    def measure() -> dict[str, float]:
+        with evaluating(module):
+            return {name: float(value) for name, value in validate(module).items()}
+
+    metrics = distributed.from_main_process(measure)
+    if keep_best is not None and keep_best not in metrics:
+        raise EdgeCompressError(f"keep_best={keep_best!r} is not among the metrics validate returns ({', '.join(metrics)}); pass one of those")
+    return metrics
+
+
+def _cpu_copy(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A copy of a state dict on the CPU, untouched by further training."""
+    return {key: value.detach().to("cpu", copy=True) for key, value in state.items()}
+
+
+def _save_checkpoint(checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer, history: TrainHistory, ema: AveragedModel | None,
+                     kept: dict[str, Tensor] | None, random: list[dict[str, Tensor]]) -> None:
     """Write the training state (from CPU copies, so it loads on a machine without a GPU), on rank 0 only."""
     if not distributed.is_main_process():
         return
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epochs": history.plain(), "start_metrics": history.start_metrics,
+             "kept_epoch": history.kept_epoch, "random": random}
+    if ema is not None:
+        state["ema"] = ema.state_dict()
+    if kept is not None:
+        state["kept_model"] = kept
     with atomic_path(checkpoint) as tmp:
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch_losses": history.epoch_losses, "random": random}
         torch.save(to_device(state, torch.device("cpu")), tmp)
 
 

@@ -363,7 +363,7 @@ def test_checkpoint_is_plain_data_and_resumes(tmp_path):
     loader, loss_fn = _problem()
     fit(_tiny(), loader, loss_fn, TrainConfig(epochs=1, lr=1e-2), checkpoint=tmp_path / "checkpoint.pt")
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert set(state) == {"model", "optimizer", "epoch_losses", "random"}
+    assert set(state) == {"model", "optimizer", "epochs", "start_metrics", "kept_epoch", "random"}
     history = fit(_tiny(), loader, loss_fn, TrainConfig(epochs=2, lr=1e-2), checkpoint=tmp_path / "checkpoint.pt")
     assert history.resumed_from_epoch == 1 and len(history.epoch_losses) == 2
 

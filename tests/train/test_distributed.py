@@ -90,6 +90,11 @@ def _worker(rank: int, world: int, port: int, job: str, out: str) -> None:
             _fit(model, _loader(), penalty=True, epochs=3, checkpoint=out / "uninterrupted.ckpt")
             if rank == 0:
                 torch.save(model.state_dict(), out / "uninterrupted.pt")
+            # each process's own validation would keep another epoch: rank 0 measures, and every process keeps what it chose
+            model, scores = _model(False), iter([0.1, 0.9, 0.2] if rank == 0 else [0.9, 0.1, 0.2])
+            history = _fit(model, _loader(), penalty=False, validate=lambda module: {"score": next(scores)}, keep_best="score")
+            torch.save(model.state_dict(), out / f"kept-{rank}.pt")
+            (out / f"kept-epoch-{rank}.txt").write_text(str(history.kept_epoch))
         elif job == "killed":
             checkpoint, steps = out / "killed.ckpt", iter(range(10**6))
 
@@ -143,10 +148,15 @@ def test_two_processes_take_the_step_one_process_takes_on_the_whole_batch(traine
     assert not _same_weights(torch.load(trained / "one-batchnorm.pt"), torch.load(trained / "ddp-batchnorm.pt"))
 
 
+def test_every_process_keeps_the_epoch_rank_0_measured_best(trained):
+    assert [(trained / f"kept-epoch-{rank}.txt").read_text() for rank in range(2)] == ["1", "1"]
+    assert _same_weights(torch.load(trained / "kept-0.pt"), torch.load(trained / "kept-1.pt"))
+
+
 def test_a_run_killed_between_epochs_resumes_on_every_process_to_the_same_weights(trained, tmp_path):
     with pytest.raises(mp.ProcessExitedException, match="SIGKILL"):
         _start("killed", tmp_path)
-    assert len(torch.load(tmp_path / "killed.ckpt")["epoch_losses"]) == 1  # killed after epoch 1, before epoch 2 ended
+    assert len(torch.load(tmp_path / "killed.ckpt")["epochs"]) == 1  # killed after epoch 1, before epoch 2 ended
     _start("resumed", tmp_path)
     assert [(tmp_path / f"resumed-from-{rank}.txt").read_text() for rank in range(2)] == ["1", "1"]
     assert _same_weights(torch.load(trained / "uninterrupted.pt"), torch.load(tmp_path / "resumed.pt"))
@@ -239,7 +249,7 @@ def crashed_build(tiny_project, tmp_path_factory) -> SimpleNamespace:
         killed = time.time()
         build.wait(timeout=120)
     return SimpleNamespace(returncode=build.returncode, seconds=time.time() - killed, stderr=(root / "stderr.txt").read_text(), command=command,
-                           env=env, runs=runs, log=log, epochs_done=len(torch.load(checkpoint)["epoch_losses"]))
+                           env=env, runs=runs, log=log, epochs_done=len(torch.load(checkpoint)["epochs"]))
 
 
 def test_a_killed_process_fails_the_build_within_seconds_and_names_itself(crashed_build):
@@ -256,7 +266,7 @@ def test_a_rerun_resumes_every_process_and_only_rank_0_writes(crashed_build):
     run = crashed_build.runs / "run"
     assert (run / "report.md").is_file() and (run / "config.json").is_file() and not (run / ".partial").exists()
     baseline = json.loads((run / "baseline" / "manifest.json").read_text())
-    assert len(baseline["metrics"]["train_loss"]) == 4
+    assert [row["epoch"] for row in baseline["metrics"]["epochs"]] == [1, 2, 3, 4]
     writes = _writes(crashed_build.log)
     assert {rank for rank, _, _ in writes} == {"0"}  # rank 1 trained every training stage and wrote nothing
     renamed_to = [path for _, event, path in writes if event == "os.rename"]  # os.replace raises os.rename's event
@@ -264,3 +274,5 @@ def test_a_rerun_resumes_every_process_and_only_rank_0_writes(crashed_build):
         assert renamed_to.count(str(run / ".partial" / stage / "manifest.json")) == 1, stage  # each written once (by rank 0)
     for stage in ("baseline", "sparse", "prune", "finetune", "qat"):
         assert renamed_to.count(str(run / ".partial" / stage / "model.pt")) == 1, stage
+    for stage in ("baseline", "sparse", "finetune", "qat"):  # QAT validated every epoch on rank 0, which alone wrote the logs
+        assert renamed_to.count(str(run / ".partial" / stage / "train.csv")) == 1, stage
