@@ -9,13 +9,13 @@ which is a change of model this stage must not make silently. Only when the ``op
 from __future__ import annotations
 
 import importlib.util
-import platform
 from pathlib import Path
 
 import numpy as np
 
 from ..artifacts import atomic_dir
 from ..errors import EdgeCompressError
+from ..profile.cpu import int8_dot_products_saturate
 
 # Agreement with onnxruntime. A float graph agrees to rounding: max |difference| <= 1e-4 x max(1, max |output|).
 # A Q/DQ graph runs in int8 on both, with different kernels and rounding, so it is compared by relative L2 error
@@ -31,17 +31,6 @@ QDQ_RELATIVE_L2_WITHOUT_VNNI = 0.20
 
 def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
-
-
-def int8_saturates_here() -> bool:
-    """Whether this CPU is x86 without VNNI (oneDNN's int8 kernels then use saturating 16-bit pair sums)."""
-    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return True  # not Linux: assume the older instruction set, the looser bound
-    return not any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
 def _random_feed(model_path: Path, seed: int) -> dict[str, np.ndarray]:
@@ -77,7 +66,7 @@ def write_openvino_ir(onnx_path: Path, folder: Path, stem: str, *, qdq: bool, se
     results = compiled(feed)
     theirs = [np.asarray(results[output]) for output in compiled.outputs]
     ours = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, feed)
-    qdq_bound = QDQ_RELATIVE_L2_WITHOUT_VNNI if int8_saturates_here() else QDQ_RELATIVE_L2
+    qdq_bound = QDQ_RELATIVE_L2_WITHOUT_VNNI if int8_dot_products_saturate() else QDQ_RELATIVE_L2
     worst = 0.0
     for reference, candidate in zip(ours, theirs):
         reference, candidate = reference.astype(np.float64), candidate.astype(np.float64)
