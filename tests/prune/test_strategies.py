@@ -72,7 +72,7 @@ def prune_by(strategy: str, model: nn.Module, x: torch.Tensor, **options) -> lis
 
 def test_strategies_are_registered_and_say_what_they_need() -> None:
     assert set(NEW) < set(STRATEGIES)
-    assert [name for name in STRATEGIES if get_strategy(name).needs_training] == ["iterative"]
+    assert [name for name in STRATEGIES if get_strategy(name).needs_training] == ["dynamic", "iterative"]
     assert [name for name in STRATEGIES if get_strategy(name).needs_data] == ["similarity"]
     with pytest.raises(EdgeCompressError, match="trains between passes"):
         edgecompress.prune(build("resnet"), example_input("resnet"), ratio=0.3, strategy="iterative")
