@@ -115,9 +115,10 @@ def _worker(rank: int, world: int, port: int, job: str, out: str) -> None:
 
 
 def _start(job: str, out: Path, world: int = 2) -> None:
-    """Run ``job`` in ``world`` processes forked from this one (torch loaded, one thread per process: safe to fork);
-    the first that fails ends the others and raises here."""
-    mp.start_processes(_worker, args=(world, _free_port(), job, str(out)), nprocs=world, join=True, start_method="fork")
+    """Run ``job`` in ``world`` fresh processes (spawned, not forked: a fork would inherit whatever torch state earlier tests
+    in this worker left, such as a torch.export mode that reroutes collectives); the first that fails ends the others and
+    raises here."""
+    mp.start_processes(_worker, args=(world, _free_port(), job, str(out)), nprocs=world, join=True, start_method="spawn")
 
 
 @pytest.fixture(scope="module")
