@@ -27,25 +27,7 @@ from edgecompress.stats import model_stats
 from edgecompress.train.loop import TrainConfig, fit
 
 from .prune_zoo import build, example_input, outputs
-
-PLANTED = (2, 5, 11)
-WIDTH = 16
-
-
-def small_net() -> nn.Sequential:
-    """conv-BN-ReLU twice into a classifier, gammas spread so that no two channels tie; we plant in the first block."""
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Sequential(nn.Conv2d(3, WIDTH, 3, padding=1, bias=False), nn.BatchNorm2d(WIDTH), nn.ReLU()),
-        nn.Sequential(nn.Conv2d(WIDTH, WIDTH, 3, padding=1, bias=False), nn.BatchNorm2d(WIDTH), nn.ReLU()),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(WIDTH, 10),
-    )
-    with torch.no_grad():
-        model[0][1].weight.copy_(torch.linspace(0.5, 1.5, WIDTH)[torch.randperm(WIDTH)])
-    return model.eval()
-
+from .test_criteria_seeds import PLANTED, WIDTH, small_net
 
 def test_attention_is_registered_and_reads_weights_only() -> None:
     criterion = get_criterion("attention")
