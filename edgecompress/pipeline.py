@@ -40,6 +40,10 @@ __all__ = ["BuildConfig", "Run", "build", "run_stage"]
 
 def _fingerprint(stage: Stage, config: BuildConfig, previous: str) -> str:
     settings = {key: getattr(config, key) for key in stage.settings}
+    if "target" in settings:  # the cpu target's int8 layout follows the machine's CPU: a folder moved elsewhere re-quantizes
+        from .targets import get_target
+        target = get_target(config.target)
+        settings["target"] = {"name": target.name, "qdq_backend": target.qdq_backend, "weight_bits": target.weight_bits}
     blob = json.dumps({"stage": stage.name, "settings": settings, "previous": previous}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

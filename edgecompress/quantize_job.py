@@ -39,6 +39,8 @@ class QuantizeJob:
     limit: int | None = setting(None, "Use at most this many training images (validation: fewer); for quick runs.", minimum=1)
     method: str = setting("mse", "Activation calibrator (entropy is KL, and clips ReLU6 detectors hard).", choices=calibrator_names)
     backend: str = setting("tensorrt", "Q/DQ layout: tensorrt (int8 symmetric), onnxruntime or openvino (uint8 activations).", choices=_backends)
+    weight_bits: int | None = setting(None, "Bits of the int8 weights: 8, or 7 where int8 kernels saturate (x86 without VNNI). "
+                                            "Default: 7 for the onnxruntime and openvino layouts on such a CPU, else 8.", minimum=2)
     sensitivity: bool = setting(False, "Measure each layer's accuracy drop and keep the worst layers in float.")
     max_drop: float = setting(0.01, "With --sensitivity: largest allowed metric drop of the int8 model (absolute, e.g. 0.01 mAP).", minimum=0)
     qat_epochs: int = setting(0, "Quantization-aware training epochs after calibration.", minimum=0)
@@ -65,6 +67,17 @@ def check_out_folder(out: Path) -> None:
                                 "pass a new or empty folder: quantize replaces --out as a whole")
 
 
+def job_weight_bits(job: QuantizeJob) -> int:
+    """``--weight-bits``, or its default: 7 for a CPU runtime's layout on a CPU whose int8 kernels saturate, else 8."""
+    from .profile.cpu import int8_dot_products_saturate
+
+    if job.weight_bits is None:
+        return 7 if job.backend != "tensorrt" and int8_dot_products_saturate() else 8
+    if job.weight_bits > 8:
+        raise EdgeCompressError(f"--weight-bits must be 2 to 8 (weights are stored as int8), got {job.weight_bits}; use 8, or 7 for x86 CPUs without VNNI")
+    return job.weight_bits
+
+
 def run_quantize_job(job: QuantizeJob) -> dict[str, Path]:
     """Quantize a model file or zoo model for deployment; writes model.pt, model.onnx, manifest.json (and sensitivity.json/.md).
 
@@ -81,6 +94,7 @@ def run_quantize_job(job: QuantizeJob) -> dict[str, Path]:
     from .train.device import pin_memory, resolve_device
 
     check_settings(job)
+    weight_bits = job_weight_bits(job)
     device = resolve_device(job.device)
     check_out_folder(Path(job.out))
     task = get_task(job.task)
@@ -105,14 +119,19 @@ def run_quantize_job(job: QuantizeJob) -> dict[str, Path]:
     report = None
     if job.sensitivity:
         quantized, report = analyze_sensitivity(model, calib, evaluate, max_drop=job.max_drop, method=job.method, skip=job.skip,
-                                                float_layers=float_layers, backend=job.backend, example_input=example, metric_name=task.primary_metric)
+                                                float_layers=float_layers, backend=job.backend, example_input=example, metric_name=task.primary_metric,
+                                                weight_bits=weight_bits)
         metrics = {"float": report.float_metric, "int8": report.int8_metric, "mixed": report.mixed_metric, "kept_float": report.skip}
     else:
-        quantized = calibrated_model(model, calib, method=job.method, skip=job.skip, float_layers=float_layers, backend=job.backend, example_input=example)
+        quantized = calibrated_model(model, calib, method=job.method, skip=job.skip, float_layers=float_layers, backend=job.backend, example_input=example,
+                                     weight_bits=weight_bits)
         metrics = {"float": evaluate(model.to(device)), "int8": evaluate(quantized.to(device))}
     if job.qat_epochs:
-        train_qat(quantized.to(device), data.train, task.loss(quantized), epochs=job.qat_epochs, lr=job.lr)
-        metrics["qat"] = evaluate(quantized)
+        # every epoch is measured and the best weights kept, the calibrated ones included: QAT never makes int8 worse
+        history = train_qat(quantized.to(device), data.train, task.loss(quantized), epochs=job.qat_epochs, lr=job.lr,
+                            validate=lambda module: task.evaluate(torch_predict(module), module, data.val), keep_best=task.primary_metric)
+        metrics.update(qat=history.kept_metrics()[task.primary_metric], qat_kept_epoch=history.kept_epoch,
+                       qat_epochs=[row.metrics.get(task.primary_metric) for row in history.epochs])
     names: dict[str, str] = {}
     with atomic_dir(job.out) as folder:
         if report is not None:
@@ -120,7 +139,7 @@ def run_quantize_job(job: QuantizeJob) -> dict[str, Path]:
             names["sensitivity_md"] = write_text(folder / "sensitivity.md", report.to_markdown()).name
         names["model"] = save_model(quantized.eval().cpu(), folder / "model.pt").name  # loads anywhere; exported on the CPU
         names["onnx"] = export_onnx(task.export_module(quantized), example, folder / "model.onnx").name  # the deployed layout
-        manifest = {"settings": asdict(job), "image_size": image_size, "metric": task.primary_metric,
+        manifest = {"settings": asdict(job), "weight_bits": weight_bits, "image_size": image_size, "metric": task.primary_metric,
                     "metrics": metrics, "calibration_images": int(images.shape[0]), "outputs": dict(names)}
         names["manifest"] = write_json(folder / "manifest.json", manifest).name
     return {label: Path(job.out) / name for label, name in names.items()}

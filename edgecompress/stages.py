@@ -258,14 +258,15 @@ def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
     outputs, ranges, kept_float = {"model": "model.pt"}, None, None
     float_layers = () if config.quantize_prediction_layers else default_float_layers(model)
     if config.max_drop is None:
-        model = quantize_model(model, run.example_input(), skip=config.ignore, float_layers=float_layers, backend=backend).to(_device(run))
+        model = quantize_model(model, run.example_input(), skip=config.ignore, float_layers=float_layers, backend=backend,
+                               weight_bits=target.weight_bits).to(_device(run))
         ranges = calibrate(model, calib_batches(images, config.batch_size), method=config.calib_method)
     else:
         metric = run.task.primary_metric
         model, sensitivity = analyze_sensitivity(
             model, calib_batches(images, config.batch_size), lambda candidate: _evaluate(run, candidate, quiet=True)[metric],
             max_drop=config.max_drop, method=config.calib_method, skip=config.ignore, float_layers=float_layers, backend=backend,
-            example_input=run.example_input(), metric_name=metric,
+            example_input=run.example_input(), metric_name=metric, weight_bits=target.weight_bits,
         )
         if is_main_process():
             write_text(folder / "sensitivity.md", sensitivity.to_markdown())

@@ -183,7 +183,10 @@ def test_quantize_end_to_end_with_sensitivity_and_qat(tmp_path):
     report = json.loads((out / "sensitivity.json").read_text())
     assert {row["layer"] for row in report["layers"]} == {"0", "3", "7"} and report["metric_name"] == "top1"
     manifest = json.loads((out / "manifest.json").read_text())
-    assert set(manifest["metrics"]) == {"float", "int8", "mixed", "kept_float", "qat"}
+    assert set(manifest["metrics"]) == {"float", "int8", "mixed", "kept_float", "qat", "qat_kept_epoch", "qat_epochs"}
+    metrics = manifest["metrics"]  # the best of the calibrated weights and the QAT epoch: QAT never makes int8 worse
+    assert metrics["qat_kept_epoch"] in (0, 1) and metrics["qat"] == max(metrics["mixed"], *metrics["qat_epochs"])
+    assert manifest["weight_bits"] == 8  # the tensorrt layout's default: GPUs do not saturate
     lint = runner.invoke(app, ["check", str(out / "model.onnx"), "--target", "cpu"])
     assert lint.exit_code == 0, lint.output
 
@@ -197,6 +200,7 @@ def test_quantize_bad_input_exits_2_and_writes_nothing(tmp_path):
         (["resnet20", "--data", str(data), "--task", "classify", "--qat-epochs", "-1"], "qat-epochs"),
         (["resnet20", "--data", str(data), "--task", "classify", "--calib", str(tmp_path / "empty")], "empty"),
         (["resnet20", "--data", str(data), "--task", "classify", "--method", "median"], "median"),
+        (["resnet20", "--data", str(data), "--task", "classify", "--weight-bits", "9"], "weight-bits"),
     ]:
         result = runner.invoke(app, ["quantize", *args, "--out", str(tmp_path / "out")])
         assert result.exit_code == 2 and message in result.output, (args, result.output)

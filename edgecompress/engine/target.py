@@ -45,6 +45,7 @@ class Target:
     precision: Precision  # best default precision
     notes: str = ""
     qdq_backend: str = "tensorrt"  # Q/DQ layout of its int8 model (edgecompress.quant.placement.BACKENDS)
+    weight_bits: int = 8  # 7 where int8 kernels saturate with full 8-bit weights (x86 without VNNI)
     builder: str = "tensorrt"  # how its engine is made (edgecompress.engine.build.BUILDERS)
 
     @property

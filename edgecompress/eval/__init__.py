@@ -3,7 +3,7 @@
 from .classification import classification_accuracy, evaluate_classification
 from .detection import DetectionMetrics, evaluate_detections, targets_to_pixel_xyxy
 from .nms import batched_nms, box_area, box_iou, nms
-from .predict import Predict, onnx_predict, torch_predict
+from .predict import Predict, onnx_predict, openvino_predict, torch_predict
 
 __all__ = [
     "DetectionMetrics",
@@ -16,6 +16,7 @@ __all__ = [
     "evaluate_detections",
     "nms",
     "onnx_predict",
+    "openvino_predict",
     "targets_to_pixel_xyxy",
     "torch_predict",
 ]

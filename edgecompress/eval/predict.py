@@ -11,6 +11,7 @@ from typing import Callable
 
 from torch import Tensor, nn
 
+from ..errors import EdgeCompressError
 from ..helpers import model_device
 
 Predict = Callable[[Tensor], object]
@@ -30,3 +31,14 @@ def onnx_predict(path: Path) -> Predict:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
     return lambda images: session.run(None, {input_name: images.numpy()})
+
+
+def openvino_predict(path: Path) -> Predict:
+    """Prediction function of an ONNX model compiled by OpenVINO for the CPU (f32 inference precision: int8 where
+    the model has Q/DQ nodes, float elsewhere, never bf16)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        raise EdgeCompressError("OpenVINO is not installed; pip install openvino to evaluate in it") from None
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return lambda images: [compiled(images.numpy())[output] for output in compiled.outputs]

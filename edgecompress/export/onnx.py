@@ -9,8 +9,8 @@ QuantizeLinear/DequantizeLinear pairs: the explicit-quantization graph TensorRT 
 engines from. onnxslim never constant-folds Q/DQ nodes (unlike onnx-simplifier, which folds weight
 DequantizeLinear back to float); export still checks that every quantized Conv kept its pairs.
 Weight QuantizeLinear nodes are then folded into int8 initializers (weight -> DequantizeLinear, as
-TensorRT and onnxruntime both accept), narrow range [-127, 127], so an int8 file stores its weights
-in a quarter of the bytes.
+TensorRT and onnxruntime both accept), narrow range [-127, 127] (or the weight quantizers' fewer
+bits: [-63, 63] for 7-bit weights), so an int8 file stores its weights in a quarter of the bytes.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from ..artifacts import atomic_path
 from ..errors import EdgeCompressError, describe
 from ..helpers import evaluating
 from ..quant import QuantConv2d, QuantMode, quantizers
+from ..quant.calibrators import INT8_BOUND
 from .qdq import qdq_summary_of
 
 
@@ -61,7 +62,7 @@ def export_onnx(
             _torch_export(model, example_input, tmp, opset, list(input_names), names, dynamic_batch)
             if simplify:
                 _simplify_keeping_qdq(tmp)
-            _store_weights_as_int8(tmp)
+            _store_weights_as_int8(tmp, _weight_bound(model))
             onnx.checker.check_model(str(tmp))
             if int8:
                 _require_int8_convs(tmp, expected=_expected_int8_convs(model))
@@ -90,6 +91,15 @@ def _require_quantized(model: nn.Module) -> None:
     calibrating = [name for name, quantizer in found.items() if quantizer.mode is QuantMode.CALIBRATING]
     if calibrating:
         raise EdgeCompressError(f"quantizers {calibrating[:3]} are still calibrating; finish calibrate(model, batches) before export_onnx(int8=True)")
+
+
+def _weight_bound(model: nn.Module) -> int:
+    """Largest int8 weight code of ``model``'s weight quantizers (127, or 63 for 7-bit weights); one for the whole model."""
+    bounds = {quantizer.bound for quantizer in quantizers(model).values() if quantizer.axis is not None}
+    if len(bounds) > 1:
+        raise EdgeCompressError(f"weight quantizers of {type(model).__name__} use different bits ({sorted(bounds)} largest codes); "
+                                "export needs one weight width: quantize_model(..., weight_bits=N) sets it for every layer")
+    return bounds.pop() if bounds else INT8_BOUND
 
 
 def _expected_int8_convs(model: nn.Module) -> int:
@@ -146,8 +156,8 @@ def _simplify_keeping_qdq(path: Path) -> None:
     onnx.save(slimmed, str(path))
 
 
-def _store_weights_as_int8(path: Path) -> None:
-    """Replace each constant weight -> QuantizeLinear by its int8 result, feeding the DequantizeLinear directly."""
+def _store_weights_as_int8(path: Path, bound: int) -> None:
+    """Replace each constant weight -> QuantizeLinear by its int8 result (codes within +-``bound``), feeding the DequantizeLinear directly."""
     model = onnx.load(str(path))
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
@@ -162,8 +172,9 @@ def _store_weights_as_int8(path: Path) -> None:
             shape[axis] = -1
         quantized = np.rint(weight / scale.reshape(shape)) + zero_point.reshape(shape if zero_point.ndim else [])
         info = np.iinfo(zero_point.dtype)
-        low = -info.max if info.min < 0 else info.min  # int8 weights are narrow range [-127, 127], as TensorRT wants
-        graph.initializer.append(numpy_helper.from_array(quantized.clip(low, info.max).astype(zero_point.dtype), node.output[0]))
+        # int8 weights are narrow range [-bound, bound], as TensorRT wants
+        low, high = (-bound, bound) if info.min < 0 else (info.min, info.max)
+        graph.initializer.append(numpy_helper.from_array(quantized.clip(low, high).astype(zero_point.dtype), node.output[0]))
         folded.append(node)
     for node in folded:
         graph.node.remove(node)

@@ -28,6 +28,7 @@ def quantize_model(
     fold: bool = True,
     backend: str = "tensorrt",
     learn_scales: bool = False,
+    weight_bits: int = 8,
 ) -> nn.Module:
     """A copy of ``model`` with BN folded, every layer with a registered twin (Conv2d, Linear, see
     :func:`~edgecompress.quant.modules.quant_module_for`) quantized and activation quantizers placed
@@ -45,7 +46,8 @@ def quantize_model(
     A model whose forward has adds, concats (or, for onnxruntime, pooling) to quantize comes back as a
     ``torch.fx.GraphModule`` that keeps the model's buffers and attributes. ``learn_scales=True``
     makes every calibrated activation range a Parameter that QAT trains (LSQ). The quantizers start disabled;
-    :func:`calibrate` sets their ranges and turns them on.
+    :func:`calibrate` sets their ranges and turns them on. ``weight_bits=7`` quantizes every weight to
+    7 bits (codes in [-63, 63], stored as int8), for x86 CPUs whose int8 kernels saturate (no VNNI).
     """
     get_backend(backend)
     kept_float = (*(default_float_layers(model) if float_layers is None else float_layers), *skip)
@@ -54,6 +56,9 @@ def quantize_model(
     _warn_unmatched_subclasses(quantized, kept_float)
     quantized = place_activation_quantizers(quantized, backend, float_layers=[name for name in replaced if _is_under(name, kept_float)])
     _keep_float(quantized, kept_float, dict(model.named_modules()), replaced)
+    for quantizer in quantizers(quantized).values():
+        if quantizer.axis is not None:
+            quantizer.set_bits(weight_bits)
     if learn_scales:
         for quantizer in quantizers(quantized).values():
             if quantizer.axis is None and quantizer.fixed_amax is None:

@@ -10,6 +10,11 @@ uses, so PyTorch and ONNX Runtime round and saturate alike. Weight quantizers ar
 weight reaches -128 even when QAT moves it past its calibrated range (the ONNX export stores the
 int8 weights clipped to [-127, 127] instead, the same values).
 
+A weight quantizer can use fewer levels (:meth:`TensorQuantizer.set_bits`): 7-bit weights (scale
+``amax / 63``, codes in [-63, 63], still stored as int8) are the known remedy for x86 CPUs without
+VNNI, whose int8 kernels sum two products in 16 bits and saturate with full 8-bit weights
+(:func:`~edgecompress.profile.cpu.int8_dot_products_saturate`): 255 x 63 x 2 stays below 32767.
+
 An activation quantizer built with ``uint8=True`` (onnxruntime's scheme: its x86 kernels are
 uint8 x int8) stores uint8, and ``amax`` is the top of its range: scale ``amax / (255 - zero_point)``.
 A tensor calibration saw non-negative (after ReLU) gets zero point 0 and scale ``amax / 255``: the
@@ -57,6 +62,7 @@ class TensorQuantizer(nn.Module):
     uint8 = False
     zero_point = 0
     kept_float = False  # set by keep_float(): calibration leaves it disabled
+    bits = 8  # of a weight quantizer: codes in [-(2**(bits-1) - 1), 2**(bits-1) - 1]
     fixed_amax: float | None = None  # a range known in advance: calibration sets it without measuring
 
     def __init__(self, axis: int | None = None, channels: int = 1, *, narrow_range: bool = False, uint8: bool = False,
@@ -80,7 +86,21 @@ class TensorQuantizer(nn.Module):
     def extra_repr(self) -> str:
         granularity = "per-tensor" if self.axis is None else f"per-channel axis={self.axis}"
         fixed = "" if self.fixed_amax is None else f", fixed amax={self.fixed_amax:g}"
-        return f"{'uint8' if self.uint8 else 'int8'} {granularity}{fixed}, mode={self.mode.value}"
+        kind = "uint8" if self.uint8 else "int8" if self.bits == 8 else f"int{self.bits} (int8 storage)"
+        return f"{kind} {granularity}{fixed}, mode={self.mode.value}"
+
+    @property
+    def bound(self) -> int:
+        """Largest magnitude of a weight code: 127 for 8 bits, 63 for 7."""
+        return 2 ** (self.bits - 1) - 1
+
+    def set_bits(self, bits: int) -> None:
+        """Quantize this per-channel weight quantizer to ``bits`` (2 to 8) instead of 8; the codes stay int8 in ONNX."""
+        if self.axis is None:
+            raise EdgeCompressError("fewer bits are for per-channel weight quantizers; activations stay 8-bit")
+        if not 2 <= bits <= 8:
+            raise EdgeCompressError(f"weight bits must be 2 to 8 (int8 storage), got {bits}; use 7 for x86 CPUs without VNNI, else 8")
+        self.bits = bits
 
     def keep_float(self) -> None:
         """Disable this quantizer for good: :func:`~edgecompress.quant.calibrate` no longer turns it on."""
@@ -150,12 +170,14 @@ class TensorQuantizer(nn.Module):
                 grad_factor = 1.0 / math.sqrt(x.numel() * high)
                 return torch._fake_quantize_learnable_per_tensor_affine(x, scale.reshape(1), zero_point.float().reshape(1), low, high, grad_factor)
             return torch.fake_quantize_per_tensor_affine(x, scale.detach(), zero_point, low, high)
-        scale = self.amax / INT8_BOUND
+        scale = self.amax / self.bound
         if self.narrow_range and not torch.onnx.is_in_onnx_export():  # export clips the int8 weights instead
             bound = self.amax.reshape([-1 if dim == self.axis else 1 for dim in range(x.dim())])
             x = torch.maximum(torch.minimum(x, bound), -bound)
         zero_point = torch.zeros_like(scale, dtype=torch.int32)
-        return torch.fake_quantize_per_channel_affine(x, scale, zero_point, self.axis, -INT8_BOUND - 1, INT8_BOUND)
+        # ONNX QuantizeLinear has the int8 range only: export writes it, and clips the stored codes to the bound
+        low, high = (-INT8_BOUND - 1, INT8_BOUND) if torch.onnx.is_in_onnx_export() else (-self.bound - 1, self.bound)
+        return torch.fake_quantize_per_channel_affine(x, scale, zero_point, self.axis, low, high)
 
 
 _FORWARD: dict[QuantMode, Callable[[TensorQuantizer, Tensor], Tensor]] = {

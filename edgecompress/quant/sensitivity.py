@@ -108,19 +108,21 @@ def analyze_sensitivity(
     example_input: Tensor | None = None,
     metric_name: str = "metric",
     float_layers: Sequence[str] | None = None,
+    weight_bits: int = 8,
 ) -> tuple[nn.Module, SensitivityReport]:
     """Measure each layer's sensitivity with ``evaluate`` (higher is better) and choose the layers to keep in float.
 
     ``calib_data`` is what :func:`~edgecompress.quant.api.calibrated_model` takes: an iterable of
     batches, or a ``forward_loop(model)`` callable together with ``example_input``. Returns the
     calibrated model with those layers' quantizers disabled, and the report. ``skip`` and
-    ``float_layers`` (None: the model's default float layers) are never measured nor quantized.
+    ``float_layers`` (None: the model's default float layers) are never measured nor quantized; ``weight_bits``
+    is :func:`~edgecompress.quant.quantize_model`'s.
     """
     if max_drop < 0:
         raise EdgeCompressError(f"max_drop must be >= 0, got {max_drop}; pass e.g. 0.01 for one point of the metric")
     float_metric = float(evaluate(model))
     quantized = calibrated_model(model, calib_data, method=method, skip=skip, backend=backend, example_input=example_input,
-                                 float_layers=float_layers)
+                                 float_layers=float_layers, weight_bits=weight_bits)
     groups = {layer: group for layer, group in layer_quantizers(quantized).items() if not all(q.kept_float for q in group)}
     with _EvaluationProgress("sensitivity", len(groups) + 1) as step:
         int8_metric = float(evaluate(quantized))

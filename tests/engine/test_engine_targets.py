@@ -69,9 +69,9 @@ def test_what_each_target_ships_and_how_it_is_built() -> None:
     assert orin.deployment(int8_ready=True) == ("int8", "int8") and orin.deployment(int8_ready=False) == ("fp16", "pruned")
     assert (nano.export_opset, orin.export_opset, cpu.export_opset) == (13, 17, 17)
     assert (orin.max_onnx_opset, cpu.max_onnx_opset) == (20, None)
-    # the cpu target's layout follows this CPU: without VNNI onnxruntime's fused int8 convs saturate, so SiLU convs stay float
-    layout = "openvino" if int8_dot_products_saturate() else "onnxruntime"
-    assert (cpu.qdq_backend, cpu.builder, orin.qdq_backend, orin.builder) == (layout, "onnxruntime", "tensorrt", "tensorrt")
+    assert (cpu.qdq_backend, cpu.builder, orin.qdq_backend, orin.builder) == ("onnxruntime", "onnxruntime", "tensorrt", "tensorrt")
+    # the cpu target's weights follow this CPU: without VNNI int8 kernels saturate with 8-bit weights, so they get 7
+    assert (cpu.weight_bits, orin.weight_bits) == (7 if int8_dot_products_saturate() else 8, 8)
 
 
 def test_aliases_resolve_in_every_command() -> None:
