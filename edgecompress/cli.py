@@ -227,25 +227,30 @@ def profile(
     stage: Optional[str] = typer.Option(None, help="Which model of a build this is (baseline, pruned, fp16, int8), so `edgecompress report` shows it in that row."),
     target: Optional[str] = typer.Option(None, help="The edgecompress target it ran on, recorded in the report (`edgecompress targets`)."),
     precision: Optional[str] = typer.Option(None, help="With trtexec imports: the precision the engine was built in (int8, fp16, fp32)."),
+    layers: int = typer.Option(0, "--layers", metavar="N",
+                               help="Also time each layer with the runtime's own profiler (onnxruntime, OpenVINO on the CPU; 10 runs) "
+                                    "and print the N slowest; with --import, the N slowest of the imported per-layer times."),
 ) -> None:
     """Time one model in a fresh process (or import trtexec's / the C++ runner's figures) and print its latency; --json writes the report."""
     from .comparison import import_report, profile_file
     from .profile import report_tables
 
     try:
+        if layers < 0:
+            raise EdgeCompressError(f"--layers must be 0 (no per-layer table) or a number of slowest layers to print, got {layers}")
         if imports:
             report = import_report(imports, model=model, stage=stage, target=target, precision=precision)
         elif model is None:
             raise EdgeCompressError("pass a MODEL to time (.onnx, .xml, .engine) or --import FILE.json")
         else:
             report = profile_file(model, runtime=runtime, device=device, shape=_shape(shape), iterations=iterations, warmup=warmup,
-                                  threads=threads, stage=stage, target=target, progress=True)
+                                  threads=threads, stage=stage, target=target, progress=True, layers=layers > 0)
         if json_out is not None:
             report.save(json_out)
     except EdgeCompressError as error:
         _fail(error)
     out = Console(soft_wrap=True)
-    for table in report_tables(report):
+    for table in report_tables(report, slowest_layers=layers or 10):
         out.print(table)
     if json_out is not None:
         console.print(f"[bold green]done:[/] {json_out}", soft_wrap=True, highlight=False)

@@ -150,7 +150,8 @@ def _row(run: Run, label: str, latency: dict[str, dict[str, dict]]) -> dict[str,
     }
 
 
-def _markdown(run: Run, rows: list[dict[str, Any]], latency: dict[str, dict[str, dict]], folder: Path, training_plot: Path | None) -> str:
+def _markdown(run: Run, rows: list[dict[str, Any]], latency: dict[str, dict[str, dict]], layers: dict[str, dict[str, dict]], folder: Path,
+              training_plot: Path | None) -> str:
     """report.md as read from ``folder`` (its links are relative to it); ``training_plot`` is where the plot ends up, if drawn."""
     metric = run.task.primary_metric
     base = rows[0]
@@ -186,6 +187,7 @@ def _markdown(run: Run, rows: list[dict[str, Any]], latency: dict[str, dict[str,
         lines += ["", INT8_NOTES.get(run.outcomes["qat"].backend, "")]
     if "fp16" in labels:
         lines += ["", _fp16_note(run, timed_in_onnxruntime)]
+    lines += _layers_section(run, rows, latency, layers)
     lines += ["", "## Stages", "", "| stage | status | wall time | notes |", "|---|---|---|---|"]
     for name, manifest in run.manifests.items():
         lines.append(f"| {name} | {manifest['status']} | {manifest['wall_s']:.1f} s | {_stage_note(run, name)} |")
@@ -209,6 +211,46 @@ def _runtime_table(runtime: str, rows: list[dict[str, Any]]) -> list[str]:
         speedup = times[0]["median_ms"] / stats["median_ms"] if stats["median_ms"] and times[0]["median_ms"] else None
         lines.append(f"| {row['model']} | {_fmt(stats['median_ms'], '.2f')} ms | {_fmt(stats['p90_ms'], '.2f')} ms "
                      f"| {_fmt(speedup, '.2f')}x | {_fmt(stats['peak_memory_mb'], '.1f')} MB |")
+    return lines
+
+
+def _cell(text: Any) -> str:
+    """A markdown table cell: ``–`` for nothing, ``|`` escaped."""
+    return "–" if text is None else str(text).replace("|", "\\|")
+
+
+def _layers_section(run: Run, rows: list[dict[str, Any]], latency: dict[str, dict[str, dict]], layers: dict[str, dict[str, dict]]) -> list[str]:
+    """"Where the time goes": each model's slowest layers in each runtime's own profiler, slowest first (``layers``: by runtime,
+    then model, as :meth:`LayerProfile.to_dict` writes them)."""
+    if not layers:
+        return []
+    from .profile import RUNTIMES, LayerProfile
+
+    count = run.config.profile_layers
+    first = LayerProfile.from_dict(next(iter(next(iter(layers.values())).values())))
+    lines = ["", "## Where the time goes", "",
+             f"The slowest {count} layers of each model in each runtime, timed by the runtime's own profiler (the median of "
+             f"{_count(first.runs, 'run')} after {_count(first.warmup, 'warm-up run')}, same input and threads as above). A layer is the ONNX node "
+             "the runtime's node comes from: runtimes fuse nodes (a conv with its activation, Q/DQ pairs into an integer kernel) and add "
+             "their own (layout reorders). The kernel says what ran it, e.g. QLinearConv or jit_avx2_I8 for int8, Conv or brgconv_avx2_f32 "
+             "for float; the share is of all its layers' time."]
+    untimed = [runtime for runtime in run.config.profile_runtimes if runtime in RUNTIMES and not RUNTIMES[runtime].layer_profiler]
+    if untimed:
+        lines += ["", f"{', '.join(untimed)}: no layer profiler registered, so timed whole only."]
+    for runtime, by_model in layers.items():
+        profiles = {label: LayerProfile.from_dict(data) for label, data in by_model.items()}
+        devices = sorted({profile.device for profile in profiles.values()})
+        lines += ["", f"### {runtime} ({', '.join(devices)})"]
+        for row in rows:
+            if row["model"] not in profiles:
+                continue
+            profile = profiles[row["model"]]
+            whole = latency.get(runtime, {}).get(row["model"], {}).get("median_ms")
+            lines += ["", f"**{row['model']}**: {_count(len(profile.layers), 'layer')}, {profile.total_ms:.3f} ms in all"
+                      + (f" (whole model: {whole:.3f} ms median)" if whole else ""), "",
+                      "| layer | type | kernel | precision | ms | share |", "|---|---|---|---|---|---|"]
+            lines += [f"| {_cell(layer.name)} | {_cell(layer.type)} | {_cell(layer.kernel)} | {_cell(layer.precision)} | {layer.time_ms:.3f} "
+                      f"| {layer.percent:.1f}% |" for layer in profile.layers[:count]]
     return lines
 
 
@@ -308,9 +350,9 @@ def _stage_note(run: Run, name: str) -> str:
     return _scores(getattr(outcome, "scores", {}))
 
 
-def write_report(run: Run, folder: Path, latency: dict[str, dict[str, dict]]) -> dict[str, str]:
+def write_report(run: Run, folder: Path, latency: dict[str, dict[str, dict]], layers: dict[str, dict[str, dict]] | None = None) -> dict[str, str]:
     """Write report.md, report.json and the training plot into ``folder``, and the report into the run folder; ``latency``
-    is by runtime, then model."""
+    is by runtime, then model, and so are ``layers`` (each model's :meth:`~edgecompress.profile.LayerProfile.to_dict`)."""
     rows = [_row(run, label, latency) for label in MODEL_ROWS if label in run.outcomes["export"].outputs]
     plot = plot_training(run, folder / TRAINING_PLOT)
     data = {
@@ -324,5 +366,5 @@ def write_report(run: Run, folder: Path, latency: dict[str, dict[str, dict]]) ->
     # (a stage writes into a partial folder that the pipeline then moves there).
     for where, final in ((folder, run.dir / folder.name), (run.dir, run.dir)):
         write_json(where / "report.json", data)
-        write_text(where / "report.md", _markdown(run, rows, latency, final, run.dir / folder.name / TRAINING_PLOT if plot else None))
+        write_text(where / "report.md", _markdown(run, rows, latency, layers or {}, final, run.dir / folder.name / TRAINING_PLOT if plot else None))
     return {"report_md": "report.md", "report_json": "report.json", **({"training_plot": TRAINING_PLOT} if plot else {})}

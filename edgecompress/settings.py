@@ -142,6 +142,8 @@ class BuildConfig:
     profile_rounds: int = setting(3, "Interleaved profiling rounds (each model once per round).", minimum=1)
     profile_runtimes: tuple[str, ...] = setting(("onnxruntime",), "CPU runtime the report times the models in (repeatable).", choices=runtime_names, flag="--profile-runtime")
     profile_batch: int = setting(1, "Batch size of the report's timed inputs: 1 for latency, larger for throughput.", minimum=1)
+    profile_layers: int = setting(10, "Slowest layers per model and runtime in the report's 'Where the time goes' section, timed by the "
+                                      "runtime's own profiler (0: no per-layer profiling).", minimum=0)
     device: str = setting("auto", "Where training, calibration and evaluation run: auto (a GPU when torch sees one, else the CPU), cpu, cuda "
                                   "or cuda:N. Export and the report's timings always run on the CPU.")
     amp: bool = setting(False, "Mixed precision for the float training stages on a GPU (bf16 where supported, else fp16 with a gradient "

@@ -331,22 +331,47 @@ def engine(run: Run, folder: Path) -> EngineOutcome:
     return EngineOutcome(outputs=outputs, kind=result.kind, precision=precision, command=result.command, notes=result.notes)
 
 
+LAYERS_FILE = "layers.json"
+
+
 def report(run: Run, folder: Path) -> ReportOutcome:
-    """Profile every exported model side by side in each CPU runtime asked for and write report.md / report.json."""
-    from .profile import compare_models
+    """Profile every exported model side by side in each CPU runtime asked for, time their layers in each runtime's own
+    profiler (``layers.json``: by runtime, then model) and write report.md / report.json."""
+    from .profile import compare_models, get_runtime
     from .report import write_report
 
     config = run.config
     models = {label: run.artifact("export", label) for label in run.outcomes["export"].outputs}
     shape = (config.profile_batch, *run.example_input().shape[1:])
     latency: dict[str, dict[str, dict]] = {}
+    layers: dict[str, dict[str, dict]] = {}
     for runtime in config.profile_runtimes:
         stats = compare_models(models, shape, runs=config.profile_runs, rounds=config.profile_rounds, progress=True, runtime=runtime)
         latency[runtime] = {label: asdict(row) for label, row in stats.items()}
         for label, row in stats.items():
             console.print(f"  {label} ({runtime}): median {row.median_ms:.3f} ms, p90 {row.p90_ms:.3f} ms, peak {row.peak_memory_mb:.1f} MB")
-    outputs = write_report(run, folder, latency)
+        if config.profile_layers and get_runtime(runtime).layer_profiler:
+            layers[runtime] = _layer_profiles(models, shape, runtime)
+    outputs = write_report(run, folder, latency, layers)
+    if layers:
+        write_json(folder / LAYERS_FILE, layers)
+        outputs["layers"] = LAYERS_FILE
     return ReportOutcome(outputs=outputs, latency=latency)
+
+
+def _layer_profiles(models: dict[str, Path], shape: tuple[int, ...], runtime: str) -> dict[str, dict]:
+    """Each model's layers timed by ``runtime``'s own profiler (a few runs, the whole-model timing's default threads), as dicts."""
+    from .profile import profile_layers
+
+    profiles = {}
+    for label, path in track(list(models.items()), f"per-layer times ({runtime})"):
+        profiled = profile_layers(path, runtime=runtime, shape=shape)
+        profiles[label] = profiled.to_dict()
+        if profiled.layers:
+            slowest = profiled.layers[0]
+            console.print(f"  {label} ({runtime} profiler, {profiled.device}): {len(profiled.layers)} layers, {profiled.total_ms:.3f} ms; slowest "
+                          f"{slowest.name} ({slowest.kernel}) {slowest.time_ms:.3f} ms, {slowest.percent:.0f}%", highlight=False)
+    return profiles
 
 
 @dataclass(frozen=True)
@@ -379,6 +404,6 @@ STAGES: tuple[Stage, ...] = (
                                                 "distill_weight"), trains=True),
     Stage("export", export, ExportOutcome, ()),
     Stage("engine", engine, EngineOutcome, ("target",)),
-    Stage("report", report, ReportOutcome, ("profile_runs", "profile_rounds", "profile_runtimes", "profile_batch")),
+    Stage("report", report, ReportOutcome, ("profile_runs", "profile_rounds", "profile_runtimes", "profile_batch", "profile_layers")),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)

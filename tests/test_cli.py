@@ -228,6 +228,9 @@ def test_profile_bad_input_exits_2_with_one_line(tmp_path):
     _one_line_error(runner.invoke(app, ["profile", str(tmp_path / "bad.json")]), "use --import")
     _one_line_error(runner.invoke(app, ["profile", str(tmp_path / "model.pt"), "--shape", "1,three"]), "--shape must be")
     _one_line_error(runner.invoke(app, ["profile"]), "pass a MODEL")
+    _one_line_error(runner.invoke(app, ["profile", str(tmp_path / "model.onnx"), "--layers", "-1"]), "--layers must be 0")
+    _one_line_error(runner.invoke(app, ["profile", str(tmp_path / "model.engine"), "--layers", "5"]), "--layers profiles layers on the CPU", "--exportProfile")
+    _one_line_error(runner.invoke(app, ["profile", str(tmp_path / "model.onnx"), "--device", "cuda", "--layers", "5"]), "--layers profiles layers on the CPU")
 
 
 def test_profile_times_an_onnx_model_and_writes_the_report(tmp_path):
@@ -249,6 +252,14 @@ def test_profile_times_an_onnx_model_and_writes_the_report(tmp_path):
     assert data["latency_ms"]["host"]["count"] == 20
     again = runner.invoke(app, ["profile", "--import", str(tmp_path / "out.json")])
     assert again.exit_code == 0 and "tiny.onnx: onnxruntime" in again.output
+    layers = runner.invoke(app, ["profile", str(model), "--iterations", "5", "--threads", "1", "--layers", "1", "--json", str(tmp_path / "layers.json")])
+    assert layers.exit_code == 0, layers.output
+    assert "slowest layers (1 of" in layers.output and "kernel" in layers.output and "median of 10 runs" in layers.output
+    data = json.loads((tmp_path / "layers.json").read_text())
+    jsonschema.validate(data, schema())
+    conv = next(layer for layer in data["layers"] if layer["name"] == "/Conv")  # with the layout reorders onnxruntime adds around it
+    assert (conv["type"], conv["kernel"], conv["precision"]) == ("Conv", "Conv", "f32") and conv["time_ms"] > 0
+    assert abs(sum(layer["percent"] for layer in data["layers"]) - 100) < 1e-6 and data["settings"]["layer_runs"] == 10
 
 
 def test_report_bad_input_exits_2_and_writes_nothing(tmp_path):

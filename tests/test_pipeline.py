@@ -124,6 +124,11 @@ def test_report_times_the_models_in_openvino_too(cpu_run):
     rows = json.loads((copy / "report.json").read_text())["models"]
     assert all(row["latency_by_runtime"]["openvino"]["median_ms"] > 0 for row in rows)
     assert "Latency in openvino" in (copy / "report.md").read_text()
+    layers = json.loads((copy / "report" / manifests["report"]["outputs"]["layers"]).read_text())  # each model's layers in each runtime's profiler
+    assert {runtime: set(by_model) for runtime, by_model in layers.items()} == {runtime: {"baseline", "pruned", "int8"} for runtime in ("onnxruntime", "openvino")}
+    assert {layer["precision"] for layer in layers["openvino"]["int8"]["layers"] if layer["type"] == "Convolution"} & {"i8", "u8"}
+    section = (copy / "report.md").read_text().split("## Where the time goes")[1]
+    assert "### onnxruntime (CPUExecutionProvider)" in section and "### openvino (CPU)" in section and "**int8**" in section
     ec.build(BuildConfig(target="cpu", quick=True, runs_dir=str(runs), name="e2e-openvino", profile_runtimes=("openvino",), profile_batch=4))
     report = (copy / "report.md").read_text()
     assert "Latency: openvino on this machine's CPU, batch 4" in report and "OpenVINO's CPU plugin" in report

@@ -159,3 +159,46 @@ def test_no_training_no_plot(tmp_path):
     outputs = write_report(run, run.dir / "report", _latency(["baseline", "pruned", "int8"], [4.0, 2.0, 1.0]))
     assert "training_plot" not in outputs and not (run.dir / "report" / "training.png").exists()
     assert "## Training" not in (run.dir / "report.md").read_text()
+
+
+def _layer_profile(runtime: str, device: str, rows: list[tuple[str, str, str, str, float]]) -> dict:
+    """A stored per-layer table (``layers.json``'s entry for one model), slowest first as profile_layers writes it."""
+    from edgecompress.profile import LayerProfile, LayerTime
+
+    total = sum(row[-1] for row in rows)
+    layers = tuple(LayerTime(name, type_, kernel, precision, ms, 100 * ms / total) for name, type_, kernel, precision, ms in rows)
+    return LayerProfile(f"{runtime}.onnx", runtime, "1.0", device, None, 3, 10, layers).to_dict()
+
+
+def test_where_the_time_goes_lists_each_models_slowest_layers(tmp_path, monkeypatch):
+    from edgecompress.profile import RUNTIMES, Runtime
+
+    monkeypatch.setitem(RUNTIMES, "whole-only", Runtime("whole-only", "edgecompress.profile.runners:onnxruntime_runner", "onnxruntime"))
+    run = _run(tmp_path, runtimes=("onnxruntime", "whole-only"), profile_layers=2)
+    latency = {**_latency(["baseline", "pruned", "int8"], [4.0, 2.0, 1.0]), **_latency(["baseline", "pruned", "int8"], [5.0, 3.0, 2.0], "whole-only")}
+    float_rows = [("/stem/Conv", "Conv", "Conv", "f32", 1.5), ("/head/Conv", "Conv", "Conv", "f32", 1.0), ("/Concat", "Concat", "Concat", "f32", 0.5)]
+    int8_rows = [("/stem/Conv", "Conv", "QLinearConv", "u8", 0.6), ("ReorderOutput_token_5", "ReorderOutput", "ReorderOutput", "f32", 0.3),
+                 ("/head|Conv", "Conv", "Conv", "f32", 0.1)]
+    layers = {"onnxruntime": {"baseline": _layer_profile("onnxruntime", "CPUExecutionProvider", float_rows),
+                              "int8": _layer_profile("onnxruntime", "CPUExecutionProvider", int8_rows)}}
+    write_report(run, run.dir / "report", latency, layers)
+    markdown = (run.dir / "report.md").read_text()
+    section = markdown.split("## Where the time goes")[1].split("## Stages")[0]
+    assert "slowest 2 layers" in section and "median of 10 runs after 3 warm-up runs" in section
+    assert "whole-only: no layer profiler registered" in section
+    assert "### onnxruntime (CPUExecutionProvider)" in section and "pruned" not in section  # only the models with a table
+    baseline, int8 = section.split("**baseline**")[1].split("**int8**")
+    assert "3 layers, 3.000 ms in all (whole model: 4.000 ms median)" in baseline
+    assert "| /stem/Conv | Conv | Conv | f32 | 1.500 | 50.0% |\n| /head/Conv | Conv | Conv | f32 | 1.000 | 33.3% |" in baseline
+    assert "/Concat" not in baseline  # beyond --profile-layers 2
+    assert "| /stem/Conv | Conv | QLinearConv | u8 | 0.600 | 60.0% |\n| ReorderOutput_token_5 |" in int8 and "head" not in int8
+    write_report(run, run.dir / "report", latency)
+    assert "Where the time goes" not in (run.dir / "report.md").read_text()  # no tables, no section
+
+
+def test_where_the_time_goes_escapes_table_cells(tmp_path):
+    run = _run(tmp_path, profile_layers=1)
+    rows = [("/head|Conv", "Conv", None, None, 1.0)]
+    write_report(run, run.dir / "report", _latency(["baseline", "pruned", "int8"], [4.0, 2.0, 1.0]),
+                 {"onnxruntime": {"baseline": _layer_profile("onnxruntime", "CPUExecutionProvider", rows)}})
+    assert "| /head\\|Conv | Conv | – | – | 1.000 | 100.0% |" in (run.dir / "report.md").read_text()

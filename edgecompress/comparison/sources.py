@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import EdgeCompressError
-from ..profile import FORMATS, LatencyReport, profile_model
+from ..profile import FORMATS, LatencyReport, profile_layers, profile_model
 from ..profile.machine import machine_info
 from ..profile.tegrastats import TegrastatsSampler
 
@@ -48,14 +48,18 @@ def profile_engine(path: Path, *, iterations: int, warmup: int, shape: tuple[int
 
 def profile_file(model: str | Path, *, runtime: str | None = None, device: str | None = None, shape: tuple[int, ...] | None = None,
                  iterations: int = 100, warmup: int = 10, threads: int | None = None, stage: str | None = None,
-                 target: str | None = None, progress: bool = False) -> LatencyReport:
+                 target: str | None = None, progress: bool = False, layers: bool = False) -> LatencyReport:
     """Time ``model`` by its kind: an .onnx or OpenVINO .xml in a fresh worker (:func:`~edgecompress.profile.profile_model`),
     a TensorRT .engine/.plan with the engine runner on the GPU. ``runtime`` and ``device`` default to the file's own
-    (onnxruntime on the CPU for ONNX, OpenVINO for an IR, TensorRT on cuda for an engine)."""
+    (onnxruntime on the CPU for ONNX, OpenVINO for an IR, TensorRT on cuda for an engine). With ``layers``, the report
+    also holds each layer's time from the runtime's own profiler (:func:`~edgecompress.profile.profile_layers`, CPU runtimes)."""
     path = Path(model)
     suffix = path.suffix.lower()
     if suffix == ".json":
         raise EdgeCompressError(f"{path} is a JSON file; to read a latency report or a trtexec export use --import {path}")
+    if layers and (suffix in ENGINE_SUFFIXES or device not in (None, "cpu")):
+        raise EdgeCompressError(f"{path}: --layers profiles layers on the CPU (onnxruntime, OpenVINO); for an engine's layers run trtexec "
+                                "with --exportProfile and --exportLayerInfo and pass those files with --import")
     if suffix in ENGINE_SUFFIXES:
         if not path.is_file():
             raise EdgeCompressError(f"{path} not found; pass the engine file trtexec or `edgecompress build` wrote")
@@ -66,8 +70,12 @@ def profile_file(model: str | Path, *, runtime: str | None = None, device: str |
         known = ", ".join([*FORMATS, *ENGINE_SUFFIXES])
         raise EdgeCompressError(f"{path}: cannot time a {suffix or 'extensionless'} file; pass one of {known} (or --import FILE.json)")
     runtime = runtime or FORMATS[suffix].runtimes[0]
-    return profile_model(path, runtime=runtime, device=device or "cpu", shape=shape, iterations=iterations, warmup=warmup,
-                         threads=threads, stage=stage, target=target, progress=progress)
+    report = profile_model(path, runtime=runtime, device=device or "cpu", shape=shape, iterations=iterations, warmup=warmup,
+                           threads=threads, stage=stage, target=target, progress=progress)
+    if layers:
+        profiled = profile_layers(path, runtime=runtime, shape=tuple(report.inputs[0]["shape"]), threads=threads)
+        report.layers, report.settings["layer_runs"] = profiled.report_layers(), profiled.runs
+    return report
 
 
 def _is_trtexec_times(data: Any) -> bool:

@@ -183,12 +183,15 @@ def report_tables(report: LatencyReport, slowest_layers: int = 10) -> list[Table
     tables = [table]
     if report.layers:
         shown = min(slowest_layers, len(report.layers))
-        layers = Table(title=f"slowest layers ({shown} of {len(report.layers)})" if shown < len(report.layers) else "layers, slowest first")
-        for column in ("layer", "type", "precision", "ms", "%"):
+        runs = report.settings.get("layer_runs")
+        layers = Table(title=f"slowest layers ({shown} of {len(report.layers)})" if shown < len(report.layers) else "layers, slowest first",
+                       caption=f"median of {runs} runs of the runtime's profiler; % of all layers' time" if runs else None)
+        kernels = any(layer.get("kernel") for layer in report.layers)  # what a runtime's profiler ran each layer with
+        for column in ("layer", "type", *(("kernel",) if kernels else ()), "precision", "ms", "%"):
             layers.add_column(column, justify="right" if column in ("ms", "%") else "left", overflow="fold")
         for layer in sorted(report.layers, key=lambda layer: -layer["time_ms"])[:slowest_layers]:
             percent = layer.get("percent")
-            layers.add_row(layer["name"], layer.get("type") or "–", layer.get("precision") or "–", f"{layer['time_ms']:.4f}",
-                           "–" if percent is None else f"{percent:.1f}")
+            layers.add_row(layer["name"], layer.get("type") or "–", *((layer.get("kernel") or "–",) if kernels else ()),
+                           layer.get("precision") or "–", f"{layer['time_ms']:.4f}", "–" if percent is None else f"{percent:.1f}")
         tables.append(layers)
     return tables

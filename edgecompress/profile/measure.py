@@ -97,7 +97,7 @@ def model_format(path: Path) -> ModelFormat:
     return FORMATS[path.suffix.lower()]
 
 
-def _input_shape(path: Path, inputs: list[dict[str, Any]], shape: tuple[int, ...] | None) -> tuple[int, ...]:
+def resolve_input_shape(path: Path, inputs: list[dict[str, Any]], shape: tuple[int, ...] | None) -> tuple[int, ...]:
     """``shape`` if given, else the model's one input shape with a symbolic batch dimension taken as 1."""
     if len(inputs) != 1:
         raise EdgeCompressError(f"{path} has {len(inputs)} inputs ({', '.join(i['name'] for i in inputs)}); profiling times models with one float input")
@@ -109,7 +109,7 @@ def _input_shape(path: Path, inputs: list[dict[str, Any]], shape: tuple[int, ...
     return tuple(declared)
 
 
-def _version(package: str) -> str | None:
+def package_version(package: str) -> str | None:
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -141,14 +141,14 @@ def profile_model(
     runner, device_name = DEVICES[(runtime, device)]
     timed_in = runner()
     inputs = fmt.inputs(path)
-    input_shape = _input_shape(path, inputs, shape)
+    input_shape = resolve_input_shape(path, inputs, shape)
     measured = run_worker(path, input_shape, warmup=warmup, runs=iterations, threads=threads, progress=progress, seed=seed,
                           runtime=timed_in, tegrastats_ms=tegrastats_ms)
     inputs[0] = {**inputs[0], "shape": list(input_shape)}
     return LatencyReport.from_times(
         measured["times_ms"], wall_s=measured["wall_s"], peak_host_mb=measured["peak_memory_mb"],
         model={"path": str(path), "bytes": _model_bytes(path), "format": fmt.name, "stage": stage},
-        runtime={"name": runtime, "version": _version(timed_in.package), "device": device_name, "precision": None},
+        runtime={"name": runtime, "version": package_version(timed_in.package), "device": device_name, "precision": None},
         machine=machine_info(target), inputs=inputs,
         settings={"warmup": warmup, "iterations": iterations, "threads": threads, "batch": input_shape[0] if input_shape else 1},
         tegrastats=measured.get("tegrastats"),

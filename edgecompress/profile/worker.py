@@ -15,6 +15,7 @@ import sys
 import time
 import psutil
 
+from ..errors import EdgeCompressError
 from .runtimes import RUNTIMES, load_runner
 from .tegrastats import TegrastatsSampler
 
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tegrastats-ms", type=int, default=0, help="sample tegrastats at this interval during the timed runs (0: off)")
     args = parser.parse_args(argv)
     shape = tuple(int(dim) for dim in args.shape.split(","))
-    result = measure(args.model, shape, args.warmup, args.runs, args.threads or None, args.seed, args.progress, args.runtime,
-                     args.tegrastats_ms)
+    try:
+        result = measure(args.model, shape, args.warmup, args.runs, args.threads or None, args.seed, args.progress, args.runtime,
+                         args.tegrastats_ms)
+    except EdgeCompressError as error:  # the runner's one line, which the parent reports
+        raise SystemExit(str(error)) from None
     json.dump(result, sys.stdout)
