@@ -198,6 +198,58 @@ def engine(
     console.print(f"[bold green]done:[/] {result.precision} {what} for {result.target} in {out}", soft_wrap=True, highlight=False)
 
 
+@app.command("latency-bundle")
+def latency_bundle(
+    model: str = typer.Option(..., help="Zoo name, path/to/file.py:callable, package.module:callable or a model file: the model the build prunes."),
+    target: str = typer.Option(..., "--target", "-t", help="The TensorRT device the tables are for (jetson-orin-nano, agx-orin, ...; `edgecompress targets`)."),
+    precision: Optional[str] = typer.Option(None, help="int8, fp16 or fp32 (default: the target's, as the build's --latency-runtime tensorrt reads them)."),
+    image_size: int = typer.Option(128, help="Square input size, as the build's --image-size."),
+    num_classes: int = typer.Option(10, help="Classes of the data the build trains on (a head's width depends on it); the bundled digits have 10."),
+    round_to: int = typer.Option(8, help="The build's --round-to: the grid of kept-channel counts (8 for 1)."),
+    max_points: int = typer.Option(16, help="At most this many counts per curve (the build's planner asks for 16)."),
+    ignore: list[str] = typer.Option([], help="The build's --ignore modules (repeatable): their channels are not pruned, so not timed."),
+    weights: Optional[Path] = typer.Option(None, help="State dict to load into MODEL (the shapes do not depend on it)."),
+    trust_model: bool = typer.Option(False, help="Load a MODEL file that needs code to load: only for files you trust."),
+    out: Path = typer.Option(Path("latency-bundle"), "--out", metavar="DIR", help="Folder for the bundle (replaced as a whole)."),
+) -> None:
+    """Write the one-layer ONNX models of MODEL's layer shapes at every kept-channel count latency-budget pruning asks for, and
+    time_layers.sh, which times them with trtexec on the device and writes layer_latency.json for `edgecompress latency-import`."""
+    import torch
+
+    from .engine.latency_bundle import write_latency_bundle
+    from .models import resolve_model
+    from .profile.layer_latency import grid_step
+    from .targets import get_target
+
+    try:
+        board = get_target(target)
+        network = resolve_model(model, num_classes=num_classes, weights=weights, trust=trust_model).eval()
+        bundle = write_latency_bundle(network, torch.zeros(1, 3, image_size, image_size), board, out, precision=precision, ignore=ignore,
+                                      step=grid_step(round_to), max_points=max_points, model_name=model)
+    except EdgeCompressError as error:
+        _fail(error)
+    console.print(f"  {bundle.models} one-layer models for {bundle.points} points of {bundle.shapes} layer shapes in {out}/layers", highlight=False)
+    console.print(f"[bold green]done:[/] {out}; copy it to the {board.name}, run ./time_layers.sh there, then "
+                  f"`edgecompress latency-import layer_latency.json`", soft_wrap=True, highlight=False)
+
+
+@app.command("latency-import")
+def latency_import(
+    results: Path = typer.Argument(..., metavar="LAYER_LATENCY.json", help="The results time_layers.sh wrote on the device."),
+) -> None:
+    """Import the per-layer TensorRT latency tables a latency bundle measured on the device, for `build --latency-runtime tensorrt`."""
+    from .engine.latency_bundle import import_layer_latency
+
+    try:
+        imported = import_layer_latency(results)
+    except EdgeCompressError as error:
+        _fail(error)
+    device = imported.measured_on
+    console.print(f"[bold green]done:[/] {imported.tables} tables ({imported.points} points) of {imported.device} in {imported.precision}, "
+                  f"TensorRT {device.get('tensorrt') or '?'}, power mode {device.get('power_mode') or '?'}, into {imported.folder}; "
+                  f"build with --target {imported.device} --latency-runtime tensorrt", soft_wrap=True, highlight=False)
+
+
 def _shape(text: str | None) -> tuple[int, ...] | None:
     """``1,3,320,320`` -> ``(1, 3, 320, 320)``."""
     if text is None:

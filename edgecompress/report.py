@@ -330,8 +330,9 @@ def _stage_note(run: Run, name: str) -> str:
         goal = f"MAC target {plan['target_macs']:.0%} removed; " if plan.get("target_macs") is not None else ""
         if outcome.latency:
             latency = outcome.latency
-            goal = (f"latency target {plan['target_latency']:.0%} of dense: predicted {latency['predicted_fraction']:.0%}, "
-                    f"measured {latency['measured_fraction']:.0%} in {latency['runtime']}; ")
+            measured = (f"measured {latency['measured_fraction']:.0%} in {latency['runtime']}" if latency["measured_fraction"] is not None
+                        else f"from {latency['runtime']} tables of the device, measured there by the engine bundle")
+            goal = f"latency target {plan['target_latency']:.0%} of dense: predicted {latency['predicted_fraction']:.0%}, {measured}; "
         return note + goal + f"removed {plan['channels_removed']} of {plan['channels_total']} prunable channels; before fine-tune: " + _scores(outcome.scores)
     if name == "qat":
         note = f"{outcome.backend} Q/DQ layout; "

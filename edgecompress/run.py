@@ -107,9 +107,10 @@ class Run:
 
         Checked: the dataset (its yaml, folders and every label file: the loaders read them all), the
         model (built with ``--weights`` and run on one input of ``--image-size``; with ``--distill``, that its
-        task can distil it), the memory one training batch needs, that ``--target-macs`` is reachable, and
-        that every training, validation and calibration image decodes (cached under the runs folder by each
-        file's size and time).
+        task can distil it), the memory one training batch needs, that ``--target-macs`` is reachable, that
+        latency tables imported from the device (``--latency-runtime tensorrt``) hold every point the planner
+        needs, and that every training, validation and calibration image decodes (cached under the runs folder
+        by each file's size and time).
         """
         started, config = time.time(), self.config
         data = self.data
@@ -118,6 +119,10 @@ class Run:
             self.task.distillation_loss(model)  # a task or detector family without a distillation term refuses --distill here
         if config.target_macs is not None and not config.prune_layers:  # dropped blocks would change what is reachable
             self._check_target_macs(model)
+        if config.target_latency is not None and self.imported_latency_tables:
+            from .profile import measure_latency_tables
+
+            measure_latency_tables(model, self.example_input(), **self.latency_table_options())  # every point imported, or the fix
         images = (image_paths(data.train.dataset) or []) + (image_paths(data.val.dataset) or [])
         calibration = self.calibration_files() if self.target.int8 else []
         check_images(images + calibration, cache=Path(config.runs_dir) / "_data" / "checked")
@@ -158,6 +163,22 @@ class Run:
                 f"{config.min_channels} (--round-to {config.round_to}) removes at most {reachable:.1%} of its MACs; pass --target-macs {most:g} "
                 "or less, a smaller --min-channels, or fewer --ignore modules"
             )
+
+    @property
+    def imported_latency_tables(self) -> bool:
+        """Whether ``--latency-runtime`` reads tables measured on the device (tensorrt) rather than timing them here."""
+        from .profile.layer_latency import IMPORTED_RUNTIMES
+
+        return self.config.latency_runtime in IMPORTED_RUNTIMES
+
+    def latency_table_options(self) -> dict[str, Any]:
+        """How the latency tables of ``--target-latency`` are found (:func:`~edgecompress.profile.measure_latency_tables`'s
+        arguments): in ``--latency-runtime`` on a ``--round-to`` grid; fp32 timed here, or the target's precision measured on it."""
+        from .profile.layer_latency import grid_step
+
+        config = self.config
+        on_device = {"precision": self.target.precision, "device": self.target.name} if self.imported_latency_tables else {}
+        return {"ignore": config.ignore, "runtime": config.latency_runtime, "step": grid_step(config.round_to), **on_device}
 
     def example_input(self) -> torch.Tensor:
         """A fixed random batch of one input, for tracing, statistics and export."""

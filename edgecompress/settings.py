@@ -46,6 +46,19 @@ def check_settings(config: Any) -> None:
             raise EdgeCompressError(f"{flag_of(item)} must be >= {meta['minimum']:g}, got {value}")
 
 
+def _check_latency_runtime(runtime: str, target: str) -> None:
+    """A runtime timed here must be installed; tables imported from the device need a target that runs that runtime."""
+    from .profile.layer_latency import IMPORTED_RUNTIMES
+    from .profile.runtimes import get_runtime
+    from .targets import get_target
+
+    if runtime not in IMPORTED_RUNTIMES:
+        get_runtime(runtime)  # its package is installed
+    elif get_target(target).tensorrt is None:
+        raise EdgeCompressError(f"--latency-runtime {runtime} reads tables measured on a TensorRT device, and --target {target} has no TensorRT; "
+                                "pass a Jetson or GPU --target, or --latency-runtime onnxruntime|openvino")
+
+
 def target_names() -> list[str]:
     from .targets import TARGETS
 
@@ -88,6 +101,13 @@ def runtime_names() -> list[str]:
     return list(RUNTIMES)
 
 
+def latency_runtime_names() -> list[str]:
+    """The runtimes timed here, then those whose tables are imported from the device (tensorrt)."""
+    from .profile.layer_latency import IMPORTED_RUNTIMES
+
+    return runtime_names() + list(IMPORTED_RUNTIMES)
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     """Every setting of a build; the CLI's ``build`` options are generated from these fields."""
@@ -116,8 +136,9 @@ class BuildConfig:
     target_macs: float | None = setting(None, "Fraction of MACs to remove (0.5 halves them); replaces --prune-ratio.")
     target_latency: float | None = setting(None, "Prune to at most this fraction of the model's latency predicted from per-layer tables measured "
                                                  "in --latency-runtime (0.4: 40%); replaces --prune-ratio.")
-    latency_runtime: str = setting("onnxruntime", "Runtime the per-layer latency tables of --target-latency are measured in (cached per machine).",
-                                   choices=runtime_names)
+    latency_runtime: str = setting("onnxruntime", "Runtime the per-layer latency tables of --target-latency are measured in (cached per machine); "
+                                                  "tensorrt: the tables imported from the --target device (`edgecompress latency-bundle`).",
+                                   choices=latency_runtime_names)
     prune_layers: int = setting(0, "Residual blocks (x + f(x)) to replace by identity before channel pruning.", minimum=0)
     criterion: str = setting("bn-gamma", "Channel importance criterion.", choices=criterion_names)
     strategy: str = setting("global", "How the criterion's scores become removed channels: one global plan, or several passes.",
@@ -189,7 +210,7 @@ class BuildConfig:
         if self.target_latency is not None and self.target_macs is not None:
             raise EdgeCompressError("pass one of --target-macs and --target-latency, not both")
         if self.target_latency is not None:
-            get_runtime(self.latency_runtime)  # its package is installed
+            _check_latency_runtime(self.latency_runtime, self.target)
             if self.strategy != "global":
                 raise EdgeCompressError(f"--target-latency plans in one pass: use --strategy global (got {self.strategy})")
         if not 0 < self.lr < float("inf"):

@@ -179,31 +179,34 @@ LATENCY_CHECK_RUNS, LATENCY_CHECK_ROUNDS = 20, 2
 
 
 def _latency_tables(run: Run, model: nn.Module) -> LatencyTables:
-    """The model's per-layer latency tables in ``--latency-runtime``, on a grid of ``--round-to`` (cached per machine);
-    measured by rank 0 alone under torchrun, so every process plans the same cuts."""
+    """The model's per-layer latency tables (:meth:`Run.latency_table_options`; cached per machine, or imported from the
+    device); measured by rank 0 alone under torchrun, so every process plans the same cuts."""
     from .profile import measure_latency_tables
 
-    config = run.config
-    tables = from_main_process(lambda: measure_latency_tables(model, run.example_input(), ignore=config.ignore, runtime=config.latency_runtime,
-                                                              step=config.round_to if config.round_to > 1 else 8))
+    tables = from_main_process(lambda: measure_latency_tables(model, run.example_input(), **run.latency_table_options()))
     console.print(f"  latency tables ({tables.describe()}): {tables.measured_points} points measured, {tables.cached_points} from the cache")
     return tables
 
 
 def _predicted_and_measured(run: Run, dense: nn.Module, pruned: nn.Module, prediction: LatencyPrediction) -> dict:
-    """The plan's predicted latency next to the dense and pruned models' measured end to end (fp32 ONNX in ``--latency-runtime``)."""
+    """The plan's predicted latency next to the dense and pruned models' measured end to end (fp32 ONNX in ``--latency-runtime``);
+    with tables imported from the device, the prediction alone (the engine bundle times the model there)."""
     import tempfile
 
     from .export import export_onnx
     from .profile import compare_models
 
     example, runtime = run.example_input(), run.config.latency_runtime
+    predicted = prediction.summary()
+    if run.imported_latency_tables:
+        console.print(f"  latency: predicted {predicted['predicted_fraction']:.0%} of dense from the {prediction.tables} tables; "
+                      "the engine bundle measures it on the device")
+        return {**predicted, "runtime": runtime, "dense_measured_ms": None, "measured_ms": None, "measured_fraction": None}
     with tempfile.TemporaryDirectory(prefix="edgecompress-latency-") as folder:
         paths = {label: export_onnx(model, example, Path(folder) / f"{label}.onnx") for label, model in (("dense", dense), ("pruned", pruned))}
         with status(f"timing the dense and pruned models in {runtime}"):
             stats = compare_models(paths, tuple(example.shape), runs=LATENCY_CHECK_RUNS, rounds=LATENCY_CHECK_ROUNDS, runtime=runtime)
     dense_ms, pruned_ms = stats["dense"].median_ms, stats["pruned"].median_ms
-    predicted = prediction.summary()
     console.print(f"  latency: predicted {predicted['predicted_fraction']:.0%} of dense, measured {pruned_ms / dense_ms:.0%} "
                   f"({pruned_ms:.3f} of {dense_ms:.3f} ms in {runtime})")
     return {**predicted, "runtime": runtime, "dense_measured_ms": dense_ms, "measured_ms": pruned_ms, "measured_fraction": pruned_ms / dense_ms}

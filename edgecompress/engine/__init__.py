@@ -1,6 +1,7 @@
 """Deployable artifacts for a target: TensorRT engines, trtexec recipes, deployment bundles, onnxruntime models,
 the lint that checks an ONNX graph against the target's TensorRT before any build, the int8 proof from an engine's
-layer information, and the Python engine runner with trtexec's exports read into the latency report."""
+layer information, the Python engine runner with trtexec's exports read into the latency report, and the latency
+bundle that measures per-layer TensorRT latency tables on the device."""
 
 from importlib import import_module
 
@@ -24,6 +25,8 @@ _API = {
     "trtexec_command": ".trtexec",
     "TrtexecReportError": ".trtexec_reports",
     "latency_report_from_trtexec": ".trtexec_reports",
+    "import_layer_latency": ".latency_bundle",
+    "write_latency_bundle": ".latency_bundle",
 }
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "Target",
     "build_engine",
     "check_onnx",
+    "import_layer_latency",
     "profile_command",
     "TrtexecReportError",
     "latency_report_from_trtexec",
@@ -44,6 +48,7 @@ __all__ = [
     "select_backend",
     "time_torch_module",
     "trtexec_command",
+    "write_latency_bundle",
 ]
 
 

@@ -13,6 +13,7 @@ the device's own python3 (3.6 on JetPack 4).
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 from dataclasses import asdict
@@ -34,10 +35,13 @@ DEVICE_SCRIPTS = ("engine_meta.py", "int8_proof.py", "trtexec_reports.py")
 CACHE = "$CACHE"  # the timing-cache path, chosen on the device once its TensorRT release is known
 
 
-def _shell_line(command: list[str]) -> str:
-    """Render a command for the script: trtexec from $TRTEXEC (JetPack keeps it off PATH), python3 from $PYTHON,
-    and the timing cache from $CACHE."""
-    words = [f'--timingCacheFile="{CACHE}"' if word == f"--timingCacheFile={CACHE}" else shlex.quote(word)
+SHELL_VARIABLE = re.compile(r"(--[\w-]+=)?(\$\w+)")
+
+
+def shell_line(command: list[str]) -> str:
+    """Render a command for a script: trtexec from $TRTEXEC (JetPack keeps it off PATH), python3 from $PYTHON, and
+    a word that is a shell variable (``$CACHE``, or a flag's value: ``--timingCacheFile=$CACHE``) expanded, quoted."""
+    words = [f'{found.group(1) or ""}"{found.group(2)}"' if (found := SHELL_VARIABLE.fullmatch(word)) else shlex.quote(word)
              for word in command[1:]]
     head = {"trtexec": '"$TRTEXEC"', "python3": '"$PYTHON"'}.get(command[0], shlex.quote(command[0]))
     return " ".join([head, *words])
@@ -113,7 +117,7 @@ def build_script(target: Target, precision: str, steps: list[list[str]]) -> str:
         'PYTHON="${PYTHON:-python3}"',
     ]
     for step in steps:
-        line = _shell_line(step)
+        line = shell_line(step)
         if step[:3] == ["python3", "engine_meta.py", "detect"]:
             lines.append(line + ' --trtexec "$TRTEXEC"')
             lines += ["mkdir -p timing-cache", 'CACHE="timing-cache/$("$PYTHON" engine_meta.py cache-name --device device.json)"']
@@ -169,7 +173,7 @@ GPU and TensorRT release, so a rebuild skips the tactic timing. The script runs,
 """
 
 
-def _write_script(path: Path, text: str) -> Path:
+def write_script(path: Path, text: str) -> Path:
     """Atomic write of an executable script."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -177,7 +181,7 @@ def _write_script(path: Path, text: str) -> Path:
     return path
 
 
-def _copy(source: Path, destination: Path) -> Path:
+def copy_file(source: Path, destination: Path) -> Path:
     with atomic_path(destination) as tmp:
         shutil.copyfile(source, tmp)
     return destination
@@ -207,10 +211,10 @@ def write_bundle(
     manifest = {"target": asdict(target), "precision": precision, "steps": steps, "reason": reason,
                 "workspace_mib": workspace_mib or target.workspace_mib}
     paths = {
-        "onnx": _copy(onnx_path, out_dir / ONNX_NAME),
+        "onnx": copy_file(onnx_path, out_dir / ONNX_NAME),
         "qdq_nodes": write_qdq_nodes(onnx_path, out_dir / QDQ_NAME),
-        **{name.removesuffix(".py"): _copy(here / name, out_dir / name) for name in DEVICE_SCRIPTS},
-        "script": _write_script(out_dir / "build_engine.sh", build_script(target, precision, steps)),
+        **{name.removesuffix(".py"): copy_file(here / name, out_dir / name) for name in DEVICE_SCRIPTS},
+        "script": write_script(out_dir / "build_engine.sh", build_script(target, precision, steps)),
         "readme": write_text(out_dir / "README.md", readme(target, precision, steps, reason)),
         "manifest": write_text(out_dir / "bundle.json", json.dumps(manifest, indent=2) + "\n"),
     }

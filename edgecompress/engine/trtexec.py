@@ -102,7 +102,7 @@ def autocast_path(onnx_path: str | Path) -> Path:
 def trtexec_command(
     target: Target,
     onnx_path: str | Path,
-    engine_path: str | Path,
+    engine_path: str | Path | None,
     *,
     precision: str,
     workspace_mib: int | None = None,
@@ -122,13 +122,15 @@ def trtexec_command(
     unless ``fp16_onnx`` says ``onnx_path`` already is an fp16 export.
     ``timing_cache`` is loaded and saved back (per GPU and TensorRT version, see :mod:`.timing_cache`);
     ``layer_info`` writes the engine inspector's JSON with detailed verbosity (what the int8 proof reads).
+    Without ``engine_path`` the engine is not saved (trtexec builds it, then times it unless ``build_only``).
     """
     check_precision(target, precision)
     check_dla_core(target, dla_core)
     recipe = recipe_for(target)
     autocast = precision == "fp16" and recipe.fp16_needs_autocast and not fp16_onnx
     source = autocast_path(onnx_path) if autocast else Path(onnx_path)
-    command = ["trtexec", f"--onnx={source}", f"--saveEngine={engine_path}", *recipe.precision_flags[precision]]
+    command = ["trtexec", f"--onnx={source}", *([f"--saveEngine={engine_path}"] if engine_path is not None else []),
+               *recipe.precision_flags[precision]]
     command.append(recipe.workspace_flag(workspace_mib or target.workspace_mib))
     if shapes:
         command += [f"--minShapes={shapes}", f"--optShapes={shapes}", f"--maxShapes={shapes}"]

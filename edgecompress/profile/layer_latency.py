@@ -17,6 +17,12 @@ timings themselves (a model has hundreds of points).
 Tables are cached as JSON, one file per runtime (and version), machine, thread count, precision and layer
 shape, under ``$EDGECOMPRESS_LATENCY_CACHE`` or ``$XDG_CACHE_HOME/edgecompress/layer-latency``
 (``~/.cache/...``); a later call measures only the grid points the file lacks.
+
+An *imported* runtime (``tensorrt``) is never timed here: its tables are measured on the device (the latency
+bundle of :mod:`edgecompress.engine.latency_bundle` times the same one-layer models there) and saved into the
+cache by :func:`save_imported_tables`, one file per runtime, device (a target name), precision and shape; a
+later import replaces a shape's table. Reading them needs the device's name, and a missing point is an error
+saying how to measure it.
 """
 
 from __future__ import annotations
@@ -46,6 +52,32 @@ from .runtimes import get_runtime, load_runner
 CACHE_ENV = "EDGECOMPRESS_LATENCY_CACHE"
 SCHEMA = "edgecompress.layer-latency/1"
 Point = tuple[int, int]  # (kept in channels, kept out channels)
+
+
+@dataclass(frozen=True)
+class ImportedRuntime:
+    """A runtime whose tables are measured on another machine and imported into the cache: the precisions it runs, and
+    how its tables are made (the fix when a table lacks points)."""
+
+    name: str
+    precisions: tuple[str, ...]
+    how: str
+
+
+IMPORTED_RUNTIMES: dict[str, ImportedRuntime] = {}
+
+
+def register_imported_runtime(name: str, precisions: Sequence[str], how: str) -> ImportedRuntime:
+    """Register ``name`` as a runtime whose tables come only from :func:`save_imported_tables`."""
+    IMPORTED_RUNTIMES[name] = ImportedRuntime(name, tuple(precisions), how)
+    return IMPORTED_RUNTIMES[name]
+
+
+register_imported_runtime(
+    "tensorrt", ("fp32", "fp16", "int8"),
+    "TensorRT does not run here: write the one-layer models with `edgecompress latency-bundle --model MODEL --target DEVICE "
+    "--out DIR` (the build's --image-size, --round-to and --ignore), run DIR/time_layers.sh on the device, and import its "
+    "layer_latency.json with `edgecompress latency-import` (Python: edgecompress.engine.latency_bundle)")
 
 
 @dataclass(frozen=True)
@@ -117,8 +149,18 @@ class LatencyTables:
     cached_points: int = 0
 
     def describe(self) -> str:
+        if self.machine.get("device"):  # imported: measured on that device
+            facts = "; ".join(_device_facts(measured) for measured in self.machine.get("measured_on", ()))
+            return f"{self.runtime} {self.precision} on {self.machine['device']}" + (f" ({facts})" if facts else "")
         where = self.machine.get("cpu") or "this machine"
         return f"{self.runtime} {self.precision}, {self.threads or 'default'} threads, {where}"
+
+
+def _device_facts(device: Mapping[str, Any]) -> str:
+    """``TensorRT 10.3.0, sm_87, power mode 15W (1)`` from a device record (engine_meta.py's device.json)."""
+    parts = [f"TensorRT {device['tensorrt']}" if device.get("tensorrt") else "", device.get("gpu_arch") or "",
+             f"power mode {device['power_mode']}" if device.get("power_mode") else ""]
+    return ", ".join(part for part in parts if part) or "device not identified"
 
 
 def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -142,6 +184,12 @@ def _runtime_version(package: str) -> str | None:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def grid_step(round_to: int | str) -> int:
+    """The grid step of the tables for pruning with ``round_to``: itself, or 8 for 1 or "auto" (each kept count is then
+    measured or lies on a plateau of the step curve between two measured ones)."""
+    return round_to if isinstance(round_to, int) and round_to > 1 else 8
 
 
 def grid(channels: int, step: int, max_points: int | None) -> list[int]:
@@ -176,15 +224,19 @@ class TableCache:
         text = json.dumps({**self.key, "shape": shape.record()}, sort_keys=True)
         return self.folder / f"{self.key['runtime']}-{self.key['precision']}-{hashlib.sha256(text.encode()).hexdigest()[:20]}.json"
 
-    def load(self, shape: LayerShape) -> dict[Point, float]:
-        path = self.path(shape)
+    def read(self, shape: LayerShape) -> dict[str, Any] | None:
+        """The cached record of ``shape``'s table, or None."""
         try:
-            record = json.loads(path.read_text())
+            record = json.loads(self.path(shape).read_text())
         except (OSError, ValueError):
-            return {}
+            return None
         if record.get("schema") != SCHEMA or record.get("key") != self.key or record.get("shape") != shape.record():
-            return {}  # another key hashed alike, or an older format: measure again
-        return {(point["in"], point["out"]): point["ms"] for point in record["points"]}
+            return None  # another key hashed alike, or an older format: measure again
+        return record
+
+    def load(self, shape: LayerShape) -> dict[Point, float]:
+        record = self.read(shape)
+        return {(point["in"], point["out"]): point["ms"] for point in record["points"]} if record else {}
 
     def save(self, shape: LayerShape, points: Mapping[Point, float], settings: Mapping[str, Any]) -> None:
         """Write atomically (a concurrent reader sees the old file or the new one)."""
@@ -217,7 +269,9 @@ def time_points(models: Sequence[Path], input_shapes: Sequence[tuple[int, ...]],
     return [float(np.median(point_times)) for point_times in times]
 
 
-def check_measurement(precision: str, warmup: int, runs: int, rounds: int, step: int) -> None:
+def check_measurement(precision: str, warmup: int, runs: int, rounds: int, step: int, runtime: str = "onnxruntime") -> None:
+    if runtime in IMPORTED_RUNTIMES:
+        raise EdgeCompressError(f"{runtime} tables are not measured in this process; {IMPORTED_RUNTIMES[runtime].how}")
     if precision not in PRECISIONS:
         raise EdgeCompressError(f"layer tables are measured in {' or '.join(PRECISIONS)} here, not {precision!r}; "
                                 "fp16 needs a runtime with fp16 kernels (TensorRT on the device)")
@@ -229,7 +283,7 @@ def measure_layer_table(shape: LayerShape, axes: Iterable[str] = ("in", "out"), 
                         threads: int | None = None, step: int = 8, max_points: int | None = 16, warmup: int = 3, runs: int = 10,
                         rounds: int = 3, cache_dir: str | os.PathLike | None = None, seed: int = 0) -> tuple[LayerTable, int]:
     """The table of one layer shape along ``axes`` (see :func:`grid_points`), and how many points were timed now (0: all cached)."""
-    check_measurement(precision, warmup, runs, rounds, step)
+    check_measurement(precision, warmup, runs, rounds, step, runtime)
     cache = _cache(runtime, precision, threads, cache_dir)
     return _table(shape, grid_points(shape, axes, step, max_points), cache,
                   dict(runtime=runtime, threads=threads, warmup=warmup, runs=runs, rounds=rounds, seed=seed))
@@ -262,10 +316,23 @@ def _table(shape: LayerShape, wanted: list[Point], cache: TableCache, settings: 
     return LayerTable(shape, {point: known[point] for point in wanted}), len(missing)
 
 
+Request = tuple[LayerShape, tuple[Point, ...]]  # a layer shape and the grid points its table measures
+
+
+def table_requests(model: nn.Module, example_input: torch.Tensor, *, resizable: Mapping[str, Sequence[str]] | None = None,
+                   ignore: Sequence[str] = (), step: int = 8, max_points: int | None = 16) -> dict[str, tuple[Request, ...]]:
+    """Module name -> (shape, grid points) of each of its calls on ``example_input``: the tables the planner needs
+    (see :func:`measure_latency_tables` for the arguments)."""
+    if resizable is None:
+        resizable = prunable_dims(analyze(model, example_input, ignore))
+    return {name: tuple((shape, tuple(grid_points(shape, resizable.get(name, ()), step, max_points))) for shape in shapes)
+            for name, shapes in layer_shapes(model, example_input).items()}
+
+
 def measure_latency_tables(
     model: nn.Module, example_input: torch.Tensor, *, resizable: Mapping[str, Sequence[str]] | None = None, ignore: Sequence[str] = (),
-    runtime: str = "onnxruntime", precision: str = "fp32", threads: int | None = None, step: int = 8, max_points: int | None = 16,
-    warmup: int = 3, runs: int = 10, rounds: int = 3, cache_dir: str | os.PathLike | None = None, seed: int = 0,
+    runtime: str = "onnxruntime", precision: str = "fp32", device: str | None = None, threads: int | None = None, step: int = 8,
+    max_points: int | None = 16, warmup: int = 3, runs: int = 10, rounds: int = 3, cache_dir: str | os.PathLike | None = None, seed: int = 0,
 ) -> LatencyTables:
     """Tables for every conv and linear of ``model`` as it runs on ``example_input`` (batch included).
 
@@ -275,24 +342,70 @@ def measure_latency_tables(
     ``step`` = the ``round_to`` you prune with, so every count the planner can choose is measured.
     ``warmup`` / ``runs`` / ``rounds``: per point, see :func:`time_points`. Shapes measured once serve every
     layer of that shape; cached points are not timed again.
+    An imported runtime (``tensorrt``) reads the tables imported for ``device`` (a target name) and times nothing.
     """
-    check_measurement(precision, warmup, runs, rounds, step)
+    if runtime in IMPORTED_RUNTIMES:
+        cache = imported_cache(runtime, precision, device, cache_dir)
+        return _imported_tables(table_requests(model, example_input, resizable=resizable, ignore=ignore, step=step, max_points=max_points), cache)
+    check_measurement(precision, warmup, runs, rounds, step, runtime)
     cache = _cache(runtime, precision, threads, cache_dir)
-    if resizable is None:
-        resizable = prunable_dims(analyze(model, example_input, ignore))
+    requests = table_requests(model, example_input, resizable=resizable, ignore=ignore, step=step, max_points=max_points)
     settings = dict(runtime=runtime, threads=threads, warmup=warmup, runs=runs, rounds=rounds, seed=seed)
-    calls = layer_shapes(model, example_input)
-    made: dict[tuple[LayerShape, tuple[Point, ...]], LayerTable] = {}
+    made: dict[Request, LayerTable] = {}
     measured = cached = 0
-    def points_of(name: str, shape: LayerShape) -> tuple[Point, ...]:
-        return tuple(grid_points(shape, resizable.get(name, ()), step, max_points))
-
-    wanted = {(shape, points_of(name, shape)) for name, shapes in calls.items() for shape in shapes}
-    for shape, points in track(sorted(wanted, key=str), f"layer latency tables ({runtime}, {precision})"):
+    for shape, points in track(sorted({r for calls in requests.values() for r in calls}, key=str), f"layer latency tables ({runtime}, {precision})"):
         made[(shape, points)], timed = _table(shape, list(points), cache, settings)
         measured, cached = measured + timed, cached + len(points) - timed
-    tables = {name: tuple(made[(shape, points_of(name, shape))] for shape in shapes) for name, shapes in calls.items()}
+    tables = {name: tuple(made[request] for request in calls) for name, calls in requests.items()}
     return LatencyTables(tables, runtime, precision, threads, dict(machine_key()), measured, cached)
+
+
+def imported_cache(runtime: str, precision: str, device: str | None, cache_dir: str | os.PathLike | None = None) -> TableCache:
+    """Where the tables of an imported runtime measured on ``device`` (a target name) in ``precision`` are cached."""
+    imported = IMPORTED_RUNTIMES.get(runtime)
+    if imported is None:
+        raise EdgeCompressError(f"{runtime!r} is not an imported runtime; imported ones: {', '.join(IMPORTED_RUNTIMES)}")
+    if not device:
+        raise EdgeCompressError(f"{runtime} tables are imported per device: name the target they were measured on (e.g. jetson-orin-nano)")
+    if precision not in imported.precisions:
+        raise EdgeCompressError(f"{runtime} tables are in {', '.join(imported.precisions)}, not {precision!r}")
+    return TableCache(cache_folder(cache_dir), {"runtime": runtime, "precision": precision, "device": device})
+
+
+def save_imported_tables(tables: Iterable[LayerTable], runtime: str, precision: str, device: str, settings: Mapping[str, Any],
+                         cache_dir: str | os.PathLike | None = None) -> Path:
+    """Write tables measured on ``device`` into the cache, each replacing the table of its shape; ``settings`` (how they
+    were measured, ``device``: the device record) go into every file. Returns the cache folder."""
+    cache = imported_cache(runtime, precision, device, cache_dir)
+    for table in tables:
+        cache.save(table.shape, table.points, settings)
+    return cache.folder
+
+
+def _imported_tables(requests: Mapping[str, tuple[Request, ...]], cache: TableCache) -> LatencyTables:
+    """The requested tables from an imported runtime's cache; a missing point is an error saying how to measure it."""
+    runtime, precision, device = cache.key["runtime"], cache.key["precision"], cache.key["device"]
+    made: dict[Request, LayerTable] = {}
+    lacking: dict[LayerShape, list[Point]] = {}
+    measured_on: list[dict] = []
+    for shape, points in sorted({r for calls in requests.values() for r in calls}, key=str):
+        record = cache.read(shape) or {"points": [], "settings": {}}
+        known = {(point["in"], point["out"]): point["ms"] for point in record["points"]}
+        if missing := [point for point in points if point not in known]:
+            lacking[shape] = missing
+            continue
+        made[(shape, points)] = LayerTable(shape, {point: known[point] for point in points})
+        if (facts := record["settings"].get("device")) and facts not in measured_on:
+            measured_on.append(facts)
+    total = sum(len(points) for _, points in {r for calls in requests.values() for r in calls})
+    if lacking:
+        shape, missing = next(iter(lacking.items()))
+        count = sum(len(points) for points in lacking.values())
+        raise EdgeCompressError(f"the {runtime} {precision} tables of {device} in {cache.folder} lack {count} of the {total} points this model needs "
+                                f"({len(lacking)} layer shapes, e.g. {shape} at {missing[0][0]}->{missing[0][1]} channels); "
+                                f"{IMPORTED_RUNTIMES[runtime].how}")
+    tables = {name: tuple(made[request] for request in calls) for name, calls in requests.items()}
+    return LatencyTables(tables, runtime, precision, None, {"device": device, "measured_on": measured_on}, 0, total)
 
 
 def prunable_dims(graph: ChannelGraph) -> dict[str, tuple[str, ...]]:

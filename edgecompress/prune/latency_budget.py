@@ -30,7 +30,7 @@ from torch import nn
 
 from ..errors import EdgeCompressError
 from ..graph import ChannelGraph, ChannelGroup
-from ..profile.layer_latency import LatencyTables, LayerTable, measure_latency_tables, prunable_dims
+from ..profile.layer_latency import LatencyTables, LayerTable, grid_step, measure_latency_tables, prunable_dims
 from ..profile.layer_shapes import layer_shapes
 from .selection import Selection, removal_order
 from .surgery import dimension_size
@@ -163,7 +163,7 @@ def select_for_latency(scores: Sequence[torch.Tensor], model: LatencyModel, budg
     now = model.layer_ms(kept)
     limit = budget_ms * (1 + RELATIVE_SLACK)
     fewest = np.array([counts[0] for counts in allowed])
-    if model.predict(fewest) > limit:
+    if model.predict(fewest) > limit and now.sum() > limit:  # measured curves need not fall: fewer channels can be slower
         raise EdgeCompressError(
             f"a latency budget of {budget_ms:.4g} ms is out of reach: every group at its fewest channels still predicts "
             f"{model.predict(fewest):.4g} ms ({model.predict(fewest) / max(now.sum(), 1e-12):.0%} of the dense {now.sum():.4g} ms); "
@@ -259,8 +259,7 @@ def tables_for(model: nn.Module, example_input: torch.Tensor, graph: ChannelGrap
     """``tables`` checked against the layers as they run on ``example_input``; without them, the model's tables measured
     (onnxruntime, fp32, on a grid of ``round_to``, 8 for 1 or "auto"; cached, see :mod:`edgecompress.profile.layer_latency`)."""
     if tables is None:
-        step = round_to if isinstance(round_to, int) and round_to > 1 else 8
-        return measure_latency_tables(model, example_input, resizable=prunable_dims(graph), step=step)
+        return measure_latency_tables(model, example_input, resizable=prunable_dims(graph), step=grid_step(round_to))
     calls = layer_shapes(model, example_input)
     for name, given in table_map(tables).items():
         shapes = tuple(table.shape for table in given)

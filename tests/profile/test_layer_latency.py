@@ -35,7 +35,8 @@ def _run(model, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_one_layer_onnx_computes_the_layer(name: str) -> None:
-    """The fp32 model is the torch layer with the ONNX weights; the int8 Q/DQ model is close to it and runs integer kernels."""
+    """The fp32 model is the torch layer with the ONNX weights; the fp16 model and the int8 Q/DQ models (onnxruntime and
+    TensorRT layouts) are close to it."""
     layer, input_shape = LAYERS[name]
     ((shape,),) = layer_shapes(layer, torch.randn(input_shape)).values()
     model = one_layer_onnx(shape, "fp32", seed=3)
@@ -48,8 +49,11 @@ def test_one_layer_onnx_computes_the_layer(name: str) -> None:
     expected = layer(torch.from_numpy(x)).detach().numpy()
     assert expected.shape == shape.output_shape
     np.testing.assert_allclose(_run(model, x), expected, rtol=1e-4, atol=1e-5)
-    int8 = one_layer_onnx(shape, "int8", seed=3)
-    assert np.abs(_run(int8, x) - expected).max() < 0.1 * np.abs(expected).max() + 0.05
+    for layout in ("onnxruntime", "tensorrt"):
+        int8 = one_layer_onnx(shape, "int8", seed=3, layout=layout)
+        assert np.abs(_run(int8, x) - expected).max() < 0.1 * np.abs(expected).max() + 0.05
+    half = _run(one_layer_onnx(shape, "fp16", seed=3), x.astype(np.float16))
+    assert half.dtype == np.float16 and np.abs(half - expected).max() < 0.01 * np.abs(expected).max() + 0.01
 
 
 def test_int8_conv_runs_as_an_integer_kernel(tmp_path) -> None:

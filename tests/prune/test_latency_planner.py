@@ -96,6 +96,18 @@ def test_prediction_is_the_sum_the_planner_optimised_and_the_pruned_model_runs_i
     assert model_latency(model, x, macs_ms) == pytest.approx(plan.latency.predicted_ms)  # the pruned layers as they run
 
 
+def test_a_budget_the_dense_model_meets_keeps_every_channel_even_where_fewer_channels_are_slower() -> None:
+    """Measured curves need not fall (a smaller count can get a slower kernel): the dense model within the budget is kept
+    whole, not refused because the fewest channels predict more."""
+    model = TwoBranches()
+
+    def slower_when_cut(shape: LayerShape) -> float:
+        return 2.0 if shape.kernel == (3, 3) and shape.out_channels < 16 else 1.0
+
+    plan = plan_pruning(model, X, latency_ms=4.0, latency_tables=synthetic_tables(model, X, slower_when_cut))
+    assert plan.latency.predicted_ms == plan.latency.dense_ms == 4.0 and plan.channels_removed == 0
+
+
 def test_no_group_could_keep_more_within_the_budget() -> None:
     """The give-back pass: after the plan, growing any group to its next allowed count breaks the budget."""
     model, x = build("resnet"), example_input("resnet")
