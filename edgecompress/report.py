@@ -247,6 +247,7 @@ def _layers_section(run: Run, rows: list[dict[str, Any]], latency: dict[str, dic
             profile = profiles[row["model"]]
             whole = latency.get(runtime, {}).get(row["model"], {}).get("median_ms")
             lines += ["", f"**{row['model']}**: {_count(len(profile.layers), 'layer')}, {profile.total_ms:.3f} ms in all"
+                      + (f" of {profile.run_ms:.3f} ms per profiled run" if profile.run_ms else "")
                       + (f" (whole model: {whole:.3f} ms median)" if whole else ""), "",
                       "| layer | type | kernel | precision | ms | share |", "|---|---|---|---|---|---|"]
             lines += [f"| {_cell(layer.name)} | {_cell(layer.type)} | {_cell(layer.kernel)} | {_cell(layer.precision)} | {layer.time_ms:.3f} "

@@ -14,6 +14,7 @@ The profiler runs in this process, with the session settings (threads included) 
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ class LayerProfile:
     warmup: int
     runs: int
     layers: tuple[LayerTime, ...]
+    run_ms: float | None = None  # median wall time of the profiled runs, in the same process: what the layers add up to, plus overhead
 
     @property
     def total_ms(self) -> float:
@@ -94,7 +96,8 @@ def profile_layers(model_path: str | Path, *, runtime: str = "onnxruntime", shap
     shape = tuple(shape) if shape else resolve_input_shape(path, fmt.inputs(path), None)
     trace = load_runner(registered.layer_profiler)(str(path), shape, threads, seed, warmup, runs)
     return LayerProfile(model=str(path), runtime=runtime, version=package_version(registered.package), device=trace.device,
-                        threads=threads, warmup=warmup, runs=runs, layers=layer_rows(trace, source_nodes(path)))
+                        threads=threads, warmup=warmup, runs=runs, layers=layer_rows(trace, source_nodes(path)),
+                        run_ms=statistics.median(trace.wall_ms) if trace.wall_ms else None)
 
 
 def source_nodes(path: Path) -> dict[str, tuple[str, str]]:

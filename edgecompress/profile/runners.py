@@ -7,6 +7,7 @@ import bisect
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +51,11 @@ def onnxruntime_layer_trace(model: str, shape: tuple[int, ...], threads: int | N
     """
     with tempfile.TemporaryDirectory(prefix="edgecompress-onnxruntime-trace-") as folder:
         session, feed = _onnxruntime_session(model, shape, threads, seed, ["CPUExecutionProvider"], profile_prefix=os.path.join(folder, "trace"))
+        wall_ms = []
         for _ in range(warmup + runs):
+            started = time.perf_counter()
             session.run(None, feed)
+            wall_ms.append((time.perf_counter() - started) * 1e3)
         events = json.loads(Path(session.end_profiling()).read_text())
     starts = sorted(event["ts"] for event in events if event.get("cat") == "Session" and event.get("name") == "model_run")
     times: list[dict[str, float]] = [{} for _ in starts]
@@ -67,7 +71,7 @@ def onnxruntime_layer_trace(model: str, shape: tuple[int, ...], threads: int | N
         trace.nodes.setdefault(name, RuntimeNode(None, args.get("op_name"), ONNXRUNTIME_PRECISIONS.get(element, element)))
         providers.add(args.get("provider") or "CPUExecutionProvider")
         times[run][name] = times[run].get(name, 0.0) + event["dur"] / 1e3
-    trace.runs, trace.device = times[warmup:], ", ".join(sorted(providers))
+    trace.runs, trace.device, trace.wall_ms = times[warmup:], ", ".join(sorted(providers)), wall_ms[warmup:]
     return trace
 
 
@@ -107,7 +111,9 @@ def openvino_layer_trace(model: str, shape: tuple[int, ...], threads: int | None
         request.infer(feed)
     trace = ProfilerTrace(device="CPU")
     for _ in range(runs):
+        started = time.perf_counter()
         request.infer(feed)
+        trace.wall_ms.append((time.perf_counter() - started) * 1e3)
         times: dict[str, float] = {}
         for node in request.get_profiling_info():
             if node.status != ov.ProfilingInfo.Status.EXECUTED:

@@ -66,6 +66,7 @@ class ProfilerTrace:
     device: str  # where the nodes ran, as the runtime names it (an execution provider, a plugin)
     nodes: dict[str, RuntimeNode] = field(default_factory=dict)
     runs: list[dict[str, float]] = field(default_factory=list)
+    wall_ms: list[float] = field(default_factory=list)  # each timed run's wall time, measured around the inference call
 
 
 RUNTIMES: dict[str, Runtime] = {}
