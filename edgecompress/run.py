@@ -18,7 +18,8 @@ from .progress import console
 from .settings import BuildConfig, check_training_memory
 from .targets import get_target
 from .tasks import get_task
-from .train.distributed import set_epoch
+from .train.device import loader_workers, resolve_device
+from .train.distributed import set_epoch, shuffle_generator
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CALIB = PACKAGE_ROOT / "calib_data"
@@ -42,12 +43,15 @@ class Run:
     def data(self):
         """The task's loaders, built on first use (by :meth:`preflight`, which checks them before any stage).
 
-        A quick build on a user's dataset reads only its first ``train_images`` images.
+        A quick build on a user's dataset reads only its first ``train_images`` images; ``--workers`` processes
+        (by default as many as suit ``--device``, see :func:`~edgecompress.train.device.loader_workers`) load them.
         """
         if self._data is None:
-            limit = self.config.train_images if self.config.quick and self.config.data else None
-            self._data = self.task.load(self.data_path(), self.config.image_size, self.config.batch_size, limit=limit,
-                                        augment=self.config.augment, seed=self.config.seed)
+            config = self.config
+            limit = config.train_images if config.quick and config.data else None
+            workers = loader_workers(config.workers, resolve_device(config.device))
+            self._data = self.task.load(self.data_path(), config.image_size, config.batch_size, limit=limit, augment=config.augment,
+                                        seed=config.seed, workers=workers)
         return self._data
 
     def reseed(self) -> None:
@@ -56,8 +60,9 @@ class Run:
         torch.manual_seed(self.config.seed)
         if self._data is not None:
             set_epoch(self._data.train, 0)
-            if self._data.train.generator is not None:
-                self._data.train.generator.manual_seed(self.config.seed)
+            generator = shuffle_generator(self._data.train)
+            if generator is not None:
+                generator.manual_seed(self.config.seed)
 
     def data_path(self) -> Path:
         """``--data``, or the task's bundled dataset, generated on first use under the runs folder."""

@@ -124,6 +124,9 @@ class BuildConfig:
     runs_dir: str = setting("runs", "Where run folders are written.")
     image_size: int = setting(128, "Square input size in pixels.", minimum=1)
     batch_size: int = setting(32, "Training and evaluation batch size.", minimum=1)
+    workers: int | None = setting(None, "Processes loading and augmenting the training and validation batches (0: the training process). "
+                                        "Default: of each process's share of the CPUs, up to 8 on a GPU, up to 2 on the CPU (none with one CPU). "
+                                        "The batches, hence results and reused stages, are the same whatever the number.", minimum=0)
     lr: float = setting(1e-2, "Peak Adam learning rate (cosine-annealed); QAT uses lr/100.")
     augment: str = setting("light", "Augmentation of the training images (every training stage; validation and calibration images never): none; "
                                     "light (random zoom, shift, brightness, contrast); full (light plus the patent's random crop, perspective warp, "

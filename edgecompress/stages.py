@@ -394,6 +394,7 @@ class Stage:
 
 
 # amp, augment and ema change the float training stages' results; fingerprints chain, so naming them here covers sparse and finetune too.
+# workers is not among them: the batches are the same whatever the number of loader processes (tests/data/test_loaders.py).
 BASELINE_SETTINGS = ("task", "data", "image_size", "train_images", "val_images", "seed", "batch_size", "lr", "amp", "augment", "ema")
 
 STAGES: tuple[Stage, ...] = (

@@ -215,6 +215,14 @@ def _one_line_error(result, *fragments: str) -> None:
     assert all(fragment in lines[0] for fragment in fragments), lines[0]
 
 
+def test_a_negative_worker_count_exits_2_with_one_line_before_any_work(tmp_path):
+    _one_line_error(runner.invoke(app, ["build", "--workers", "-1", "--runs-dir", str(tmp_path / "runs")]), "--workers must be >= 0, got -1")
+    data = _tiny_imagefolder(tmp_path / "data")
+    result = runner.invoke(app, ["quantize", "resnet20", "--data", str(data), "--task", "classify", "--workers", "-1", "--out", str(tmp_path / "out")])
+    _one_line_error(result, "--workers must be >= 0, got -1")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
+
+
 def test_profile_bad_input_exits_2_with_one_line(tmp_path):
     import json
 

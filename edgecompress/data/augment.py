@@ -12,8 +12,8 @@ flip and mixup). Flipping is skipped for a dataset whose ``data.yaml`` says ``fl
 digits: a mirrored digit is another class or none).
 
 Determinism: sample ``i`` in epoch ``e`` draws every random choice from ``np.random.default_rng([seed, e, i])``,
-so a run is reproduced under a seed whatever the worker count, and a distributed run, whose processes read
-disjoint indices of each epoch, draws each sample as one process would.
+so a run is reproduced under a seed whatever the worker count (see :mod:`.loaders`), and a distributed run, whose
+processes read disjoint indices of each epoch, draws each sample as one process would.
 """
 
 from __future__ import annotations
@@ -84,13 +84,20 @@ def get_augmentation(augmentation: str | Augmentation) -> Augmentation:
 
 class EpochSeeded:
     """For a dataset that augments: ``seed`` and ``epoch`` pick each sample's random stream. The training loop calls
-    :meth:`set_epoch` before every epoch (as it does a DistributedSampler's), so each epoch draws afresh."""
+    :meth:`set_epoch` before every epoch (as it does a DistributedSampler's), so each epoch draws afresh. The epoch is
+    held in shared memory, so a DataLoader's worker processes, which keep their copy of the dataset between epochs,
+    read the one set here."""
 
-    seed: int = 0
-    epoch: int = 0
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._epoch.fill_(epoch)
 
     def sample_rng(self, index: int) -> np.random.Generator:
         """The random stream of sample ``index`` in this epoch: ``np.random.default_rng([seed, epoch, index])``."""

@@ -37,7 +37,7 @@ class ImageFolderDataset(EpochSeeded, Dataset):
             raise EdgeCompressError(f"the class folders of {self.root} hold no images (.jpg/.jpeg/.png/.bmp); add images")
         self.image_size = image_size
         self.augmentation = augmentation
-        self.seed = seed
+        super().__init__(seed)
 
     @property
     def image_paths(self) -> list[Path]:

@@ -161,7 +161,7 @@ class YoloDetectionDataset(EpochSeeded, Dataset):
         self.labels = [labels[i] for i in kept]
         self.image_size = image_size
         self.augmentation = get_augmentation(augment)
-        self.seed = seed
+        super().__init__(seed)
 
     @classmethod
     def from_config(cls, config: DataConfig, split: str, image_size: int, *, augment: str | Augmentation = "none",

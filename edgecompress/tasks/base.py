@@ -48,10 +48,12 @@ class Task(ABC):
     primary_metric: str
 
     @abstractmethod
-    def load(self, data: Path, image_size: int, batch_size: int, limit: int | None = None, *, augment: str = "light", seed: int = 0) -> TaskData:
+    def load(self, data: Path, image_size: int, batch_size: int, limit: int | None = None, *, augment: str = "light", seed: int = 0,
+             workers: int = 0) -> TaskData:
         """Training and validation loaders of the dataset at ``data`` (at most ``limit`` training samples); the training
         samples augmented at level ``augment`` (see :data:`~edgecompress.data.AUGMENTATIONS`) drawn from ``seed``,
-        the validation samples never."""
+        the validation samples never. ``workers`` processes load the batches (0: the calling one); the batches must
+        not depend on it (:func:`~edgecompress.data.loaders.training_loader` and ``evaluation_loader`` see to that)."""
 
     def default_data(self, root: Path, *, train_images: int, val_images: int, image_size: int, seed: int) -> Path:
         """The task's bundled dataset, generated (or reused) under ``root``; returns what ``load`` takes."""

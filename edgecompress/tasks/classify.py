@@ -29,8 +29,10 @@ class ClassificationTask(Task):
     distillation_temperature = 4.0
     """Softens both distributions so the teacher's ranking of the wrong classes is learnt too (Hinton et al. 2015)."""
 
-    def load(self, data: Path, image_size: int, batch_size: int, limit: int | None = None, *, augment: str = "light", seed: int = 0) -> TaskData:
+    def load(self, data: Path, image_size: int, batch_size: int, limit: int | None = None, *, augment: str = "light", seed: int = 0,
+             workers: int = 0) -> TaskData:
         from ..data.imagefolder import ImageFolderDataset
+        from ..data.loaders import evaluation_loader, training_loader
 
         root = Path(data)
         train_dir, val_dir = root / "train", root / "val"
@@ -38,10 +40,9 @@ class ClassificationTask(Task):
             raise EdgeCompressError(f"{root} needs train/ and val/ folders of class sub-folders (ImageFolder layout)")
         train = ImageFolderDataset(train_dir, image_size, augment=augment, seed=seed)
         val = ImageFolderDataset(val_dir, image_size)
-        generator = torch.Generator().manual_seed(0)
         return TaskData(
-            train=DataLoader(limit_dataset(train, limit), batch_size, shuffle=True, generator=generator),
-            val=DataLoader(limit_dataset(val, limit), batch_size),
+            train=training_loader(limit_dataset(train, limit), batch_size, seed=seed, workers=workers),
+            val=evaluation_loader(limit_dataset(val, limit), batch_size, workers=workers),
             num_classes=len(train.classes),
             image_size=image_size,
             names=list(train.classes),

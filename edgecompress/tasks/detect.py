@@ -120,16 +120,17 @@ class DetectionTask(Task):
     name = "detect"
     primary_metric = "map50"
 
-    def load(self, data: Path, image_size: int, batch_size: int, limit: int | None = None, *, augment: str = "light", seed: int = 0) -> TaskData:
+    def load(self, data: Path, image_size: int, batch_size: int, limit: int | None = None, *, augment: str = "light", seed: int = 0,
+             workers: int = 0) -> TaskData:
+        from ..data.loaders import evaluation_loader, training_loader
         from ..data.yolo import YoloDetectionDataset, collate_detection, load_data_yaml
 
         config = load_data_yaml(data)
         train = YoloDetectionDataset.from_config(config, "train", image_size, augment=augment, seed=seed, limit=limit)
         val = YoloDetectionDataset.from_config(config, "val", image_size, limit=limit and max(limit // 4, 8))
-        generator = torch.Generator().manual_seed(0)
         return TaskData(
-            train=DataLoader(train, batch_size, shuffle=True, collate_fn=collate_detection, generator=generator, drop_last=len(train) > batch_size),
-            val=DataLoader(val, batch_size, collate_fn=collate_detection),
+            train=training_loader(train, batch_size, seed=seed, workers=workers, collate_fn=collate_detection, drop_last=len(train) > batch_size),
+            val=evaluation_loader(val, batch_size, workers=workers, collate_fn=collate_detection),
             num_classes=config.nc,
             image_size=image_size,
             names=list(config.names),

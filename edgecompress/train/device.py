@@ -80,6 +80,24 @@ def to_device(data: Any, device: torch.device) -> Any:
     return map_tensors(data, lambda tensor: tensor.to(device, non_blocking=device.type == "cuda"))
 
 
+GPU_LOADER_WORKERS = 8
+CPU_LOADER_WORKERS = 2
+
+
+def loader_workers(workers: int | None, device: torch.device) -> int:
+    """How many processes load batches (``--workers``): ``workers`` when given. By default, of this process's share of
+    the machine's CPUs (all of them, or its part under torchrun): on a GPU up to 8, loading the next batches while the GPU
+    trains; on the CPU up to 2, none with a single CPU. On the CPU, loading in the training process slowed an epoch of
+    the digits baseline on 2 cores more than 2 workers competing with the training did (README, ``--workers``)."""
+    if workers is not None:
+        return workers
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    share = cpus // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    if device.type == "cuda":
+        return max(1, min(GPU_LOADER_WORKERS, share))
+    return min(CPU_LOADER_WORKERS, share) if share > 1 else 0
+
+
 def pin_memory(loaders: Iterable[Any], device: torch.device) -> None:
     """Turn on pinned (page-locked) batches in the DataLoaders among ``loaders`` when ``device`` is a GPU: copies
     to it are then asynchronous. A DataLoader reads the flag when an epoch's iterator starts."""

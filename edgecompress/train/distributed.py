@@ -122,13 +122,21 @@ def gather_objects(value: T) -> list[T]:
     return values
 
 
+def shuffle_generator(loader: Iterable) -> torch.Generator | None:
+    """The generator ``loader``'s shuffle is drawn from: its RandomSampler's (a DataLoader made with ``shuffle=True`` and a
+    ``generator`` gives its sampler that one); None for a loader that does not shuffle or shuffles from torch's global state.
+    A loader's own ``generator`` may be another one, which only seeds its worker processes."""
+    sampler = getattr(loader, "sampler", None)
+    return sampler.generator if isinstance(sampler, RandomSampler) else None
+
+
 def shard_loader(loader: Iterable) -> Iterable:
     """``loader`` as each process reads it under DDP: a DataLoader over the same dataset whose DistributedSampler
     hands this process every world-th sample of one shuffle all processes share, in batches of
     ``batch_size / world_size``, so the processes' batches together are one batch of ``batch_size``.
 
-    The shuffle's seed is rank 0's loader generator's (the pipeline seeds it per stage); :func:`set_epoch` reshuffles it.
-    Returns ``loader`` unchanged with one process.
+    The shuffle's seed is rank 0's loader's shuffle generator's (the pipeline seeds it per stage); :func:`set_epoch` reshuffles
+    it. The loader's worker processes and their settings are kept. Returns ``loader`` unchanged with one process.
     """
     world = world_size()
     if world == 1:
@@ -141,7 +149,8 @@ def shard_loader(loader: Iterable) -> Iterable:
         shuffle, seed = sampler.shuffle, sampler.seed
     elif isinstance(sampler, (RandomSampler, SequentialSampler)):
         shuffle = isinstance(sampler, RandomSampler)
-        seed = loader.generator.initial_seed() if loader.generator is not None else 0
+        generator = shuffle_generator(loader)
+        seed = generator.initial_seed() if generator is not None else 0
     else:
         raise EdgeCompressError(f"cannot split a DataLoader with a {type(sampler).__name__} over {world} processes; "
                                 "use shuffle=True or a plain DataLoader")

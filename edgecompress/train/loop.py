@@ -112,7 +112,7 @@ def _lr_factor(step: int, total: int, config: TrainConfig) -> float:
 
 def _random_states(loader: Iterable) -> dict[str, Tensor]:
     """torch's global random state and the loader's shuffle generator's, if it has one (augmentations are drawn per epoch and sample)."""
-    generator = getattr(loader, "generator", None)
+    generator = distributed.shuffle_generator(loader)
     return {"torch": torch.get_rng_state(), **({"loader": generator.get_state()} if generator is not None else {})}
 
 
@@ -125,7 +125,7 @@ def _restore_random_states(loader: Iterable, states: dict[str, Tensor] | list[di
         return
     own = states[distributed.rank()]
     torch.set_rng_state(own["torch"])
-    generator = getattr(loader, "generator", None)
+    generator = distributed.shuffle_generator(loader)
     if generator is not None and "loader" in own:
         generator.set_state(own["loader"])
 

@@ -12,7 +12,8 @@ class BrightnessTask(Task):
     name = "brightness"
     primary_metric = "neg_mae"
 
-    def load(self, data: Path, image_size: int, batch_size: int, limit: int | None = None, *, augment: str = "light", seed: int = 0) -> TaskData:
+    def load(self, data: Path, image_size: int, batch_size: int, limit: int | None = None, *, augment: str = "light", seed: int = 0,
+             workers: int = 0) -> TaskData:
         generator = torch.Generator().manual_seed(0)
         images = torch.rand(32, 3, image_size, image_size, generator=generator)
         targets = images.mean(dim=(1, 2, 3))

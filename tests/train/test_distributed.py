@@ -1,5 +1,5 @@
 """Training on two processes (gloo, on the CPU), as torchrun runs it: the step one process takes on the whole batch,
-sparsity penalty included; a run killed between epochs resumes on every process to the same weights; a build under
+sparsity penalty and distillation included, read through loader workers; a run killed between epochs resumes on every process to the same weights; a build under
 torchrun writes from rank 0 only, fails within seconds when a process dies, and resumes when run again."""
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from typer.testing import CliRunner
 
 from edgecompress.cli import app
+from edgecompress.data.loaders import training_loader
 from edgecompress.errors import EdgeCompressError
 from edgecompress.pipeline import BuildConfig, build
-from edgecompress.train import distributed, resolve_device
+from edgecompress.tasks import get_task
+from edgecompress.train import distilling, distributed, resolve_device
 from edgecompress.train.loop import TrainConfig, fit
 from tests.reliability import conftest as reliability
 from tests.reliability.conftest import ENV, build_args
@@ -62,6 +64,19 @@ def _fit(model: nn.Module, loader, *, penalty: bool, epochs: int = 2, loss=nn.fu
     return fit(model, loader, loss, config, sparse_batchnorms=batchnorms, **kwargs)
 
 
+def _teacher() -> nn.Module:
+    """Another model with BatchNorm: a teacher runs in eval mode, so its statistics are the same in every process."""
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 2))
+
+
+def _fit_distilled(model: nn.Module, loader) -> None:
+    """``model`` trained with the classification task's loss plus its distillation term against :func:`_teacher`, as --distill does."""
+    task = get_task("classify")
+    with distilling(model, _teacher(), task.loss(model), task.distillation_loss(model), weight=2.0) as loss:
+        _fit(model, loader, penalty=False, loss=loss)
+
+
 def _loader() -> DataLoader:
     """What a task hands the training loop: a shuffling DataLoader of whole batches, its generator seeded."""
     return DataLoader(_dataset(), GLOBAL_BATCH, shuffle=True, generator=torch.Generator().manual_seed(0))
@@ -86,6 +101,14 @@ def _worker(rank: int, world: int, port: int, job: str, out: str) -> None:
                 _fit(model, _loader(), penalty=penalty)
                 if rank == 0:
                     torch.save(model.state_dict(), out / f"ddp-{name}.pt")
+            loader = training_loader(_dataset(), GLOBAL_BATCH, seed=0, workers=2)  # as a task hands it out with --workers 2
+            shard = distributed.shard_loader(loader)
+            kept = {"num_workers": shard.num_workers, "persistent_workers": shard.persistent_workers, "worker_init_fn": shard.worker_init_fn is not None}
+            (out / f"shard-{rank}.json").write_text(json.dumps(kept))
+            model = _model(False)
+            _fit_distilled(model, loader)
+            if rank == 0:
+                torch.save(model.state_dict(), out / "ddp-distill.pt")
             model = _model(True)
             _fit(model, _loader(), penalty=True, epochs=3, checkpoint=out / "uninterrupted.ckpt")
             if rank == 0:
@@ -131,6 +154,9 @@ def trained(tmp_path_factory) -> Path:
         one_process = DataLoader(_dataset(), GLOBAL_BATCH, sampler=DistributedSampler(_dataset(), num_replicas=1, rank=0, seed=0))
         _fit(model, one_process, penalty=penalty)  # the same global batches, in the same order
         torch.save(model.state_dict(), out / f"one-{name}.pt")
+    model = _model(False)
+    _fit_distilled(model, DataLoader(_dataset(), GLOBAL_BATCH, sampler=DistributedSampler(_dataset(), num_replicas=1, rank=0, seed=0)))
+    torch.save(model.state_dict(), out / "one-distill.pt")
     _start("train", out)
     return out
 
@@ -147,6 +173,17 @@ def test_two_processes_take_the_step_one_process_takes_on_the_whole_batch(traine
         assert not torch.allclose(ddp["0.weight"], _model(CASES[name][0]).state_dict()["0.weight"])  # it trained
     # Without the penalty BatchNorm is not synchronised (torch's DDP default): each process normalises its half batch.
     assert not _same_weights(torch.load(trained / "one-batchnorm.pt"), torch.load(trained / "ddp-batchnorm.pt"))
+
+
+def test_two_distilling_processes_take_the_step_one_process_takes_on_the_whole_batch(trained):
+    ddp = torch.load(trained / "ddp-distill.pt")
+    assert _same_weights(torch.load(trained / "one-distill.pt"), ddp)
+    assert not _same_weights(torch.load(trained / "one-plain.pt"), ddp)  # the teacher pulled the student elsewhere
+
+
+def test_loader_workers_are_kept_when_each_process_takes_its_share_of_the_batches(trained):
+    for rank in range(2):  # the distilling processes above read their shares through these workers
+        assert json.loads((trained / f"shard-{rank}.json").read_text()) == {"num_workers": 2, "persistent_workers": True, "worker_init_fn": True}
 
 
 def test_every_process_keeps_the_epoch_rank_0_measured_best(trained):
@@ -244,7 +281,8 @@ def crashed_build(tiny_project, tmp_path_factory) -> SimpleNamespace:
         deadline = time.time() + 300
         while not checkpoint.is_file() and build.poll() is None and time.time() < deadline:
             time.sleep(0.02)
-        rank_1 = [child for child in psutil.Process(build.pid).children(recursive=True) if child.environ().get("RANK") == "1"]
+        rank_1 = [child for child in psutil.Process(build.pid).children(recursive=True)  # rank 1, not its loader workers
+                  if child.environ().get("RANK") == "1" and child.parent().environ().get("RANK") != "1"]
         assert len(rank_1) == 1, (root / "stderr.txt").read_text()
         rank_1[0].send_signal(signal.SIGKILL)
         killed = time.time()
