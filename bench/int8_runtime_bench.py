@@ -147,8 +147,8 @@ def tables(results: dict) -> str:
              "| OpenVINO - torch (mAP50) | onnxruntime ms | OpenVINO ms |", "|---|---|---|---|---|---|---|---|"]
     for label, row in rows.items():
         reference = row.get("fake-quant", row.get("torch"))
-        cells = [f"{s['mAP50']:.4f} / {s['mAP50-95']:.4f}" if s else "-" for s in (reference, row["onnxruntime"], row["openvino"])]
-        gaps = [f"{row[rt]['mAP50'] - reference['mAP50']:+.4f}" if reference else "-" for rt in ("onnxruntime", "openvino")]
+        cells = [f"{s['map50']:.4f} / {s['map50_95']:.4f}" if s else "-" for s in (reference, row["onnxruntime"], row["openvino"])]
+        gaps = [f"{row[rt]['map50'] - reference['map50']:+.4f}" if reference else "-" for rt in ("onnxruntime", "openvino")]
         times = [f"{latency[f'{rt} | {label}']:.2f}" if f"{rt} | {label}" in latency else "-" for rt in ("onnxruntime", "openvino")]
         lines.append(f"| {label} | {' | '.join(cells)} | {' | '.join(gaps)} | {' | '.join(times)} |")
     return "\n".join(lines)
