@@ -88,6 +88,7 @@ from edgecompress.train.loop import TrainConfig, fit  # noqa: E402
 SIMILARITY = "similarity"
 STRATEGY_CRITERION = "bn-gamma"  # the criterion every strategy row prunes by
 SAME_AS_A_CRITERION_ROW = ("global", SIMILARITY)  # bn-gamma/global is the bn-gamma row, bn-gamma/similarity the similarity row
+DEFAULT_FINETUNE_EPOCHS = 1  # every row of the tables; a row with more is a row of its own (key suffix +ftN)
 CLAIMS = ("Seeds' claims: 000 = 5/6 less memory (>= 83.3% fewer params) at equal accuracy (fine-tuned within 0.5 points of the "
           "baseline); 001 = > 40% fewer FLOPs with accuracy above the baseline. Columns 000 / 001 say whether each row meets them.")
 
@@ -204,18 +205,19 @@ def cached_model(path: Path, make: Callable[[], nn.Module]) -> nn.Module:
     return model
 
 
-def row_key(criterion: str, target: float) -> str:
-    return f"{criterion}@{target}"
+def row_key(criterion: str, target: float, finetune_epochs: int = DEFAULT_FINETUNE_EPOCHS) -> str:
+    return f"{criterion}@{target}" + (f"+ft{finetune_epochs}" if finetune_epochs != DEFAULT_FINETUNE_EPOCHS else "")
 
 
-def strategy_key(strategy: str, target: float) -> str:
-    return row_key(f"{STRATEGY_CRITERION}/{strategy}", target)
+def strategy_key(strategy: str, target: float, finetune_epochs: int = DEFAULT_FINETUNE_EPOCHS) -> str:
+    return row_key(f"{STRATEGY_CRITERION}/{strategy}", target, finetune_epochs)
 
 
 def row_specs(args: argparse.Namespace) -> list[tuple[str, str, str | None, float]]:
     """Every row of one model in table order, as (key, criterion, strategy or None, target): the criteria's, then the strategies'."""
-    return ([(row_key(criterion, target), criterion, None, target) for criterion, target in itertools.product(args.criteria, args.targets)]
-            + [(strategy_key(strategy, target), STRATEGY_CRITERION, strategy, target)
+    epochs = args.finetune_epochs
+    return ([(row_key(criterion, target, epochs), criterion, None, target) for criterion, target in itertools.product(args.criteria, args.targets)]
+            + [(strategy_key(strategy, target, epochs), STRATEGY_CRITERION, strategy, target)
                for strategy, target in itertools.product(args.strategies, args.targets)])
 
 
@@ -223,11 +225,12 @@ def bench_model(args: argparse.Namespace) -> dict:
     """Baseline, sparse model and every (criterion or strategy, target) row of one model; cached in ``--out/<model>``."""
     case = CASES[args.model]
     folder = args.out / args.model
-    not_settings = ("models", "criteria", "strategies", "targets", "out")  # which rows to show, not how they are made
+    # which rows to show, not how the shared baseline and sparse models are made (rows record their fine-tune epochs)
+    not_settings = ("models", "criteria", "strategies", "targets", "out", "finetune_epochs")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in not_settings}
     results_path = folder / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    if results.get("settings") != settings:
+    if {k: v for k, v in results.get("settings", {}).items() if k not in not_settings} != settings:
         for stale in ("baseline.pt", "sparse.pt"):
             (folder / stale).unlink(missing_ok=True)
         results = {"settings": settings, "rows": {}}
@@ -267,7 +270,7 @@ def bench_model(args: argparse.Namespace) -> dict:
                "macs_removed": 1 - after.macs / before.macs, "params_removed": 1 - after.params / before.params}
         if strategy:
             row["strategy"] = strategy
-        row["finetune_s"] = train(pruned, data, args.finetune_epochs, args, f"finetune {key}")
+        row["finetune_epochs"], row["finetune_s"] = args.finetune_epochs, train(pruned, data, args.finetune_epochs, args, f"finetune {key}")
         row["finetuned"] = score(pruned.eval(), case.task, data)
         results["rows"][key] = row
         write_json(results_path, results)  # after every row: a stopped run resumes here
@@ -286,6 +289,8 @@ def table(results: dict, task: str, keys: list[str]) -> str:
         claim_000 = row["params_removed"] >= 5 / 6 and row["finetuned"] >= base - 0.005
         claim_001 = row["macs_removed"] > 0.4 and row["finetuned"] > base
         label = f"{row['criterion']}, {row['strategy']} strategy" if "strategy" in row else row["criterion"]
+        if row.get("finetune_epochs", DEFAULT_FINETUNE_EPOCHS) != DEFAULT_FINETUNE_EPOCHS:
+            label += f", {row['finetune_epochs']} fine-tune epochs"
         lines.append(f"| {label} | {row['target_macs']:.0%} | {row['macs_removed']:.1%} | {row['params_removed']:.1%} | "
                      f"{row['criterion_s']:.2f} | {row['pruned']:.4f} | {row['finetuned']:.4f} | {'yes' if claim_000 else 'no'} | "
                      f"{'yes' if claim_001 else 'no'} |")
@@ -302,7 +307,9 @@ def main() -> None:
     parser.add_argument("--targets", nargs="+", type=float, default=[0.4, 0.6], help="fractions of the MACs removed")
     parser.add_argument("--epochs", type=int, default=8, help="baseline training epochs")
     parser.add_argument("--sparse-epochs", type=int, default=3, help="sparse-training epochs, from the baseline")
-    parser.add_argument("--finetune-epochs", type=int, default=1, help="fine-tuning epochs after pruning (the same for every criterion)")
+    parser.add_argument("--finetune-epochs", type=int, default=DEFAULT_FINETUNE_EPOCHS,
+                        help="fine-tuning epochs after pruning (the same for every row of a run; other counts are rows of their own, "
+                             "e.g. a control with the training the dynamic and iterative strategies do while pruning)")
     parser.add_argument("--lr", type=float, default=1e-2, help="peak learning rate of every training (the build's default)")
     parser.add_argument("--sparsity-lambda", type=float, default=1e-3, help="L1 weight on BN gammas in sparse training (the build's default)")
     parser.add_argument("--gamma-ratio", type=float, default=0.1, help="similarity: fraction of prunable channels cut by BN gamma in stage one")

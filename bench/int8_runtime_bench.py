@@ -8,7 +8,8 @@ Q/DQ layout (``onnxruntime``, ``openvino``, ``tensorrt``) with 8-bit and with 7-
 ONNX, and scored on the validation set four ways: the float model and the fake-quant model in PyTorch, the int8
 ONNX in onnxruntime (graph optimisations on: the fused integer kernels users run) and in OpenVINO (CPU, f32
 inference precision). Beside them the peer, onnxruntime's ``quantize_static`` of the float ONNX (QDQ, per-channel
-int8 weights, uint8 activations, MinMax on the same images), with and without its ``reduce_range`` (7-bit weights).
+int8 weights, uint8 activations, MinMax on the same images): as is, with the head's prediction convs and the box decoding
+after them excluded (float, as ours keeps them), and that with its ``reduce_range`` (7-bit weights).
 Then batch-1 latency of every int8 ONNX and the float one in both runtimes, medians of interleaved rounds.
 
 On x86 CPUs without VNNI, int8 kernels add two uint8 x int8 products in a saturating 16-bit lane; the CPU
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -45,7 +47,8 @@ from edgecompress.tasks import get_task  # noqa: E402
 
 YOLO_RUN = BENCH / "runs/yolo320"
 VARIANTS = [(layout, bits) for layout in ("onnxruntime", "openvino", "tensorrt") for bits in (8, 7)]
-PEERS = {"quantize_static": False, "quantize_static, reduce_range": True}
+PEERS = {"quantize_static, all nodes": (False, False), "quantize_static, head and decoding float": (False, True),
+         "quantize_static, head and decoding float, reduce_range": (True, True)}
 
 
 def cpu_line() -> str:
@@ -61,6 +64,32 @@ class _Images(CalibrationDataReader):
     def get_next(self):
         batch = next(self._batches, None)
         return None if batch is None else {"images": batch.numpy()}
+
+
+def head_and_decoding(path: Path) -> list[str]:
+    """The nodes ours keeps float, for the peer to exclude too: the prediction convs (convs no other conv reads from,
+    directly or not) and every node after them (the box decoding and the output concat, which mixes pixel boxes with
+    [0, 1] scores: quantized to one uint8 scale, the scores round to 0)."""
+    graph = onnx.load(str(path)).graph
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def downstream(node) -> list:
+        seen, stack, found = set(), [node], []
+        while stack:
+            for output in stack.pop().output:
+                for reader in readers.get(output, []):
+                    if id(reader) not in seen:
+                        seen.add(id(reader))
+                        found.append(reader)
+                        stack.append(reader)
+        return found
+
+    heads = [node for node in graph.node if node.op_type == "Conv" and not any(n.op_type == "Conv" for n in downstream(node))]
+    tail = {node.name for head in heads for node in [head, *downstream(head)]}
+    return [node.name for node in graph.node if node.name in tail]
 
 
 def _scores(task, predict, model, val) -> dict[str, float]:
@@ -97,13 +126,14 @@ def measure_accuracy(args: argparse.Namespace, results: dict) -> dict[str, Path]
                        "onnxruntime": _scores(task, onnx_predict(paths[label]), quantized, data.val),
                        "openvino": _scores(task, openvino_predict(paths[label]), quantized, data.val)}
         _save(results, args)
-    for label, reduce_range in PEERS.items():
-        paths[label] = folder / f"peer-{int(reduce_range)}.onnx"
+    for label, (reduce_range, head_float) in PEERS.items():
+        paths[label] = folder / f"peer-{int(reduce_range)}{int(head_float)}.onnx"
         if label in rows and paths[label].exists():
             continue
         print(f"[{label}]", flush=True)
         quantize_static(str(paths["float"]), str(paths[label]), _Images(list(images.split(args.batch_size))), quant_format=QuantFormat.QDQ,
-                        per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=head_and_decoding(paths["float"]) if head_float else [])
         rows[label] = {"onnxruntime": _scores(task, onnx_predict(paths[label]), model, data.val),
                        "openvino": _scores(task, openvino_predict(paths[label]), model, data.val)}
         _save(results, args)

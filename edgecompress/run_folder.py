@@ -55,12 +55,27 @@ def claim(run_dir: Path) -> None:
     write_text(run_dir / MARKER, json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid()}) + "\n")
 
 
+_HELD_LOCKS: set = set()  # the open lock files of this process, which a forked child must not keep
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (a DataLoader worker): close the parent's lock files, so the lock goes with the parent. A flock
+    belongs to the open file, which fork shares: a worker outliving a killed build would otherwise keep its run locked."""
+    for handle in list(_HELD_LOCKS):
+        handle.close()
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 @contextmanager
 def locked(run_dir: Path) -> Iterator[None]:
     """Hold the run folder's lock for the block; another holder makes this a one-line error naming its PID."""
     import fcntl
 
     handle = open(run_dir / LOCK, "a+")
+    _HELD_LOCKS.add(handle)
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -74,6 +89,7 @@ def locked(run_dir: Path) -> Iterator[None]:
         handle.flush()
         yield
     finally:
+        _HELD_LOCKS.discard(handle)
         handle.close()  # closing releases the lock
 
 

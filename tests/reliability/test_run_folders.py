@@ -83,3 +83,26 @@ def test_names_and_claims_in_python():
     assert check_run_name("yolo-mbv2_cpu.v2") == "yolo-mbv2_cpu.v2"
     with pytest.raises(EdgeCompressError, match="run name"):
         check_run_name("..")
+
+
+def test_a_forked_child_does_not_keep_the_run_locked(tmp_path):
+    """A DataLoader worker is a fork of the build: it must not hold the run's lock once the build is gone (killed)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    started = context.Event()
+    with locked(tmp_path):
+        child = context.Process(target=_signal_then_sleep, args=(started,))
+        child.start()
+        assert started.wait(30)  # the child runs (its fork handlers have run)
+    try:
+        with locked(tmp_path):  # the build let go; its child still runs
+            assert child.is_alive()
+    finally:
+        child.kill()
+        child.join()
+
+
+def _signal_then_sleep(started) -> None:
+    started.set()
+    time.sleep(30)
