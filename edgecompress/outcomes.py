@@ -118,6 +118,7 @@ class QuantOutcome(StageOutcome):
     scores: dict[str, float] = field(default_factory=dict)
     ptq: dict[str, float] = field(default_factory=dict)
     backend: str = ""
+    weight_bits: int = 8  # 7 where the CPU's int8 kernels saturate with 8-bit weights (the cpu target without VNNI)
     calibration_images: int = 0
     calibration_source: str = ""  # where the calibration images came from, in words
     activation_ranges: dict[str, float] | None = None

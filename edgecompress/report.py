@@ -336,7 +336,7 @@ def _stage_note(run: Run, name: str) -> str:
             goal = f"latency target {plan['target_latency']:.0%} of dense: predicted {latency['predicted_fraction']:.0%}, {measured}; "
         return note + goal + f"removed {plan['channels_removed']} of {plan['channels_total']} prunable channels; before fine-tune: " + _scores(outcome.scores)
     if name == "qat":
-        note = f"{outcome.backend} Q/DQ layout; "
+        note = f"{outcome.backend} Q/DQ layout, {outcome.weight_bits}-bit weights; "
         if outcome.float_by_default:
             note += f"{_count(len(outcome.float_by_default), 'prediction conv')} kept in float by default; "
         if outcome.kept_float is not None:

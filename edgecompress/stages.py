@@ -281,7 +281,7 @@ def quantize_stage(run: Run, folder: Path) -> QuantOutcome:
         history = _train(run, model.to(_device(run)), folder, TrainConfig(config.qat_epochs, lr=config.lr / 100, warmup_steps=0), "qat",
                          loss_fn=loss_fn, validate=lambda module: _evaluate(run, module), keep_best=run.task.primary_metric)
     _save(model, folder / "model.pt")
-    outcome = QuantOutcome(outputs={**outputs, **_train_log(history)}, scores=history.kept_metrics(), ptq=history.start_metrics, backend=backend,
+    outcome = QuantOutcome(outputs={**outputs, **_train_log(history)}, scores=history.kept_metrics(), ptq=history.start_metrics, backend=backend, weight_bits=target.weight_bits,
                            calibration_images=int(images.shape[0]), calibration_source=run.calibration_source(), activation_ranges=ranges,
                            kept_float=kept_float, float_by_default=list(float_layers), epochs=history.rows(), kept_epoch=history.kept_epoch)
     if outcome.kept_note(run.task.primary_metric):
