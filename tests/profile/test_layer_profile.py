@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import onnx
@@ -14,7 +15,7 @@ from edgecompress.export import export_onnx
 from edgecompress.models.yolov8 import C2f, ConvBNSiLU
 from edgecompress.profile import LayerProfile, profile_layers
 from edgecompress.profile.layer_profile import source_nodes, source_of
-from edgecompress.profile.runtimes import RUNTIMES, Runtime
+from edgecompress.profile.runtimes import RUNTIMES, Runtime, load_runner
 from edgecompress.quant import calibrate, quantize_model
 
 SHAPE = (1, 3, 64, 64)
@@ -57,9 +58,13 @@ def test_layers_cover_the_convs_and_fit_in_the_runs(models, runtime, conv_type, 
     assert (profile.runtime, profile.device, profile.threads, profile.runs) == (runtime, device, 1, 5) and profile.version
     _check_layers(profile, models["fp32"], conv_type)
     assert {layer.precision for layer in profile.layers if layer.type == conv_type} == {"f32"}
-    # the layers fit in the runs' wall time, measured around the same runs; how much more the runs take (the runtime's
-    # overhead, and on a busy machine its threads waiting for a core: 11x for OpenVINO on this tiny net) is not bounded
-    assert 0 < profile.total_ms < profile.run_ms * 1.2, (profile.total_ms, profile.run_ms)
+    assert 0 < profile.total_ms and profile.run_ms > 0
+    # each run's layers fit in that run's wall time, measured around it: on this 0.6 ms net OpenVINO's rounded per-node
+    # times add up to 0.64-1.04x of it, run by run (a sum of medians against a median of sums reached 1.23x under load);
+    # a bookkeeping slip (runs added up, µs read as ms) would be 5x or 1000x off. How much more the runs take (the
+    # runtime's overhead, and on a busy machine its threads waiting for a core) is not bounded.
+    trace = load_runner(RUNTIMES[runtime].layer_profiler)(str(models["fp32"]), SHAPE, 1, 0, 2, 5)
+    assert statistics.median(sum(run.values()) / wall for run, wall in zip(trace.runs, trace.wall_ms)) < 1.5
     assert LayerProfile.from_dict(profile.to_dict()) == profile
 
 
