@@ -127,7 +127,8 @@ class BuildConfig:
     workers: int | None = setting(None, "Processes loading and augmenting the training and validation batches (0: the training process). "
                                         "Default: of each process's share of the CPUs, up to 8 on a GPU, up to 2 on the CPU (none with one CPU). "
                                         "The batches, hence results and reused stages, are the same whatever the number.", minimum=0)
-    lr: float = setting(1e-2, "Peak Adam learning rate (cosine-annealed); QAT uses lr/100.")
+    lr: float | None = setting(None, "Peak Adam learning rate (cosine-annealed); QAT uses lr/100. Default: 0.01 when the build trains its "
+                                     "baseline, 0.001 with --weights: 0.01 throws a trained model far from what it learned.")
     augment: str = setting("light", "Augmentation of the training images (every training stage; validation and calibration images never): none; "
                                     "light (random zoom, shift, brightness, contrast); full (light plus the patent's random crop, perspective warp, "
                                     "horizontal flip and mixup; detection only; no flip for a data.yaml with 'flip: false', as the bundled digits').",
@@ -187,6 +188,8 @@ class BuildConfig:
         from .targets import get_target
 
         config = replace(self, target=get_target(self.target).name)  # an alias becomes the registry name
+        if config.lr is None:
+            config = replace(config, lr=SCRATCH_LR if config.weights is None else TRAINED_LR)
         if self.quick:
             defaults = BuildConfig()
             config = replace(config, **{k: v for k, v in QUICK.items() if getattr(config, k) == getattr(defaults, k)})
@@ -216,8 +219,8 @@ class BuildConfig:
             _check_latency_runtime(self.latency_runtime, self.target)
             if self.strategy != "global":
                 raise EdgeCompressError(f"--target-latency plans in one pass: use --strategy global (got {self.strategy})")
-        if not 0 < self.lr < float("inf"):
-            raise EdgeCompressError(f"--lr must be a positive number, got {self.lr}; the default is 0.01")
+        if self.lr is not None and not 0 < self.lr < float("inf"):
+            raise EdgeCompressError(f"--lr must be a positive number, got {self.lr}; the default is {SCRATCH_LR} ({TRAINED_LR} with --weights)")
         if self.epochs == 0 and self.weights is None:
             raise EdgeCompressError("--epochs 0 without --weights would ship an untrained model; pass --weights FILE or --epochs >= 1")
         if self.weights is not None and not Path(self.weights).is_file():
@@ -231,6 +234,10 @@ class BuildConfig:
         for runtime in self.profile_runtimes:
             get_runtime(runtime)  # its package is installed
 
+
+# Default peak learning rates: from scratch, and from a trained model (--weights). An Ultralytics YOLOv8n trained on
+# the digits set ended at a training loss of 3.0; one sparse epoch at 0.01 took it to a mean of 9.0 (bench/RESULTS.md).
+SCRATCH_LR, TRAINED_LR = 1e-2, 1e-3
 
 # One training batch holds at least this many times its input batch (float32): the activations
 # autograd saves for backward. The zoo's CNNs save 80-600x; a CNN with BatchNorm saves several times

@@ -80,6 +80,17 @@ def test_epochs_0_without_weights_is_refused(tiny_project, tmp_path):
     assert "--weights" in error and "--epochs" in error
 
 
+def test_zero_lr_is_refused(tiny_project, tmp_path):
+    assert "--lr" in _refused(tiny_project, tmp_path / "runs", "--lr", "0")
+
+
+def test_default_lr_is_gentler_for_a_trained_model(tmp_path):
+    """0.01 from scratch, 0.001 from --weights (a trained model); a given --lr is kept either way."""
+    weights = str(tmp_path / "weights.pt")
+    assert BuildConfig().resolved().lr == 1e-2 and BuildConfig(weights=weights).resolved().lr == 1e-3
+    assert BuildConfig(weights=weights, lr=0.05).resolved().lr == BuildConfig(lr=0.05).resolved().lr == 0.05
+
+
 def test_model_that_rejects_the_image_size_is_one_line(tiny_project, tmp_path):
     fixed = tmp_path / "fixed.py"
     fixed.write_text("import torch.nn as nn\n"
