@@ -14,7 +14,7 @@ from torch import nn
 from ..errors import EdgeCompressError
 from ..graph import ChannelGraph, ChannelGroup, analyze
 from ..graph.analyze import collector_paused
-from .budget import CostModel, bisect_ratio
+from .budget import CostModel, bisect_ratio, model_macs
 from .criteria import Criterion, get_criterion
 from .latency_budget import LatencyPrediction, TablesLike, latency_selection, tables_for
 from .selection import rank_channels, select_channels, select_per_group
@@ -337,11 +337,11 @@ def _ratio_for_target(
     min_channels: int,
     multiples: np.ndarray,
 ) -> float:
-    """Bisect the global ratio until the estimated MACs (of convs and linears, which dominate) or
-    parameters removed reach the goal's fraction."""
+    """Bisect the global ratio until the estimated MACs (the convs' and linears' cuts, as a fraction of the whole
+    forward's MACs) or parameters removed reach the goal's fraction."""
     metric, target = goal
     ranking = rank_channels(scores)
-    total = sum(graph.layer_macs.values()) if metric == "macs" else sum(p.numel() for p in model.parameters())
+    total = model_macs(model, graph) if metric == "macs" else sum(p.numel() for p in model.parameters())
     cost = CostModel(metric, total, graph, groups, ranking.in_group, modules)
 
     def removed_at(ratio: float) -> float:

@@ -45,7 +45,7 @@ from ..graph.rules_layers import batchnorm, conv, prelu
 from ..graph.trace import UntraceableForward, check_ignore, trace_model
 from ..helpers import evaluating, model_device
 from .apply import apply_plan
-from .budget import CostModel
+from .budget import CostModel, model_macs
 from .criteria import Criterion
 from .plan import GroupPlan, LayerCut, PrunePlan, check_arguments, check_ratio, group_rounding, plan_pruning
 from .surgery import dimension_size
@@ -86,7 +86,7 @@ class SimilarityReport:
     similarity_plan: PrunePlan
     groups: tuple[GroupTreatment, ...]
     removed: tuple[RemovedChannel, ...]
-    macs_before: int  # conv and linear MACs on the example input, before stage one
+    macs_before: int  # the whole forward's MACs on the example input (model_stats), before stage one
     macs_after: int  # the same after stage two
 
     @property
@@ -195,6 +195,7 @@ def prune_by_similarity(
     ignored = check_ignore(model, ignore)
     _traced(model, ignored)  # stage two measures on the fx graph: refuse an untraceable model before stage one cuts it
     original = analyze(model, example_input, ignore)
+    original_macs = model_macs(model, original)
     gamma_plan = plan_pruning(model, example_input, ratio=gamma_ratio, criterion=criterion, ignore=ignore, min_channels=min_channels,
                               round_to=round_to, graph=original, data=inputs)
     apply_plan(model, gamma_plan)
@@ -207,12 +208,12 @@ def prune_by_similarity(
         budget = int(similarity_ratio * sum(group.size for group in graph.prunable_groups))
         done: Callable[[dict[int, int]], bool] = lambda counts: sum(counts.values()) >= budget
     else:
-        done = _macs_reached(graph, modules, sum(original.layer_macs.values()), target_macs)
+        done = _macs_reached(graph, modules, original_macs, model_macs(model, graph), target_macs)
     chosen = _select(candidates, max(min_channels, 1), {site.group.id: group_rounding(site.group, round_to) for site in candidates}, done)
     removed = [channel for site in candidates for channel in _fold(site, chosen[site.group.id], modules)]
     plan = _cut_plan(graph, candidates, chosen, modules)
     apply_plan(model, plan)
-    macs = (sum(original.layer_macs.values()), sum(analyze(model, example_input, ignore).layer_macs.values()))
+    macs = (original_macs, model_macs(model, analyze(model, example_input, ignore)))
     return model, SimilarityReport(gamma_plan, plan, tuple(treatments), tuple(removed), *macs)
 
 
@@ -239,12 +240,13 @@ def _sites(
     return treatments, sites
 
 
-def _macs_reached(graph: ChannelGraph, modules: dict[str, nn.Module], original_macs: int, target: float) -> Callable[[dict[int, int]], bool]:
+def _macs_reached(graph: ChannelGraph, modules: dict[str, nn.Module], original_macs: int, current_macs: int,
+                  target: float) -> Callable[[dict[int, int]], bool]:
     """Whether stage one's cut plus ``counts`` more channels per group remove ``target`` of the original MACs
     (each channel of a layer dimension costing the same, as the planner's cost model assumes)."""
     groups = graph.prunable_groups
     cost = CostModel("macs", original_macs, graph, groups, [torch.arange(group.size) for group in groups], modules)
-    already = 1.0 - sum(graph.layer_macs.values()) / max(original_macs, 1)
+    already = 1.0 - current_macs / max(original_macs, 1)
     return lambda counts: already + cost.removed_fraction([counts.get(group.id, 0) for group in groups]) >= target
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import EdgeCompressError
 from ..graph import ChannelGraph, ChannelGroup, analyze
 from .apply import apply_plan
-from .budget import max_removable_fraction
+from .budget import max_removable_fraction, model_macs
 from .criteria import Criterion, get_criterion
 from .latency_budget import TablesLike
 from .plan import GOALS, PrunePlan, RatioSpec, check_goal, check_ratio, plan_pruning
@@ -174,7 +174,7 @@ def _amount(metric: str, model: nn.Module, graph: ChannelGraph) -> float:
     if metric == "channels":
         return float(sum(group.size for group in graph.prunable_groups))
     if metric == "macs":
-        return float(sum(graph.layer_macs.values()))
+        return float(model_macs(model, graph))
     return float(sum(p.numel() for p in model.parameters()))
 
 

@@ -10,6 +10,7 @@ import edgecompress
 from edgecompress.errors import EdgeCompressError
 from edgecompress.graph import analyze
 from edgecompress.prune import apply_plan, plan_pruning, prune, prune_layers, residual_blocks
+from edgecompress.prune.budget import max_removable_fraction
 from edgecompress.stats import model_stats
 
 from .prune_zoo import build, example_input, outputs
@@ -25,6 +26,36 @@ def test_target_removes_about_the_requested_fraction(name: str, goal: str) -> No
     metric = "macs" if goal == "target_macs" else "params"
     removed = 1 - getattr(after, metric) / getattr(before, metric)
     assert 0.4 <= removed < 0.55 and plan.summary()[goal] == 0.4 and 0 < plan.ratio < 1
+
+
+class _SpatialAttention(nn.Module):
+    """Attention over positions: matmuls whose MACs no channel cut changes (the analysis keeps it whole, when ignored)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = x.flatten(2)
+        weights = torch.softmax(tokens.transpose(1, 2) @ tokens / c**0.5, dim=-1)
+        return (tokens @ weights.transpose(1, 2)).view(b, c, h, w)
+
+
+def _conv_bn_relu(inputs: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(inputs, outputs, 3, padding=1, bias=False), nn.BatchNorm2d(outputs), nn.ReLU())
+
+
+def test_a_macs_target_counts_the_macs_no_cut_changes() -> None:
+    """Half the model's MACs as model_stats counts them, attention matmuls included (46% of them here); counting the
+    convs alone removed 27% of the whole for target_macs=0.5. The reachable fraction is of the whole too."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_conv_bn_relu(3, 32), _conv_bn_relu(32, 32), _SpatialAttention(), _conv_bn_relu(32, 32), nn.Conv2d(32, 4, 1)).eval()
+    x = torch.randn(1, 3, 16, 16)
+    before = model_stats(model, x).macs
+    fixed = before - sum(analyze(model, x, ignore=["2"]).layer_macs.values())
+    assert 0.4 < fixed / before < 0.5
+    assert max_removable_fraction(model, x, ignore=["2"]) < 1 - fixed / before
+    with pytest.raises(EdgeCompressError, match="out of reach"):
+        prune(model, x, target_macs=0.6, ignore=["2"])
+    prune(model, x, target_macs=0.5, ignore=["2"])
+    assert 0.45 <= model_stats(model, x).macs / before <= 0.5
 
 
 def test_top_level_prune_takes_exactly_one_goal() -> None:
