@@ -25,6 +25,10 @@ Run (resumable: a finished Ultralytics training and the builds' finished stages 
     bench/.venv-ultralytics/bin/python bench/yolo_bench.py --image-size 64 --epochs 1 --train-images 64 \
         --val-images 16 --quick --out bench/runs/yolo-smoke                      # smoke run: every part once
 
+``--control`` runs the unpruned model through the same build with the same training (``--prune-ratio 0``, no
+sparse training, the sparse plus fine-tune epochs as fine-tuning), so the pruned rows can be read against an
+unpruned model trained as long, not only against the Ultralytics model the chain started from.
+
 Note: ``--target-macs`` is the build's option, the fraction of MACs *removed* (0.3 = 30% fewer MACs).
 """
 
@@ -401,6 +405,8 @@ def main() -> None:
     parser.add_argument("--target", default="jetson-orin-nano")
     parser.add_argument("--out", type=Path, default=Path("bench/runs/yolo"))
     parser.add_argument("--peer", action="store_true", help="also Torch-Pruning's YOLOv8 recipe through the same build")
+    parser.add_argument("--control", action="store_true",
+                        help="also the unpruned model through the same build with the same training (--prune-ratio 0)")
     parser.add_argument("--round-to", type=int, default=8, help="the peer's channel rounding (the build's --round-to default)")
     parser.add_argument("--agreement-only", action="store_true",
                         help="train and validate with Ultralytics, evaluate the same checkpoint with edgecompress, and stop (no builds)")
@@ -453,6 +459,15 @@ def main() -> None:
         metrics = json.loads(baseline_manifest.read_text()).get("metrics", {})
         results["edgecompress_baseline"] = {key: metrics.get(key) for key in ("map50", "map50_95", "params", "macs")}
 
+    if args.control:
+        name = f"yolov8n-{args.target}-unpruned"
+        command = _replace_option(_equal_training(args, build_command(args, model, weights, data, name, ["--prune-ratio", 0])), "--round-to", 1)
+        try:
+            results["builds"]["unpruned, same training"] = {"run": name, "rows": rows_of(run_build(args, name, command, timings))}
+        except StepFailed as error:
+            results["builds"]["unpruned, same training"] = {"run": name, "error": str(error),
+                                                             "rows": rows_of_finished_stages(args.out / "runs" / name)}
+
     if args.peer:
         try:
             import torch_pruning
@@ -472,12 +487,7 @@ def main() -> None:
                     continue
                 timings.record(f"peer prune {name}_s", time.perf_counter() - started)
             info = json.loads(peer_model.with_suffix(".json").read_text())
-            sparse = args.sparse_epochs if args.sparse_epochs is not None else (1 if args.quick else 8)
-            finetune = args.finetune_epochs if args.finetune_epochs is not None else (1 if args.quick else 8)
-            extra = ["--prune-ratio", 0, "--round-to", 1]
-            command = build_command(args, peer_model, peer_model, data, name, extra)
-            command = _replace_option(command, "--finetune-epochs", sparse + finetune)
-            command = _replace_option(command, "--sparse-epochs", 0)
+            command = _equal_training(args, build_command(args, peer_model, peer_model, data, name, ["--prune-ratio", 0, "--round-to", 1]))
             try:
                 timings.record(f"build {name}_s", run_logged(command, args.out / "logs" / f"{name}.log", {"PYTHONPATH": str(BENCH)}))
             except StepFailed as error:
@@ -496,6 +506,13 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     print("\n" + table(results, args))
     print(f"\nall figures: {args.out / 'results.json'}; step times: {args.out / 'timings.json'}")
+
+
+def _equal_training(args: argparse.Namespace, command: list) -> list:
+    """``command`` without sparse training and with our sparse plus fine-tune epochs as fine-tuning: the same training as ours."""
+    sparse = args.sparse_epochs if args.sparse_epochs is not None else (1 if args.quick else 8)
+    finetune = args.finetune_epochs if args.finetune_epochs is not None else (1 if args.quick else 8)
+    return _replace_option(_replace_option(command, "--finetune-epochs", sparse + finetune), "--sparse-epochs", 0)
 
 
 def _replace_option(command: list, option: str, value) -> list:
