@@ -190,6 +190,23 @@ def replace_dir(source: str | os.PathLike, path: str | os.PathLike) -> Path:
 
 
 @contextmanager
+def writers_queued(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the lock of ``path``'s writers (the sibling file ``.NAME.lock``) for the block, waiting while another process holds it.
+
+    For a folder several processes may make at once (builds sharing a runs dir make one bundled data set): inside the block
+    a writer sees the folder as the previous writer left it, so it can reuse a finished one instead of replacing it while
+    the other process reads it, and :func:`recover_dir` deletes only the leftovers of writers that died.
+    """
+    import fcntl
+
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".{final.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
+        yield
+
+
+@contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path``; only if the block succeeds, it replaces ``path`` as a whole.
 

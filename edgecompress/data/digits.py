@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from ..artifacts import atomic_dir, write_json, write_text
+from ..artifacts import atomic_dir, write_json, write_text, writers_queued
 from ..errors import EdgeCompressError
 
 GENERATOR_VERSION = 1
@@ -135,12 +135,18 @@ def _write_split(root: Path, split: str, count: int, size: int, seed: int, pool:
 
 
 def _build_atomically(root: Path, params: dict, build: Callable[[Path], None]) -> Path:
-    """Build into a sibling temp folder, then swap it in; refuse to replace a folder we did not make."""
-    if root.exists() and any(root.iterdir()) and not (root / PARAMS_FILE).is_file():
-        raise EdgeCompressError(f"{root} exists and was not made by the digits generator; pass an empty or new folder")
-    with atomic_dir(root) as tmp:
-        build(tmp)
-        write_json(tmp / PARAMS_FILE, params)
+    """Build into a sibling temp folder, then swap it in; refuse to replace a folder we did not make.
+
+    Processes building the same folder at once queue: the first builds it, the others reuse it.
+    """
+    with writers_queued(root):
+        if _is_current(root, params):
+            return root
+        if root.exists() and any(root.iterdir()) and not (root / PARAMS_FILE).is_file():
+            raise EdgeCompressError(f"{root} exists and was not made by the digits generator; pass an empty or new folder")
+        with atomic_dir(root) as tmp:
+            build(tmp)
+            write_json(tmp / PARAMS_FILE, params)
     return root
 
 

@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from ..artifacts import atomic_dir, write_json
+from ..artifacts import atomic_dir, write_json, writers_queued
 from ..errors import EdgeCompressError, describe
 
 IDX_DTYPES: dict[int, np.dtype] = {  # the format's type codes; all multi-byte types are big-endian
@@ -153,20 +153,21 @@ def write_imagefolder(
         "splits": {split: [_fingerprint(Path(path)) for path in pair] for split, pair in splits.items()},
         "limits": limits,
     }
-    if _written_with(root, params):
-        return root
-    if root.exists() and any(root.iterdir()) and not (root / PARAMS_FILE).is_file():
-        raise EdgeCompressError(f"{root} exists and was not written by write_imagefolder; pass an empty or new folder")
-    folders = class_folders(class_names)
-    arrays = {split: read_idx_pair(*pair) for split, pair in splits.items()}
-    for split, (_, labels) in arrays.items():
-        if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
-            raise EdgeCompressError(f"labels of split {split!r} span {labels.min()}..{labels.max()}; {len(class_names)} class names were given")
-    with atomic_dir(root) as tmp:
-        for split, (images, labels) in arrays.items():
-            chosen = balanced_subset(labels, limits[split], len(class_names), seed) if split in limits else np.arange(len(labels))
-            _write_split(tmp / split, images, labels, chosen, folders)
-        write_json(tmp / PARAMS_FILE, params)
+    with writers_queued(root):  # processes writing the same folder at once: the first writes it, the others reuse it
+        if _written_with(root, params):
+            return root
+        if root.exists() and any(root.iterdir()) and not (root / PARAMS_FILE).is_file():
+            raise EdgeCompressError(f"{root} exists and was not written by write_imagefolder; pass an empty or new folder")
+        folders = class_folders(class_names)
+        arrays = {split: read_idx_pair(*pair) for split, pair in splits.items()}
+        for split, (_, labels) in arrays.items():
+            if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
+                raise EdgeCompressError(f"labels of split {split!r} span {labels.min()}..{labels.max()}; {len(class_names)} class names were given")
+        with atomic_dir(root) as tmp:
+            for split, (images, labels) in arrays.items():
+                chosen = balanced_subset(labels, limits[split], len(class_names), seed) if split in limits else np.arange(len(labels))
+                _write_split(tmp / split, images, labels, chosen, folders)
+            write_json(tmp / PARAMS_FILE, params)
     return root
 
 

@@ -33,7 +33,23 @@ def test_reuses_a_matching_build_and_rebuilds_on_new_parameters(tmp_path):
     assert image.stat().st_mtime_ns == stamp
     make_digits_detection(tmp_path / "d", n_train=3, n_val=2)
     assert len(list((tmp_path / "d" / "images" / "train").iterdir())) == 3
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary build folders left behind"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.is_dir()], "temporary build folders left behind"
+
+
+def _build_in_another_process(root: str) -> list[str]:
+    make_digits_detection(root, n_train=120, n_val=30)
+    return sorted(path.name for path in (Path(root) / "images" / "train").iterdir())
+
+
+def test_processes_building_one_set_at_once_queue_and_reuse_it(tmp_path):
+    """Builds sharing a runs dir make its bundled set at once: one writes it, none deletes what another is writing."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        listings = pool.map(_build_in_another_process, [str(tmp_path / "shared")] * 3)
+    assert listings[0] == listings[1] == listings[2] and len(listings[0]) == 120
+    assert len(list((tmp_path / "shared" / "labels" / "val").iterdir())) == 30
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.is_dir()], "temporary build folders left behind"
 
 
 def test_refuses_to_replace_a_folder_it_did_not_make(tmp_path):
