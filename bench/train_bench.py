@@ -12,6 +12,11 @@ and with the float fine-tuned model teaching its int8 twin. So each (ratio, seed
 fine-tune plain or distilled x QAT plain or distilled; ``edgecompress build`` without and with ``--distill`` are
 the plain/plain and distilled/distilled ones.
 
+Augmentations (issue 13 asks for them on and off): at each ``--augment-ratios`` ratio (default 0.6, the build's), the
+plain fine-tune is repeated from the same pruned model with each ``--augments`` training augmentation (default
+``full``: the patent's random crop, perspective warp and mixup; the digits set forbids flips) instead of the build's
+default ``light``, same seeds and epochs, then quantized (PTQ) as above; no QAT for these rows.
+
 The question the note answers (issue 13): at the default prune ratio (0.6) does distillation close at least half of
 the gap between the pruned-and-fine-tuned model and the unpruned baseline? "gap closed" = (distilled - plain) /
 (baseline - plain), per metric, on the means over seeds (empty when the plain model is not below the baseline).
@@ -34,7 +39,8 @@ of the same model and data (yolo-mbv2: 58 s per training epoch, about 45 s once 
 bench's ``--quick`` run (a training step with a teacher costs about 1.3x one without; a QAT step about 1.4x a float
 one): baseline 20 epochs about 20 min, sparse 8 epochs about 8 min; 8 fine-tunes of 8 epochs (4 plain about 6.5 min
 each, 4 distilled about 8 min each) about 58 min; 16 QATs of 2 epochs (about 2.2 min plain, 2.9 min distilled) about
-41 min; 8 calibrations and 36 evaluations about 12 min: about 2 h 20 min in all, less with 2 threads. The ``--quick``
+41 min; 8 calibrations and 36 evaluations about 12 min: about 2 h 20 min in all, less with 2 threads; the two
+augmented fine-tunes (default) add about 16 min. The ``--quick``
 run took 5 min 40 s at 1 thread under load (its evaluations of untrained models, with many boxes to match, dominate).
 """
 
@@ -60,6 +66,7 @@ sys.path.insert(0, str(ROOT))
 
 from edgecompress.artifacts import load_model, save_model, write_json  # noqa: E402
 from edgecompress.data import calibration_paths, load_images, spread  # noqa: E402
+from edgecompress.data.augment import AUGMENTATIONS  # noqa: E402
 from edgecompress.data.calib import calib_batches  # noqa: E402
 from edgecompress.data.digits import make_digits_detection  # noqa: E402
 from edgecompress.models import ZOO, build_model  # noqa: E402
@@ -116,7 +123,7 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace):
         self.args, self.folder = args, args.out
-        not_settings = ("ratios", "seeds", "out", "device")  # which rows, and where they run, not how they are made
+        not_settings = ("ratios", "seeds", "augments", "augment_ratios", "out", "device")  # which rows, and where they run
         settings = {k: v for k, v in vars(args).items() if k not in not_settings}
         self.results_path = self.folder / "results.json"
         results = json.loads(self.results_path.read_text()) if self.results_path.is_file() else {}
@@ -128,10 +135,18 @@ class Bench:
         self.folder.mkdir(parents=True, exist_ok=True)
         train_images, val_images = (96, 32) if args.quick else (2000, 400)
         root = make_digits_detection(self.folder / "data", n_train=train_images, n_val=val_images, image_size=IMAGE_SIZE, seed=0)
-        self.data = TASK.load(root, IMAGE_SIZE, BATCH_SIZE)
+        self.root = root
+        self.data = TASK.load(root, IMAGE_SIZE, BATCH_SIZE)  # the build's default augmentation, light
+        self.loaded = {"light": self.data}
         self.results["dataset"] = f"digits detection, {train_images} train / {val_images} val images, {IMAGE_SIZE} px"
         self.example = torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
         self.calibration = load_images(spread(calibration_paths(DEFAULT_CALIB), 32 if args.quick else 256), IMAGE_SIZE)
+
+    def data_with(self, augment: str) -> TaskData:
+        """The same images with another training augmentation (validation images are never augmented)."""
+        if augment not in self.loaded:
+            self.loaded[augment] = TASK.load(self.root, IMAGE_SIZE, BATCH_SIZE, augment=augment)
+        return self.loaded[augment]
 
     def save(self) -> None:
         write_json(self.results_path, self.results)  # after every result: a stopped run resumes here
@@ -175,12 +190,14 @@ class Bench:
         return model
 
     def fine_tuned(self, pruned: nn.Module, sparse: nn.Module, ratio: float, seed: int, mode: str) -> nn.Module:
+        """``mode``: plain, distilled, or ``augment-NAME`` (plain with the NAME augmentation instead of light)."""
         key = f"{ratio}/{seed}/{mode}"
+        data = self.data_with(mode.removeprefix("augment-")) if mode.startswith("augment-") else self.data
 
         def make() -> nn.Module:
             model = copy.deepcopy(pruned)
             config = TrainConfig(self.args.finetune_epochs, lr=self.args.lr)
-            seconds = train(model, self.data, config, self.args, seed, f"finetune {key}", teacher=sparse if mode == "distilled" else None)
+            seconds = train(model, data, config, self.args, seed, f"finetune {key}", teacher=sparse if mode == "distilled" else None)
             self.results["rows"][key] = {"finetuned": scores(model, self.data, self.args), "finetune_s": round(seconds, 1), "qat": {}}
             self.save()
             return model.eval()
@@ -190,18 +207,24 @@ class Bench:
             path.unlink(missing_ok=True)
         return cached_model(path, make)
 
+    def post_training_quantized(self, fine_tuned: nn.Module, row: dict) -> nn.Module:
+        """The build's PTQ of ``fine_tuned`` (CPU target's layout, prediction convs float, mse), scored into ``row``."""
+        float_model = fine_tuned.cpu().eval()
+        backend = get_target("cpu").qdq_backend
+        ptq = quantize_model(float_model, self.example, float_layers=default_float_layers(float_model), backend=backend)
+        calibrate(ptq.to(resolve_device(self.args.device)), calib_batches(self.calibration, BATCH_SIZE), method="mse")
+        row["ptq"] = scores(ptq, self.data, self.args)
+        self.save()
+        return ptq
+
     def quantization_aware(self, fine_tuned: nn.Module, ratio: float, seed: int, mode: str) -> None:
         """PTQ of the fine-tuned model once, then QAT from it plain and distilled; each result saved as it finishes."""
         row = self.results["rows"][f"{ratio}/{seed}/{mode}"]
         todo = [qat_mode for qat_mode in FINETUNE_MODES if qat_mode not in row["qat"]]
         if not todo:
             return
-        device = resolve_device(self.args.device)
         float_model = fine_tuned.cpu().eval()
-        backend = get_target("cpu").qdq_backend
-        ptq = quantize_model(float_model, self.example, float_layers=default_float_layers(float_model), backend=backend)
-        calibrate(ptq.to(device), calib_batches(self.calibration, BATCH_SIZE), method="mse")
-        row["ptq"] = scores(ptq, self.data, self.args)
+        ptq = self.post_training_quantized(float_model, row)
         for qat_mode in todo:
             model = copy.deepcopy(ptq)
             config = TrainConfig(self.args.qat_epochs, lr=self.args.lr / 100, warmup_steps=0)
@@ -252,7 +275,22 @@ def tables(results: dict, args: argparse.Namespace) -> str:
     lines.append("gap closed = (distilled - plain) / (baseline - plain) on the means over seeds; for a QAT row, against the plain QAT "
                  "of the same fine-tuned model. `build` without / with `--distill` = fine-tuned plain + QAT plain / fine-tuned distilled "
                  "+ QAT distilled.")
-    return "\n".join(lines)
+    return "\n".join(lines + augment_tables(results, args))
+
+
+def augment_tables(results: dict, args: argparse.Namespace) -> list[str]:
+    """Per ratio of ``--augment-ratios``: fine-tuned and PTQ metrics with each augmentation, mean over seeds."""
+    lines = []
+    for ratio in args.augment_ratios:
+        lines += ["", f"Augmentation of the fine-tune at prune ratio {ratio} (no teacher; light = the plain rows above)", "",
+                  "| augmentation | fine-tuned mAP50 | fine-tuned mAP50-95 | int8 PTQ mAP50 | int8 PTQ mAP50-95 | fine-tune s (mean) |",
+                  "|---|---|---|---|---|---|"]
+        for augment in ("light", *args.augments):
+            rows = [results["rows"][f"{ratio}/{seed}/{'plain' if augment == 'light' else 'augment-' + augment}"] for seed in args.seeds]
+            cells = [f"{mean([row[stage][m] for row in rows]):.4f} ({', '.join(f'{row[stage][m]:.4f}' for row in rows)})"
+                     for stage in ("finetuned", "ptq") for m in METRICS]
+            lines.append(f"| {augment} | {' | '.join(cells)} | {mean([row['finetune_s'] for row in rows]):.0f} |")
+    return lines
 
 
 def main() -> None:
@@ -269,6 +307,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (QAT: lr/100), the build's default")
     parser.add_argument("--sparsity-lambda", type=float, default=1e-3, help="L1 weight on BN gammas in sparse training (build default)")
     parser.add_argument("--distill-weight", type=float, default=1.0, help="weight of the distillation term (the build's --distill-weight)")
+    parser.add_argument("--augments", nargs="*", default=["full"], choices=[name for name in AUGMENTATIONS if name != "light"],
+                        help="augmentations the plain fine-tune is repeated with, besides the build's default light (full: the patent's)")
+    parser.add_argument("--augment-ratios", nargs="*", type=float, default=[0.6], help="prune ratios of the augmentation rows")
     parser.add_argument("--device", default="cpu", help="where every model trains and is evaluated: cpu, cuda, cuda:N or auto")
     parser.add_argument("--quick", action="store_true", help="smoke run: few images, 1 epoch of everything")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/runs/train")
@@ -280,6 +321,8 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {resolve_device(args.device)}; "
           f"epochs: baseline {args.epochs}, sparse {args.sparse_epochs}, "
           f"fine-tune {args.finetune_epochs}, QAT {args.qat_epochs}; ratios {args.ratios}, seeds {args.seeds}\n", flush=True)
+    if not set(args.augment_ratios) <= set(args.ratios):
+        parser.error(f"--augment-ratios {args.augment_ratios} must be among --ratios {args.ratios}: their light rows are the plain ones")
     bench = Bench(args)
     _, sparse = bench.baseline_and_sparse()
     for ratio in args.ratios:
@@ -287,6 +330,12 @@ def main() -> None:
         for seed, mode in itertools.product(args.seeds, FINETUNE_MODES):
             fine_tuned = bench.fine_tuned(pruned, sparse, ratio, seed, mode)
             bench.quantization_aware(fine_tuned, ratio, seed, mode)
+        if ratio in args.augment_ratios:
+            for seed, augment in itertools.product(args.seeds, args.augments):
+                fine_tuned = bench.fine_tuned(pruned, sparse, ratio, seed, f"augment-{augment}")
+                row = bench.results["rows"][f"{ratio}/{seed}/augment-{augment}"]
+                if "ptq" not in row:
+                    bench.post_training_quantized(fine_tuned, row)
     bench.timed("this invocation", time.perf_counter() - started)
     bench.save()
     print(tables(bench.results, args) + "\n")
