@@ -11,8 +11,8 @@ its default size (128 px, 10 classes, random weights alike), each as dense fp32;
 target's Q/DQ layout and weight bits, ``calibrate`` with mse, ``export_onnx(int8=True)``); and the peer,
 onnxruntime's ``quantize_static`` of the same pruned fp32 ONNX (QDQ, per-channel QInt8 weights, QUInt8
 activations, MinMax on the same images; it quantizes every conv, where ours keeps the prediction convs float as
-``build`` does). Every file is timed in onnxruntime and OpenVINO (CPU, f32 precision hint) at batch 1 and at a
-throughput batch; speed is the dense fp32 model's ms over the variant's in the same runtime and batch, and
+``build`` does; "ours, every conv" quantizes them too, like the peer). Every file is timed in onnxruntime and
+OpenVINO (CPU, f32 precision hint) at batch 1 and at a throughput batch; speed is the dense fp32 model's ms over the variant's in the same runtime and batch, and
 "ours vs peer" the peer's ms over ours.
 
 Table 2, latency-targeted vs MACs-targeted pruning of the bundled detector (``yolo-mbv2`` on the bundled digits set):
@@ -73,6 +73,8 @@ from edgecompress.tasks import get_task  # noqa: E402
 RUNTIMES = ("onnxruntime", "openvino")
 TABLE1_MODELS = {"yolov8n": 80, "yolo-mbv2": 10}  # zoo name -> classes (COCO's layout; the bundled digits)
 DENSE, PRUNED, OURS, PEER = "dense fp32", "pruned fp32", "pruned int8, ours", "pruned int8, peer quantize_static"
+OURS_EVERY_CONV = "pruned int8, ours, every conv"  # like the peer, the prediction convs quantized too: the like-for-like comparison
+VARIANTS = (DENSE, PRUNED, OURS, OURS_EVERY_CONV, PEER)
 DETECTOR = "yolo-mbv2"
 BUILD_ROUND_TO, BUILD_MIN_CHANNELS = 8, 8  # build's defaults, which Table 2's runs keep
 FULL = dict(rounds=5, runs=20, warmup=5, threads=0, throughput_batch=8, calib_images=32, image_size=None, budgets=(0.6, 0.45), epochs=20,
@@ -176,14 +178,15 @@ def table1_files(name: str, size: int, args: argparse.Namespace, folder: Path) -
     model = build_model(name, TABLE1_MODELS[name])
     settle_batchnorm(model, images)
     files = {DENSE: folder / f"{name}-dense.onnx", PRUNED: folder / f"{name}-pruned.onnx", OURS: folder / f"{name}-int8-ours.onnx",
-             PEER: folder / f"{name}-int8-peer.onnx"}
+             OURS_EVERY_CONV: folder / f"{name}-int8-ours-every-conv.onnx", PEER: folder / f"{name}-int8-peer.onnx"}
     dense_macs = ec.model_stats(model, example).macs
     ec.export_onnx(task.export_module(model), example, files[DENSE])
     ec.prune(model, example, ratio=args.prune_ratio, criterion="l1", round_to=8)
     ec.export_onnx(task.export_module(model), example, files[PRUNED])
-    quantized = quantize_model(model, example, backend=target.qdq_backend, weight_bits=target.weight_bits)
-    calibrate(quantized, list(images.split(8)), method="mse")
-    ec.export_onnx(task.export_module(quantized), example, files[OURS], int8=True)
+    for label, float_layers in ((OURS, None), (OURS_EVERY_CONV, ())):  # None: the model's default float layers, as build keeps
+        quantized = quantize_model(model, example, float_layers=float_layers, backend=target.qdq_backend, weight_bits=target.weight_bits)
+        calibrate(quantized, list(images.split(8)), method="mse")
+        ec.export_onnx(task.export_module(quantized), example, files[label], int8=True)
     quantize_static(str(files[PRUNED]), str(files[PEER]), _CalibrationImages(images, 8), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     return {"image_size": size, "classes": TABLE1_MODELS[name], "dense_macs": dense_macs, "pruned_macs": ec.model_stats(model, example).macs,
@@ -198,7 +201,7 @@ def run_table1(args: argparse.Namespace, results: Results) -> None:
     for name in TABLE1_MODELS:
         settings = {"image_size": args.image_size or ZOO[name].image_size, "prune_ratio": args.prune_ratio, "calib_images": args.calib_images}
         info = models.get(name)
-        if info and info["settings"] == settings and all(Path(path).exists() for path in info["files"].values()):
+        if info and info["settings"] == settings and list(info["files"]) == list(VARIANTS) and all(Path(p).exists() for p in info["files"].values()):
             continue
         print(f"[table 1] building the {name} variants", flush=True)
         models[name] = {"settings": settings, **table1_files(name, settings["image_size"], args, folder)}
@@ -219,14 +222,14 @@ def table1_markdown(section: dict) -> str:
                      f"pruned (L1): {info['dense_macs'] / 1e9:.3f} -> {info['pruned_macs'] / 1e9:.3f} GMACs "
                      f"({info['dense_macs'] / info['pruned_macs']:.2f}x fewer); ours: the cpu target's {info['qdq_backend']} Q/DQ layout, "
                      f"{info['weight_bits']}-bit weights")
-    lines += ["- ours keeps the prediction convs float (as build does); the peer (QDQ, per-channel QInt8 weights, QUInt8 activations, "
-              "MinMax) quantizes every conv", "", "| model | runtime | batch | variant | ms | speed vs dense fp32 | ours vs peer |", "|---|---|---|---|---|---|---|"]
+    lines += ["- ours keeps the prediction convs float (as build does), ours every conv quantizes them too; the peer (QDQ, per-channel "
+              "QInt8 weights, QUInt8 activations, MinMax) quantizes every conv", "", "| model | runtime | batch | variant | ms | speed vs dense fp32 | ours vs peer |", "|---|---|---|---|---|---|---|"]
     for name, info in section["models"].items():
         for runtime in RUNTIMES:
             for batch in section["batches"]:
                 key = f"{name} | {runtime} | {batch}"
                 for label in info["files"]:
-                    versus_peer = f"{ms[f'{key} | {PEER}'] / ms[f'{key} | {OURS}']:.2f}x" if label == OURS else ""
+                    versus_peer = f"{ms[f'{key} | {PEER}'] / ms[f'{key} | {label}']:.2f}x" if label in (OURS, OURS_EVERY_CONV) else ""
                     lines.append(f"| {key} | {label} | {ms[f'{key} | {label}']:.2f} | {ms[f'{key} | {DENSE}'] / ms[f'{key} | {label}']:.2f}x "
                                  f"| {versus_peer} |")
     return "\n".join(lines)
