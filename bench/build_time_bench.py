@@ -25,16 +25,10 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))  # this checkout's edgecompress, not an installed one
 
+from edgecompress.profile.machine import cpu_model  # noqa: E402
 from edgecompress.settings import BuildConfig  # noqa: E402
 
 TRAINING_STAGES = {"baseline": "epochs", "sparse": "sparse_epochs", "finetune": "finetune_epochs", "qat": "qat_epochs"}
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
-    return f"unknown CPU, {os.cpu_count()} CPUs"
 
 
 def build_all(models: list[str], target: str, out: Path) -> dict[str, dict]:
@@ -101,7 +95,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     reports = build_all(args.models, args.target, args.out)
     (args.out / "results.json").write_text(json.dumps({m: stage_times(r) for m, r in reports.items()}, indent=1))
-    print(f"CPU: {cpu_model()}; load average at the end {os.getloadavg()[0]:.1f}; one torch thread per build\n")
+    print(f"CPU: {cpu_model() or 'unknown'}, {os.cpu_count()} CPUs; load average at the end {os.getloadavg()[0]:.1f}; one torch thread per build\n")
     print(table(reports))
 
 

@@ -12,8 +12,8 @@ target's Q/DQ layout and weight bits, ``calibrate`` with mse, ``export_onnx(int8
 onnxruntime's ``quantize_static`` of the same pruned fp32 ONNX (QDQ, per-channel QInt8 weights, QUInt8
 activations, MinMax on the same images; it quantizes every conv, where ours keeps the prediction convs float as
 ``build`` does; "ours, every conv" quantizes them too, like the peer). Every file is timed in onnxruntime and
-OpenVINO (CPU, f32 precision hint) at batch 1 and at a throughput batch; speed is the dense fp32 model's ms over the variant's in the same runtime and batch, and
-"ours vs peer" the peer's ms over ours.
+OpenVINO (CPU, f32 precision hint) at batch 1 and at a throughput batch; speed is the dense fp32 model's ms over
+the variant's in the same runtime and batch, and "ours vs peer" the peer's ms over ours.
 
 Table 2, latency-targeted vs MACs-targeted pruning of the bundled detector (``yolo-mbv2`` on the bundled digits set):
 four ``python -m edgecompress build`` runs under ``--out``/table2, identical but for the pruning goal. At each budget
