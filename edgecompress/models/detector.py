@@ -73,6 +73,10 @@ class YoloMobileNetV2(nn.Module):
             bias[:, 5:] = math.log(0.6 / max(self.num_classes - 0.99, 1.0))
             head.predict.bias.data.copy_(bias.view(-1))
 
+    def prediction_layers(self) -> list[str]:
+        """Names of the convs that write the output maps: int8 keeps them float (their rounding costs box precision)."""
+        return [f"head{stride}.predict" for stride in self.strides]
+
     def forward(self, x: Tensor) -> list[Tensor]:
         c8 = self.stage8(self.stem(x))
         c16 = self.stage16(c8)

@@ -35,7 +35,11 @@ uint8 (onnxruntime fuses only when a node's quantized inputs and output share on
 kernels are uint8 x int8): zero point 0 for tensors calibration saw non-negative (after ReLU/ReLU6,
 images in [0, 1]), which makes the ReLU/Clip before the Q redundant so onnxruntime removes it, and an
 asymmetric range (zero point from the calibrated min and max, as onnxruntime's quantize_static sets
-it) for tensors that go negative. Weights stay int8 per channel.
+it) for tensors that go negative. Weights stay int8 per channel. A quantized conv from whose output no quantized
+consumer can be reached (a detector's prediction conv when the caller quantizes it, a segmentation head's last
+conv) quantizes its output too, with a quantizer of its own (``conv.output_quantizer``, switched with the conv's
+other quantizers): onnxruntime has no int8 conv with a float output, so without that Q the conv would run in
+float on dequantized inputs, paying int8's rounding for no speed. Its readers then run in float on the DQ.
 
 ``openvino``: the onnxruntime layout without its SiLU and split rules. OpenVINO's CPU plugin fuses a
 SiLU into the int8 conv before it (with the output quantization as a post-op); QuantizeLinear nodes
@@ -78,15 +82,16 @@ class Backend:
     one_scale_through_split: bool  # a split whose parts are all read quantized has its input quantized with their scale
     one_scale_through_concat: bool  # a concat's output shares its inputs' scale (else QLinearConcat requantizes)
     quantize_silu: bool  # a SiLU after a quantized layer quantizes its input, and its sigmoid when its output is read quantized
+    quantize_last_conv_outputs: bool  # a quantized conv no quantized consumer is reachable from quantizes its output (QLinearConv)
 
 
 BACKENDS: dict[str, Backend] = {
     "tensorrt": Backend(quantize_residual_only=True, quantize_resampling=False, uint8_activations=False, one_scale_through_split=True,
-                        one_scale_through_concat=True, quantize_silu=False),
+                        one_scale_through_concat=True, quantize_silu=False, quantize_last_conv_outputs=False),
     "onnxruntime": Backend(quantize_residual_only=False, quantize_resampling=True, uint8_activations=True, one_scale_through_split=True,
-                           one_scale_through_concat=False, quantize_silu=True),
+                           one_scale_through_concat=False, quantize_silu=True, quantize_last_conv_outputs=True),
     "openvino": Backend(quantize_residual_only=False, quantize_resampling=True, uint8_activations=True, one_scale_through_split=False,
-                        one_scale_through_concat=False, quantize_silu=False),
+                        one_scale_through_concat=False, quantize_silu=False, quantize_last_conv_outputs=False),
 }
 
 
@@ -129,11 +134,14 @@ def place_activation_quantizers(model: nn.Module, backend_name: str, float_layer
     if backend.one_scale_through_split:
         edges += _split_inputs(graph, edges)
     silus = _silus_read_quantized(graph, edges, modules, float_layers)
+    last_convs = _last_quantized_convs(graph, edges, modules, float_layers) if backend.quantize_last_conv_outputs else []
     groups = _group_tensors(edges, backend)
     inserted = _assign_quantizers(model, graph, groups, edges, modules, backend)
     for silu in silus:
         _quantize_sigmoid(model, graph, silu)
-    if not inserted and not silus:
+    for conv in last_convs:
+        _quantize_output(modules, graph, conv)
+    if not inserted and not silus and not last_convs:
         return model
     graph.lint()
     module = fx.GraphModule(model, graph)
@@ -286,6 +294,42 @@ def _quantize_sigmoid(model: nn.Module, graph: fx.Graph, silu: fx.Node) -> None:
         product = graph.call_function(operator.mul, (x, sigmoid))
     silu.replace_all_uses_with(product)
     graph.erase_node(silu)
+
+
+def _last_quantized_convs(
+    graph: fx.Graph, edges: list[Edge], modules: dict[str, nn.Module], float_layers: Collection[str]
+) -> list[fx.Node]:
+    """The quantized convs (``float_layers`` aside) from whose output no quantized consumer can be reached."""
+    quantized_consumers = {consumer for consumer, _, _ in edges}
+    return [node for node in graph.nodes
+            if _is_quant_layer(node, modules) and isinstance(modules[node.target], nn.Conv2d) and node.target not in float_layers
+            and not _reaches(node, quantized_consumers)]
+
+
+def _reaches(node: fx.Node, targets: set[fx.Node]) -> bool:
+    """Whether a node of ``targets`` reads ``node``'s output, directly or through other nodes."""
+    seen, frontier = set(), list(node.users)
+    while frontier:
+        user = frontier.pop()
+        if user in targets:
+            return True
+        if user not in seen:
+            seen.add(user)
+            frontier += user.users
+    return False
+
+
+def _quantize_output(modules: dict[str, nn.Module], graph: fx.Graph, conv: fx.Node) -> None:
+    """Every reader of ``conv`` reads its output through ``conv.output_quantizer``, a uint8 quantizer of its own."""
+    module = modules[conv.target]
+    if hasattr(module, "output_quantizer"):
+        raise EdgeCompressError(f"{conv.target} already has an attribute 'output_quantizer'; rename it so a quantizer can be placed there")
+    module.output_quantizer = TensorQuantizer(uint8=True)
+    readers = list(conv.users)
+    with graph.inserting_after(conv):
+        quantized = graph.call_module(f"{conv.target}.output_quantizer", (conv,))
+    for reader in readers:
+        reader.replace_input_with(conv, quantized)
 
 
 def _split_parts(node: fx.Node) -> list[fx.Node]:

@@ -112,7 +112,10 @@ def test_bundled_detector_runs_int8_kernels_in_onnxruntime(tmp_path):
     quantized, path = _quantized_export(model, 64, tmp_path / "yolo.onnx", "onnxruntime")
     summary = qdq_summary(path)
     int8_ops = ort_optimized_int8_ops(path)
-    assert int8_ops["QLinearConv"] == summary.conv - 3  # all but the three prediction convs
+    assert summary.conv_quantized == summary.conv - 3  # the three prediction convs stay float
+    # and so does the conv only the stride-8 prediction conv reads: its output reaches no QuantizeLinear (the others'
+    # outputs also feed the next level, read quantized)
+    assert int8_ops["QLinearConv"] == summary.conv - 4
     assert int8_ops["QLinearAdd"] >= 1 and int8_ops["QLinearConcat"] == 2
     calibrated = {q.zero_point for q in quantizers(quantized).values() if q.axis is None}
     assert _activation_zero_points(path) == calibrated and calibrated - {0}  # signed tensors: zero point from min and max

@@ -1,10 +1,12 @@
-"""SiLU models in the cpu target's int8 layout: onnxruntime runs every conv, sigmoid and product between convs in integers.
+"""SiLU models in the cpu target's int8 layout: onnxruntime runs every conv, sigmoid and product in integers.
 
 onnxruntime has no fused conv + SiLU, so a conv whose output reached the SiLU unquantized ran in float
 (DequantizeLinear -> Conv -> QuickGelu -> QuantizeLinear). The onnxruntime layout quantizes the conv's
 output and the sigmoid's (on its fixed range [0, 1]), which its optimiser turns into QLinearConv ->
-QLinearSigmoid -> QLinearMul. Checked on the graph onnxruntime actually runs, and against the fake-quant model;
-the TensorRT and OpenVINO layouts keep the SiLU whole (both fuse it into the conv).
+QLinearSigmoid -> QLinearMul. The last conv, whose output leaves the model, quantizes its output too (else
+onnxruntime would run it in float on dequantized inputs), unless the caller keeps it float. Checked on the graph
+onnxruntime actually runs, and against the fake-quant model; the TensorRT and OpenVINO layouts keep the SiLU whole
+(both fuse it into the conv).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .export_models import randomise_batchnorm
 from .test_int8_backends import FUSED_REL_BOUND, INT8_KERNELS_EXACT, UNFUSED_FLIPPED, UNFUSED_MAX_REL, _unfused_errors
 
 SIZE = 32
+FLOAT_COMPUTE = {"Conv", "Sigmoid", "Mul", "QuickGelu", "Add", "Concat", "MaxPool", "Resize"}
 
 
 class SiluNet(nn.Module):
@@ -62,12 +65,22 @@ def test_no_float_sigmoid_or_mul_between_quantized_convs(cpu_int8):
     graph = onnx.load(str(path)).graph
     convs, silus = sum(n.op_type == "Conv" for n in graph.node), sum(n.op_type == "Sigmoid" for n in graph.node)
     ops = ort_optimized_ops(path)
-    assert ops["QLinearConv"] == convs - 1  # all but the head conv, whose output leaves the model in float
+    assert ops["QLinearConv"] == convs  # the head conv too: its output is quantized, then dequantized for the model's output
     assert ops["QLinearSigmoid"] == ops["QLinearMul"] == silus  # every SiLU: a sigmoid lookup table and an integer product
     assert ops["QLinearAdd"] == 1 and ops["QLinearConcat"] == 3 and ops["NhwcMaxPool"] == 3  # shortcut, C2f/SPPF concats, pools
-    float_compute = {"Conv", "Sigmoid", "Mul", "QuickGelu", "Add", "Concat", "MaxPool", "Resize"}
-    assert {op: n for op, n in ops.items() if op in float_compute} == {"Conv": 1}  # only the head conv is float
-    assert ops["DequantizeLinear"] == 2 and ops["QuantizeLinear"] == 1  # the image in; the head conv's input and int8 weight out
+    assert not {op: n for op, n in ops.items() if op in FLOAT_COMPUTE}
+    assert ops["DequantizeLinear"] == 1 and ops["QuantizeLinear"] == 1  # the image in, the head's output out
+
+
+def test_a_head_conv_kept_float_runs_in_float_on_its_dequantized_input(tmp_path):
+    quantized = _calibrated("onnxruntime", float_layers=["head"])
+    path = export_onnx(quantized, _images(1, 1), tmp_path / "int8.onnx", int8=True)
+    graph = onnx.load(str(path)).graph
+    convs = sum(n.op_type == "Conv" for n in graph.node)
+    ops = ort_optimized_ops(path)
+    assert ops["QLinearConv"] == convs - 1 and ops["Conv"] == 1
+    assert ops["Sigmoid"] == ops["Mul"] == 1  # the SiLU only the float head reads stays float too
+    assert ops["DequantizeLinear"] == 2  # its input, dequantized once for the sigmoid and once for the product
 
 
 def test_int8_onnx_agrees_with_the_fake_quant_model(cpu_int8):

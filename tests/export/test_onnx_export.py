@@ -126,12 +126,13 @@ def test_fp16_refuses_int8_models_and_missing_files(tmp_path):
         qdq_summary(tmp_path / "missing.onnx")
 
 
-def test_bundled_detector_exports_fully_quantized(tmp_path):
+def test_bundled_detector_exports_int8_but_its_prediction_convs(tmp_path):
     torch.manual_seed(0)
     model = randomise_batchnorm(YoloMobileNetV2(num_classes=2, width=0.25, image_size=64))
     quantized, example, path = _int8_export(model, 64, tmp_path / "yolo-int8.onnx")
     summary = qdq_summary(path)
-    assert summary.fully_quantized and summary.conv == _conv_count(model)
+    assert summary.conv == _conv_count(model) and summary.conv_quantized == summary.conv - len(model.prediction_layers()) == summary.conv - 3
+    assert summary.weights_per_channel and summary.zero_points_zero
     assert len(onnx.load(str(path)).graph.output) == 3
     assert verify_onnx(quantized, path, example.shape, trials=2, optimized=INT8_KERNELS_EXACT).max_rel_error < INT8_REL_BOUND
     assert ort_optimized_int8_ops(path).get("QLinearConv", 0) >= 1
