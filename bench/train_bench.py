@@ -6,7 +6,7 @@ sparse-trained model (L1 on the prunable BNs' gammas) are trained once and share
 is pruned to each ``--ratios`` fraction of its prunable channels (bn-gamma, one global plan, the build's
 ``min_channels`` and ``round_to`` of 8); each pruned model is fine-tuned with the task loss alone ("plain") and with
 the sparse model teaching it ("distilled"), from the same weights, on the same batches (same seed); each fine-tuned
-model is then quantized for the CPU target (BN folded, the prediction convs kept float, MSE-calibrated on the
+model is then quantized for the CPU target (its layout and weight bits, BN folded, the prediction convs kept float, MSE-calibrated on the
 bundled ``calib_data/``: the PTQ model) and trained ``--qat-epochs`` at lr/100 twice from that same PTQ model: plain
 and with the float fine-tuned model teaching its int8 twin. So each (ratio, seed) gives four int8 results:
 fine-tune plain or distilled x QAT plain or distilled; ``edgecompress build`` without and with ``--distill`` are
@@ -18,8 +18,11 @@ plain fine-tune is repeated from the same pruned model with each ``--augments`` 
 default ``light``, same seeds and epochs, then quantized (PTQ) as above; no QAT for these rows.
 
 The question the note answers (issue 13): at the default prune ratio (0.6) does distillation close at least half of
-the gap between the pruned-and-fine-tuned model and the unpruned baseline? "gap closed" = (distilled - plain) /
-(baseline - plain), per metric, on the means over seeds (empty when the plain model is not below the baseline).
+the gap between the pruned-and-fine-tuned model and the unpruned one? The unpruned reference is the control: the
+sparse model fine-tuned alike without pruning (same epochs, seeds and batches, then the same PTQ), since the baseline
+has 16 fewer epochs of training than any fine-tuned model. "gap closed" = (distilled - plain) / (control - plain), per
+metric, on the means over seeds (against the control's fine-tuned model for float rows, its PTQ model for int8 rows;
+empty when the plain model is not below the control).
 
 Metrics: mAP50 and mAP50-95 on the 400 validation images (COCO-style, the build's evaluation). Data (fixed, seed 0):
 2000 train / 400 val images at 128 px, batch 32, as the build's defaults; epochs, lr and sparsity lambda as the
@@ -81,6 +84,7 @@ from edgecompress.train import TrainConfig, distilling, fit, resolve_device  # n
 TASK = get_task("detect")
 IMAGE_SIZE, BATCH_SIZE = 128, 32
 FINETUNE_MODES = ("plain", "distilled")
+CONTROL = 0.0  # the prune ratio of the control rows: none
 METRICS = ("map50", "map50_95")
 
 
@@ -210,12 +214,20 @@ class Bench:
     def post_training_quantized(self, fine_tuned: nn.Module, row: dict) -> nn.Module:
         """The build's PTQ of ``fine_tuned`` (CPU target's layout, prediction convs float, mse), scored into ``row``."""
         float_model = fine_tuned.cpu().eval()
-        backend = get_target("cpu").qdq_backend
-        ptq = quantize_model(float_model, self.example, float_layers=default_float_layers(float_model), backend=backend)
+        target = get_target("cpu")
+        ptq = quantize_model(float_model, self.example, float_layers=default_float_layers(float_model), backend=target.qdq_backend,
+                             weight_bits=target.weight_bits)
         calibrate(ptq.to(resolve_device(self.args.device)), calib_batches(self.calibration, BATCH_SIZE), method="mse")
         row["ptq"] = scores(ptq, self.data, self.args)
         self.save()
         return ptq
+
+    def control(self, sparse: nn.Module, seed: int) -> None:
+        """The unpruned reference: ``sparse`` fine-tuned like the pruned models (no teacher), then PTQ'd."""
+        fine_tuned = self.fine_tuned(sparse, sparse, CONTROL, seed, "plain")
+        row = self.results["rows"][f"{CONTROL}/{seed}/plain"]
+        if "ptq" not in row:
+            self.post_training_quantized(fine_tuned, row)
 
     def quantization_aware(self, fine_tuned: nn.Module, ratio: float, seed: int, mode: str) -> None:
         """PTQ of the fine-tuned model once, then QAT from it plain and distilled; each result saved as it finishes."""
@@ -245,9 +257,15 @@ def gap_closed(baseline: float, plain: float, distilled: float) -> str:
 def tables(results: dict, args: argparse.Namespace) -> str:
     """Per ratio: fine-tuned and int8 metrics, mean over seeds (each seed's in brackets), and the gap closed."""
     base, sparse = results["baseline"], results["sparse"]
+    controls = [results["rows"][f"{CONTROL}/{seed}/plain"] for seed in args.seeds]
+    reference = {stage: {m: mean([row[stage][m] for row in controls]) for m in METRICS} for stage in ("finetuned", "ptq")}
     lines = [f"**{args.model}** on {results['dataset']}; baseline mAP50 {base['map50']:.4f} / mAP50-95 {base['map50_95']:.4f}, "
              f"sparse-trained (the fine-tune's teacher) {sparse['map50']:.4f} / {sparse['map50_95']:.4f}; seeds {args.seeds}; "
-             f"distillation weight {args.distill_weight:g}", ""]
+             f"distillation weight {args.distill_weight:g}", "",
+             "Control, the sparse model fine-tuned alike without pruning (the unpruned reference of \"gap closed\"): "
+             + ", ".join(f"{label} mAP50 {reference[stage]['map50']:.4f} / mAP50-95 {reference[stage]['map50_95']:.4f} "
+                         f"(seeds: {', '.join(' / '.join(f'{row[stage][m]:.4f}' for m in METRICS) for row in controls)})"
+                         for label, stage in (("fine-tuned", "finetuned"), ("int8 PTQ", "ptq"))), ""]
     for ratio in args.ratios:
         rows = {mode: [results["rows"][f"{ratio}/{seed}/{mode}"] for seed in args.seeds] for mode in FINETUNE_MODES}
         pruned = results["pruned"][str(ratio)]
@@ -256,7 +274,8 @@ def tables(results: dict, args: argparse.Namespace) -> str:
 
         def line(label: str, runs: list[dict], plain_runs: list[dict] | None, seconds: str) -> str:
             cells = [f"{mean([r[m] for r in runs]):.4f} ({', '.join(f'{r[m]:.4f}' for r in runs)})" for m in METRICS]
-            closed = [gap_closed(base[m], mean([r[m] for r in plain_runs]), mean([r[m] for r in runs])) if plain_runs else ""
+            unpruned = reference["ptq" if label.startswith("int8") else "finetuned"]
+            closed = [gap_closed(unpruned[m], mean([r[m] for r in plain_runs]), mean([r[m] for r in runs])) if plain_runs else ""
                       for m in METRICS]
             return f"| {label} | {' | '.join(cells)} | {' | '.join(closed)} | {seconds} |"
 
@@ -272,8 +291,8 @@ def tables(results: dict, args: argparse.Namespace) -> str:
                 lines.append(line(f"int8 QAT {qat_mode}, of fine-tuned {mode}", runs, plain_qat if qat_mode == "distilled" else None,
                                   f"{mean([r['qat_s'] for r in runs]):.0f}"))
         lines.append("")
-    lines.append("gap closed = (distilled - plain) / (baseline - plain) on the means over seeds; for a QAT row, against the plain QAT "
-                 "of the same fine-tuned model. `build` without / with `--distill` = fine-tuned plain + QAT plain / fine-tuned distilled "
+    lines.append("gap closed = (distilled - plain) / (control - plain) on the means over seeds (int8 rows: the control's PTQ); for a "
+                 "QAT row, plain is the plain QAT of the same fine-tuned model. `build` without / with `--distill` = fine-tuned plain + QAT plain / fine-tuned distilled "
                  "+ QAT distilled.")
     return "\n".join(lines + augment_tables(results, args))
 
@@ -325,6 +344,8 @@ def main() -> None:
         parser.error(f"--augment-ratios {args.augment_ratios} must be among --ratios {args.ratios}: their light rows are the plain ones")
     bench = Bench(args)
     _, sparse = bench.baseline_and_sparse()
+    for seed in args.seeds:
+        bench.control(sparse, seed)
     for ratio in args.ratios:
         pruned = bench.pruned(sparse, ratio)
         for seed, mode in itertools.product(args.seeds, FINETUNE_MODES):

@@ -152,8 +152,9 @@ class BuildConfig:
     ignore: tuple[str, ...] = setting((), "Module names never pruned nor quantized (repeatable).")
     finetune_epochs: int = setting(8, "Fine-tuning epochs after pruning.", minimum=0)
     qat_epochs: int = setting(2, "Quantization-aware training epochs after calibration.", minimum=0)
-    distill: bool = setting(False, "Knowledge distillation: the unpruned (sparse-trained) model teaches the pruned one during fine-tuning, "
-                                   "and the float fine-tuned model its int8 twin during QAT, on the same batches.")
+    distill: bool = setting(True, "Knowledge distillation: the unpruned (sparse-trained) model teaches the pruned one during fine-tuning, "
+                                  "and the float fine-tuned model its int8 twin during QAT, on the same batches (bench/train_bench.py: "
+                                  "+0.8 point int8 mAP50-95 at the default prune ratio, for about 20% longer fine-tuning).")
     distill_weight: float = setting(1.0, "Weight of the distillation term against the task loss (--distill); each task's term is in its "
                                          "loss's units, so 1 weighs the teacher as much as the labels.", minimum=0)
     quantize_prediction_layers: bool = setting(False, "Quantize a detector's final box/class convs too; by default they stay float, "

@@ -70,7 +70,7 @@ class Task(ABC):
         """The term that pulls ``model``'s outputs towards a teacher's on the same batch (``--distill``):
         ``distillation(student_outputs, teacher_outputs) -> scalar``, exactly zero when the two are equal, in the units
         of :meth:`loss`, so a weight of 1 weighs the teacher as much as the labels. A task without one refuses ``--distill``."""
-        raise EdgeCompressError(f"task {self.name} has no distillation loss; build without --distill")
+        raise EdgeCompressError(f"task {self.name} has no distillation loss; build with --no-distill")
 
     def prepare(self, model: nn.Module, data: TaskData) -> None:
         """Fit what the model needs from the data before training from scratch; nothing by default."""

@@ -59,7 +59,7 @@ class DetectionHead(ABC):
     def distillation_loss(self, model: nn.Module) -> Distillation:
         """The distillation term between a student's and a teacher's raw outputs (see :meth:`Task.distillation_loss`);
         a family without one refuses ``--distill``."""
-        raise EdgeCompressError(f"the {self.name} detection head has no distillation loss; build without --distill")
+        raise EdgeCompressError(f"the {self.name} detection head has no distillation loss; build with --no-distill")
 
     def prepare(self, model: nn.Module, box_sizes: np.ndarray) -> None:
         """Fit priors (anchors) to the training boxes' [N, 2] (w, h) in pixels before training from scratch; nothing by default."""

@@ -86,7 +86,7 @@ def test_a_task_without_a_distillation_term_refuses_distill():
         def evaluate(self, predict, model, loader):
             return {}
 
-    with pytest.raises(EdgeCompressError, match="task counting has no distillation loss; build without --distill"):
+    with pytest.raises(EdgeCompressError, match="task counting has no distillation loss; build with --no-distill"):
         Counting().distillation_loss(_classifier())
 
 
