@@ -36,10 +36,10 @@ kernels are uint8 x int8): zero point 0 for tensors calibration saw non-negative
 images in [0, 1]), which makes the ReLU/Clip before the Q redundant so onnxruntime removes it, and an
 asymmetric range (zero point from the calibrated min and max, as onnxruntime's quantize_static sets
 it) for tensors that go negative. Weights stay int8 per channel. A quantized conv from whose output no quantized
-consumer can be reached (a detector's prediction conv when the caller quantizes it, a segmentation head's last
-conv) quantizes its output too, with a quantizer of its own (``conv.output_quantizer``, switched with the conv's
-other quantizers): onnxruntime has no int8 conv with a float output, so without that Q the conv would run in
-float on dequantized inputs, paying int8's rounding for no speed. Its readers then run in float on the DQ.
+consumer can be reached (a detector's prediction conv, when the caller quantizes it) quantizes its output too, with
+a quantizer of its own (``conv.output_quantizer``, switched with the conv's other quantizers): onnxruntime has no
+int8 conv with a float output, so without that Q the conv would run in float on dequantized inputs, paying int8's
+rounding for no speed. Its readers then run in float on the DQ.
 
 ``openvino``: the onnxruntime layout without its SiLU and split rules. OpenVINO's CPU plugin fuses a
 SiLU into the int8 conv before it (with the output quantization as a post-op); QuantizeLinear nodes
@@ -140,7 +140,7 @@ def place_activation_quantizers(model: nn.Module, backend_name: str, float_layer
     for silu in silus:
         _quantize_sigmoid(model, graph, silu)
     for conv in last_convs:
-        _quantize_output(modules, graph, conv)
+        _quantize_output(modules, graph, conv, backend)
     if not inserted and not silus and not last_convs:
         return model
     graph.lint()
@@ -319,12 +319,12 @@ def _reaches(node: fx.Node, targets: set[fx.Node]) -> bool:
     return False
 
 
-def _quantize_output(modules: dict[str, nn.Module], graph: fx.Graph, conv: fx.Node) -> None:
-    """Every reader of ``conv`` reads its output through ``conv.output_quantizer``, a uint8 quantizer of its own."""
+def _quantize_output(modules: dict[str, nn.Module], graph: fx.Graph, conv: fx.Node, backend: Backend) -> None:
+    """Every reader of ``conv`` reads its output through ``conv.output_quantizer``, a quantizer of its own."""
     module = modules[conv.target]
     if hasattr(module, "output_quantizer"):
         raise EdgeCompressError(f"{conv.target} already has an attribute 'output_quantizer'; rename it so a quantizer can be placed there")
-    module.output_quantizer = TensorQuantizer(uint8=True)
+    module.output_quantizer = TensorQuantizer(uint8=backend.uint8_activations)
     readers = list(conv.users)
     with graph.inserting_after(conv):
         quantized = graph.call_module(f"{conv.target}.output_quantizer", (conv,))
