@@ -21,6 +21,7 @@ from torch import nn
 from edgecompress.export import export_onnx, ort_optimized_ops, verify_onnx
 from edgecompress.models.yolov8 import C2f, SPPF, ConvBNSiLU
 from edgecompress.quant import TensorQuantizer, calibrate, quantize_model, quantizers
+from edgecompress.quant.sensitivity import layer_quantizers
 
 from .export_models import randomise_batchnorm
 from .test_int8_backends import FUSED_REL_BOUND, INT8_KERNELS_EXACT, UNFUSED_FLIPPED, UNFUSED_MAX_REL, _unfused_errors
@@ -70,6 +71,13 @@ def test_no_float_sigmoid_or_mul_between_quantized_convs(cpu_int8):
     assert ops["QLinearAdd"] == 1 and ops["QLinearConcat"] == 3 and ops["NhwcMaxPool"] == 3  # shortcut, C2f/SPPF concats, pools
     assert not {op: n for op, n in ops.items() if op in FLOAT_COMPUTE}
     assert ops["DequantizeLinear"] == 1 and ops["QuantizeLinear"] == 1  # the image in, the head's output out
+
+
+def test_the_head_output_quantizer_belongs_to_the_head_conv(cpu_int8):
+    quantized, _ = cpu_int8
+    head = quantized.get_submodule("head")
+    assert layer_quantizers(quantized)["head"] == [head.input_quantizer, head.weight_quantizer, head.output_quantizer]
+    assert head.output_quantizer.uint8 and head.output_quantizer.amax is not None  # calibrated with the rest
 
 
 def test_a_head_conv_kept_float_runs_in_float_on_its_dequantized_input(tmp_path):
