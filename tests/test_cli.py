@@ -50,7 +50,8 @@ def test_untraceable_model_exits_2_before_training(tmp_path):
         "    def forward(self, x):\n"
         "        return self.conv(x) if x.sum() > 0 else x\n"
     )
-    result = runner.invoke(app, ["build", "--quick", "--model", f"{source}:Dynamic", "--runs-dir", str(tmp_path / "runs")])
+    # --no-distill: with distillation on, preflight refuses it sooner, as no detector the detect task can distil
+    result = runner.invoke(app, ["build", "--quick", "--no-distill", "--model", f"{source}:Dynamic", "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2
     assert "trace" in result.output.lower()
     assert not list((tmp_path / "runs").rglob("model.pt"))
