@@ -252,8 +252,8 @@ def mean(values: list[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
 
 
-def gap_closed(baseline: float, plain: float, distilled: float) -> str:
-    return f"{(distilled - plain) / (baseline - plain):.0%}" if baseline > plain else ""
+def gap_closed(reference: float, plain: float, distilled: float) -> str:
+    return f"{(distilled - plain) / (reference - plain):.0%}" if reference > plain else ""
 
 
 def tables(results: dict, args: argparse.Namespace) -> str:
@@ -274,9 +274,8 @@ def tables(results: dict, args: argparse.Namespace) -> str:
         lines += [f"Prune ratio {ratio} (right after pruning: mAP50 {pruned['map50']:.4f} / mAP50-95 {pruned['map50_95']:.4f})", "",
                   "| model | mAP50 | mAP50-95 | mAP50 gap closed | mAP50-95 gap closed | train s (mean) |", "|---|---|---|---|---|---|"]
 
-        def line(label: str, runs: list[dict], plain_runs: list[dict] | None, seconds: str) -> str:
+        def line(label: str, runs: list[dict], plain_runs: list[dict] | None, seconds: str, unpruned: dict) -> str:
             cells = [f"{mean([r[m] for r in runs]):.4f} ({', '.join(f'{r[m]:.4f}' for r in runs)})" for m in METRICS]
-            unpruned = reference["ptq" if label.startswith("int8") else "finetuned"]
             closed = [gap_closed(unpruned[m], mean([r[m] for r in plain_runs]), mean([r[m] for r in runs])) if plain_runs else ""
                       for m in METRICS]
             return f"| {label} | {' | '.join(cells)} | {' | '.join(closed)} | {seconds} |"
@@ -284,14 +283,14 @@ def tables(results: dict, args: argparse.Namespace) -> str:
         finetuned = {mode: [row["finetuned"] for row in rows[mode]] for mode in FINETUNE_MODES}
         for mode in FINETUNE_MODES:
             lines.append(line(f"fine-tuned, {mode}", finetuned[mode], finetuned["plain"] if mode == "distilled" else None,
-                              f"{mean([row['finetune_s'] for row in rows[mode]]):.0f}"))
+                              f"{mean([row['finetune_s'] for row in rows[mode]]):.0f}", reference["finetuned"]))
         for mode in FINETUNE_MODES:
-            lines.append(line(f"int8 PTQ of fine-tuned {mode}", [row["ptq"] for row in rows[mode]], None, ""))
+            lines.append(line(f"int8 PTQ of fine-tuned {mode}", [row["ptq"] for row in rows[mode]], None, "", reference["ptq"]))
             plain_qat = [row["qat"]["plain"] for row in rows[mode]]
             for qat_mode in FINETUNE_MODES:
                 runs = [row["qat"][qat_mode] for row in rows[mode]]
                 lines.append(line(f"int8 QAT {qat_mode}, of fine-tuned {mode}", runs, plain_qat if qat_mode == "distilled" else None,
-                                  f"{mean([r['qat_s'] for r in runs]):.0f}"))
+                                  f"{mean([r['qat_s'] for r in runs]):.0f}", reference["ptq"]))
         lines.append("")
     lines.append("gap closed = (distilled - plain) / (control - plain) on the means over seeds (int8 rows: the control's PTQ); for a "
                  "QAT row, plain is the plain QAT of the same fine-tuned model. `build` without / with `--distill` = fine-tuned plain + QAT plain / fine-tuned distilled "

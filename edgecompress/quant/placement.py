@@ -301,22 +301,13 @@ def _last_quantized_convs(
 ) -> list[fx.Node]:
     """The quantized convs (``float_layers`` aside) from whose output no quantized consumer can be reached."""
     quantized_consumers = {consumer for consumer, _, _ in edges}
+    feeds_quantized: set[fx.Node] = set()  # nodes whose output reaches a quantized consumer, found in one backward pass
+    for node in reversed(graph.nodes):
+        if any(user in quantized_consumers or user in feeds_quantized for user in node.users):
+            feeds_quantized.add(node)
     return [node for node in graph.nodes
             if _is_quant_layer(node, modules) and isinstance(modules[node.target], nn.Conv2d) and node.target not in float_layers
-            and not _reaches(node, quantized_consumers)]
-
-
-def _reaches(node: fx.Node, targets: set[fx.Node]) -> bool:
-    """Whether a node of ``targets`` reads ``node``'s output, directly or through other nodes."""
-    seen, frontier = set(), list(node.users)
-    while frontier:
-        user = frontier.pop()
-        if user in targets:
-            return True
-        if user not in seen:
-            seen.add(user)
-            frontier += user.users
-    return False
+            and node not in feeds_quantized]
 
 
 def _quantize_output(modules: dict[str, nn.Module], graph: fx.Graph, conv: fx.Node, backend: Backend) -> None:
